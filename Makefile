@@ -1,0 +1,40 @@
+# Named tasks; `make demo` and `make test` are the two set-up commands of the README.
+VENV := .venv/bin
+
+.PHONY: demo up test test-unit bootstrap gen-protos build-ext lint bench-control bench-round compose-check
+
+demo: bootstrap        ## start Redis, Triton (emulated pool) and the services; answer a few requests
+	$(VENV)/aragog-stack demo
+
+up: bootstrap          ## start the stack and keep it running (Ctrl-C stops it)
+	$(VENV)/aragog-stack up
+
+test: bootstrap        ## every test: unit, then integration (real Redis, Triton, gRPC)
+	$(VENV)/python -m pytest -q
+
+test-unit: bootstrap
+	$(VENV)/python -m pytest -q -m "not integration"
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+gen-protos: bootstrap  ## regenerate aragog/v1 into services/v1 (git-ignored) for editable work
+	$(VENV)/python protos/generate.py services
+
+build-ext: bootstrap   ## rebuild the Cython round in place
+	$(VENV)/python setup.py build_ext --inplace
+
+lint: bootstrap
+	$(VENV)/pip install -q ruff mypy cython-lint
+	$(VENV)/ruff check services tests benchmarks loadgen scheduler_ext
+	$(VENV)/cython-lint scheduler_ext
+
+bench-control: bootstrap  ## control-path latency per stage on an idle pool
+	$(VENV)/python benchmarks/control_path.py
+
+bench-round: bootstrap    ## the scheduling round: extension against the pure-Python reference
+	$(VENV)/python benchmarks/bench_round.py
+
+compose-check: bootstrap  ## validate docker-compose.yml offline (no Docker engine needed)
+	$(VENV)/pip install -q check-jsonschema
+	$(VENV)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml

@@ -1,0 +1,1 @@
+"""Code shared by every Aragog service: settings, Redis keys, workflows, pool, policies."""

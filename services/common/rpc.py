@@ -1,0 +1,120 @@
+"""gRPC plumbing every service shares: server factory, request-context interceptor, errors.
+
+Servers serve health checking and reflection next to their own services; clients put a
+deadline on every call and turn status codes into one typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class ContextInterceptor(grpc.aio.ServerInterceptor):
+    """Binds the RPC method and the caller's x-request-id to every log line of the call."""
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        rid = ""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == REQUEST_ID_HEADER:
+                rid = value
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(rpc=handler_call_details.method)
+        if rid:
+            structlog.contextvars.bind_contextvars(request_id=rid)
+        return await continuation(handler_call_details)
+
+
+def create_server(
+    listen: str,
+    register: Iterable[Callable[[grpc.aio.Server], None]],
+    service_names: Iterable[str],
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Build a grpc.aio server with our services, health and reflection; return it and its port.
+
+    `listen` may end in :0 to pick a free port (tests). Health starts NOT_SERVING until the
+    caller marks it SERVING once its dependencies answer.
+    """
+    server = grpc.aio.server(
+        interceptors=[ContextInterceptor()],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
+    )
+    for add in register:
+        add(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = list(service_names)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise RuntimeError(f"cannot bind gRPC server to {listen}")
+    return server, port, health_servicer
+
+
+async def set_serving(health_servicer: Any, service_names: Iterable[str], serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in [*service_names, ""]:
+        await health_servicer.set(name, status)
+
+
+def install_sigterm(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop`; the service then drains and exits."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+class RpcError(Exception):
+    """A failed call to another service: its status code and the server's message."""
+
+    def __init__(self, method: str, code: grpc.StatusCode, details: str):
+        super().__init__(f"{method}: {code.name}: {details}")
+        self.method = method
+        self.code = code
+        self.details = details
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.ABORTED,
+        )
+
+
+async def call(
+    method: str,
+    fn: Callable[..., Awaitable[Any]],
+    request: Any,
+    *,
+    timeout: float,
+    request_id: str = "",
+) -> Any:
+    """Call a unary RPC with a deadline; raise RpcError on failure."""
+    metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else None
+    try:
+        return await fn(request, timeout=timeout, metadata=metadata)
+    except grpc.aio.AioRpcError as e:
+        raise RpcError(method, e.code(), e.details() or "") from e
+
+
+def start_metrics(port: int) -> int:
+    """Expose Prometheus metrics on 127.0.0.1:`port` (0: a free port); return the port."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr="127.0.0.1")
+    return int(server.server_port)

@@ -1,0 +1,51 @@
+"""The life of a service process: settings, logging, metrics, gRPC server, SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+
+import grpc
+
+from aragog.common.logs import configure_logging
+from aragog.common.rpc import create_server, install_sigterm, set_serving, start_metrics
+from aragog.common.settings import BaseSettings
+
+
+async def serve(
+    name: str,
+    settings: BaseSettings,
+    listen: str,
+    register: Iterable[Callable[[grpc.aio.Server], None]],
+    service_names: list[str],
+    start: Callable[[], Awaitable[None]] | None = None,
+    drain: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run one service until SIGTERM: start its work, serve, then drain and stop with grace.
+
+    `start` runs before the port reports SERVING (connect to Redis, load state);
+    `drain` runs after new RPCs are refused, within shutdown_grace_s.
+    """
+    log = configure_logging(name, settings.log_level)
+    metrics_port = start_metrics(settings.metrics_port)
+    server, port, health_servicer = create_server(listen, register, service_names)
+    await server.start()
+    stop = asyncio.Event()
+    install_sigterm(stop)
+    try:
+        if start is not None:
+            await start()
+        await set_serving(health_servicer, service_names, True)
+        log.info("serving", port=port, metrics_port=metrics_port)
+        await stop.wait()
+        log.info("stopping", grace_s=settings.shutdown_grace_s)
+        await set_serving(health_servicer, service_names, False)
+    finally:
+        stopping = asyncio.ensure_future(server.stop(settings.shutdown_grace_s))
+        if drain is not None:
+            try:
+                await asyncio.wait_for(drain(), settings.shutdown_grace_s)
+            except TimeoutError:
+                log.warning("drain_timeout")
+        await stopping
+        log.info("stopped")

@@ -1,0 +1,192 @@
+"""Redis: the one place that knows Aragog's key layout.
+
+Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `aragog`):
+
+| key | type | written by | holds |
+|---|---|---|---|
+| `{ns}:pool` | string | scheduler (start) | the model pool, PoolSpec JSON |
+| `{ns}:workflows` | hash | router | workflow id -> validated YAML |
+| `{ns}:req:{id}` | hash | router, executor | workflow, policy, tenant, input, state, answer, error, times |
+| `{ns}:req:{id}:f` | string | router | F(r): int64 config indices, or `*` for every configuration |
+| `{ns}:req:{id}:chosen` | hash | scheduler | LLM stage -> model chosen so far (C(r) = F(r) narrowed by it) |
+| `{ns}:req:{id}:stages` | hash | executor | stage -> StageResult (protobuf bytes) |
+| `{ns}:req:{id}:events` | stream | router, executor | progress events (SubmitRequestResponse bytes) |
+| `{ns}:req:{id}:owner` | string, TTL | executor | executor id running the request (heartbeat-renewed) |
+| `{ns}:work` | stream | router | admitted request ids; consumer group `executors` |
+| `{ns}:leases` | hash | scheduler | lease id -> JSON {model, request, stage, executor, expires} |
+| `{ns}:inflight:{executor}` | hash, TTL | executor | model -> stages in flight on it now |
+| `{ns}:load` | string | load-monitor | newest LoadSnapshot (protobuf bytes) |
+
+Finished requests' keys expire after the router's request_ttl_s.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from aragog.common.pool import PoolSpec
+from aragog.common.workflow import WorkflowDef, parse_workflow
+from aragog.v1 import common_pb2
+
+WORK_GROUP = "executors"
+ALL_CONFIGS = b"*"
+
+
+class Keys:
+    """Key names under one namespace."""
+
+    def __init__(self, ns: str):
+        self.ns = ns
+        self.pool = f"{ns}:pool"
+        self.workflows = f"{ns}:workflows"
+        self.work = f"{ns}:work"
+        self.leases = f"{ns}:leases"
+        self.load = f"{ns}:load"
+
+    def req(self, rid: str) -> str:
+        return f"{self.ns}:req:{rid}"
+
+    def f(self, rid: str) -> str:
+        return f"{self.ns}:req:{rid}:f"
+
+    def chosen(self, rid: str) -> str:
+        return f"{self.ns}:req:{rid}:chosen"
+
+    def stages(self, rid: str) -> str:
+        return f"{self.ns}:req:{rid}:stages"
+
+    def events(self, rid: str) -> str:
+        return f"{self.ns}:req:{rid}:events"
+
+    def owner(self, rid: str) -> str:
+        return f"{self.ns}:req:{rid}:owner"
+
+    def request_keys(self, rid: str) -> list[str]:
+        return [self.req(rid), self.f(rid), self.chosen(rid), self.stages(rid), self.events(rid)]
+
+    def inflight(self, executor: str) -> str:
+        return f"{self.ns}:inflight:{executor}"
+
+    @property
+    def inflight_pattern(self) -> str:
+        return f"{self.ns}:inflight:*"
+
+
+def connect(url: str) -> aioredis.Redis:
+    """An asyncio Redis client (bytes in, bytes out) with retries on connection loss."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return aioredis.from_url(
+        url,
+        decode_responses=False,
+        health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+    )
+
+
+def encode_configs(configs: np.ndarray | None) -> bytes:
+    return ALL_CONFIGS if configs is None else np.ascontiguousarray(configs, np.int64).tobytes()
+
+
+def decode_configs(raw: bytes, space_size: int) -> np.ndarray:
+    if raw == ALL_CONFIGS:
+        return np.arange(space_size, dtype=np.int64)
+    return np.frombuffer(raw, dtype=np.int64).copy()
+
+
+def s(v: bytes | None) -> str:
+    return v.decode() if v is not None else ""
+
+
+class Store:
+    """Typed access to cluster state; services hold one each."""
+
+    def __init__(self, redis: aioredis.Redis, namespace: str):
+        self.r = redis
+        self.k = Keys(namespace)
+
+    # pool and workflows -------------------------------------------------------------
+    async def put_pool(self, pool: PoolSpec) -> None:
+        await self.r.set(self.k.pool, pool.to_json())
+
+    async def get_pool(self) -> PoolSpec | None:
+        raw = await self.r.get(self.k.pool)
+        return PoolSpec.from_json(raw.decode()) if raw else None
+
+    async def put_workflow(self, wf: WorkflowDef) -> None:
+        await self.r.hset(self.k.workflows, wf.id, wf.to_yaml())
+
+    async def get_workflow(self, wid: str) -> WorkflowDef | None:
+        raw = await self.r.hget(self.k.workflows, wid)
+        return parse_workflow(raw.decode()) if raw else None
+
+    async def list_workflows(self) -> list[WorkflowDef]:
+        raw = await self.r.hgetall(self.k.workflows)
+        return sorted((parse_workflow(v.decode()) for v in raw.values()), key=lambda w: w.id)
+
+    # requests -----------------------------------------------------------------------
+    async def request_fields(self, rid: str) -> dict[str, str]:
+        raw = await self.r.hgetall(self.k.req(rid))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def stage_results(self, rid: str) -> dict[str, common_pb2.StageResult]:
+        raw = await self.r.hgetall(self.k.stages(rid))
+        out = {}
+        for k, v in raw.items():
+            out[k.decode()] = common_pb2.StageResult.FromString(v)
+        return out
+
+    async def chosen(self, rid: str) -> dict[str, str]:
+        raw = await self.r.hgetall(self.k.chosen(rid))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def status(self, rid: str) -> common_pb2.RequestStatus | None:
+        """The request's state as the API shows it, or None if unknown."""
+        f = await self.request_fields(rid)
+        if not f:
+            return None
+        results = await self.stage_results(rid)
+        wf = await self.get_workflow(f.get("workflow_id", ""))
+        order = [st.name for st in wf.stages] if wf else sorted(results)
+        ordered = [results[n] for n in order if n in results]
+        return common_pb2.RequestStatus(
+            request_id=rid,
+            workflow_id=f.get("workflow_id", ""),
+            policy=f.get("policy", ""),
+            tenant=f.get("tenant", ""),
+            state=int(f.get("state", common_pb2.REQUEST_STATE_QUEUED)),
+            stages=ordered,
+            answer=f.get("answer", ""),
+            error=f.get("error", ""),
+            admitted_configurations=int(f.get("admitted", 0)),
+            viable_configurations=int(f.get("viable", f.get("admitted", 0))),
+            created_at=float(f.get("created_at", 0)),
+            finished_at=float(f.get("finished_at", 0)),
+        )
+
+    async def snapshot(self) -> dict[bytes, Any]:
+        """Every key under the namespace with its type and value (tests compare them)."""
+        out: dict[bytes, Any] = {}
+        async for key in self.r.scan_iter(match=f"{self.k.ns}:*", count=500):
+            typ = await self.r.type(key)
+            if typ == b"string":
+                out[key] = await self.r.get(key)
+            elif typ == b"hash":
+                out[key] = await self.r.hgetall(key)
+            elif typ == b"stream":
+                out[key] = await self.r.xrange(key)
+            else:
+                out[key] = typ
+        return out
+
+
+def now() -> float:
+    return time.time()

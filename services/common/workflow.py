@@ -1,0 +1,237 @@
+"""Workflow declarations: parse and validate YAML, and derive the configuration space.
+
+A *configuration* assigns one candidate model to every LLM stage. Configurations are
+numbered in mixed radix over the LLM stages in declaration order (stage 0 varies
+fastest), which is the compact form F(r) and C(r) are stored in (int64 index arrays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import yaml
+
+from aragog.v1 import common_pb2
+
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+STAGE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_STAGES = 32
+MAX_OUTPUT_TOKENS = 8192
+
+
+class WorkflowError(ValueError):
+    """The workflow declaration is invalid; the message says where and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StageDef:
+    name: str
+    kind: str  # "llm" or "tool"
+    depends_on: tuple[str, ...]
+    prompt: str
+    candidates: tuple[str, ...]
+    output_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowDef:
+    """A validated workflow. `llm_stages` fixes the order of the configuration's digits."""
+
+    id: str
+    description: str
+    stages: tuple[StageDef, ...]
+    per_workflow: tuple[str, ...]
+
+    @property
+    def llm_stages(self) -> list[StageDef]:
+        return [s for s in self.stages if s.kind == "llm"]
+
+    def stage(self, name: str) -> StageDef:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def llm_index(self, name: str) -> int:
+        """Position of an LLM stage among the configuration's digits."""
+        for i, s in enumerate(self.llm_stages):
+            if s.name == name:
+                return i
+        raise KeyError(name)
+
+    @property
+    def sink(self) -> StageDef:
+        """The stage no other stage depends on: its output is the answer."""
+        used = {d for s in self.stages for d in s.depends_on}
+        return [s for s in self.stages if s.name not in used][0]
+
+    def depths(self) -> dict[str, int]:
+        """Longest path from a source to each stage (sources have depth 0)."""
+        depth: dict[str, int] = {}
+        for s in self.stages:  # declaration order is topological (validated)
+            depth[s.name] = 1 + max((depth[d] for d in s.depends_on), default=-1)
+        return depth
+
+    @property
+    def num_configurations(self) -> int:
+        return int(np.prod([len(s.candidates) for s in self.llm_stages], dtype=object))
+
+    def config_index(self, models: Sequence[str]) -> int:
+        """Index of the configuration giving models[i] to the i-th LLM stage."""
+        llm = self.llm_stages
+        if len(models) != len(llm):
+            raise WorkflowError(
+                f"workflow {self.id} has {len(llm)} LLM stages "
+                f"({', '.join(s.name for s in llm)}); got {len(models)} models"
+            )
+        index, stride = 0, 1
+        for s, m in zip(llm, models, strict=True):
+            if m not in s.candidates:
+                raise WorkflowError(
+                    f"model {m!r} is not a candidate of stage {s.name!r} "
+                    f"(candidates: {', '.join(s.candidates)})"
+                )
+            index += s.candidates.index(m) * stride
+            stride *= len(s.candidates)
+        return index
+
+    def config_models(self, index: int) -> list[str]:
+        out = []
+        for s in self.llm_stages:
+            out.append(s.candidates[index % len(s.candidates)])
+            index //= len(s.candidates)
+        return out
+
+    def to_proto(self) -> common_pb2.Workflow:
+        kinds = {"llm": common_pb2.STAGE_KIND_LLM, "tool": common_pb2.STAGE_KIND_TOOL}
+        return common_pb2.Workflow(
+            id=self.id,
+            description=self.description,
+            per_workflow_models=list(self.per_workflow),
+            stages=[
+                common_pb2.Stage(
+                    name=s.name,
+                    kind=kinds[s.kind],
+                    depends_on=list(s.depends_on),
+                    prompt_template=s.prompt,
+                    candidate_models=list(s.candidates),
+                    output_tokens=s.output_tokens,
+                )
+                for s in self.stages
+            ],
+        )
+
+    def to_yaml(self) -> str:
+        data: dict[str, Any] = {"id": self.id, "description": self.description, "stages": []}
+        for s in self.stages:
+            d: dict[str, Any] = {"name": s.name, "kind": s.kind, "prompt": s.prompt}
+            if s.depends_on:
+                d["depends_on"] = list(s.depends_on)
+            if s.kind == "llm":
+                d["candidates"] = list(s.candidates)
+                d["output_tokens"] = s.output_tokens
+            data["stages"].append(d)
+        if self.per_workflow:
+            data["per_workflow"] = list(self.per_workflow)
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _placeholders(template: str) -> set[str]:
+    try:
+        return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as e:
+        raise WorkflowError(f"prompt template {template[:40]!r}...: {e}") from e
+
+
+def parse_workflow(text: str, pool_models: Sequence[str] | None = None) -> WorkflowDef:
+    """Parse and validate a YAML declaration; `pool_models` (if given) bounds the candidates."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise WorkflowError(f"workflow YAML does not parse: {e}") from e
+    if not isinstance(data, Mapping):
+        raise WorkflowError("workflow YAML must be a mapping with `id` and `stages`")
+    wid = data.get("id")
+    if not isinstance(wid, str) or not ID_RE.match(wid):
+        raise WorkflowError(
+            "workflow `id` must be 1-64 chars of lowercase letters, digits, '_', '-', '.'"
+        )
+    raw_stages = data.get("stages")
+    if not isinstance(raw_stages, list) or not raw_stages:
+        raise WorkflowError(f"workflow {wid}: `stages` must be a non-empty list")
+    if len(raw_stages) > MAX_STAGES:
+        raise WorkflowError(f"workflow {wid}: at most {MAX_STAGES} stages")
+    stages: list[StageDef] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_stages):
+        where = f"workflow {wid}, stage #{i}"
+        if not isinstance(raw, Mapping):
+            raise WorkflowError(f"{where}: must be a mapping")
+        name = raw.get("name")
+        if not isinstance(name, str) or not STAGE_RE.match(name):
+            raise WorkflowError(f"{where}: `name` must match {STAGE_RE.pattern}")
+        where = f"workflow {wid}, stage {name!r}"
+        if name in seen or name == "input":
+            raise WorkflowError(f"{where}: duplicate or reserved name")
+        kind = raw.get("kind", "llm")
+        if kind not in ("llm", "tool"):
+            raise WorkflowError(f"{where}: `kind` must be llm or tool, not {kind!r}")
+        deps = raw.get("depends_on", []) or []
+        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+            raise WorkflowError(f"{where}: `depends_on` must be a list of stage names")
+        for d in deps:
+            if d not in seen:
+                raise WorkflowError(
+                    f"{where}: depends on {d!r}, which is not declared before it "
+                    "(declare stages in dependency order; cycles are not allowed)"
+                )
+        prompt = raw.get("prompt", "")
+        if not isinstance(prompt, str) or not prompt:
+            raise WorkflowError(f"{where}: `prompt` must be a non-empty template")
+        unknown = _placeholders(prompt) - {"input", *deps}
+        if unknown:
+            raise WorkflowError(
+                f"{where}: prompt uses {sorted(unknown)}; only {{input}} and dependencies "
+                f"({', '.join(deps) or 'none'}) can be referenced"
+            )
+        candidates: tuple[str, ...] = ()
+        output_tokens = 0
+        if kind == "llm":
+            cands = raw.get("candidates")
+            if not isinstance(cands, list) or not cands or not all(isinstance(c, str) for c in cands):
+                raise WorkflowError(f"{where}: `candidates` must be a non-empty list of models")
+            if len(set(cands)) != len(cands):
+                raise WorkflowError(f"{where}: `candidates` has duplicates")
+            if pool_models is not None:
+                missing = [c for c in cands if c not in pool_models]
+                if missing:
+                    raise WorkflowError(
+                        f"{where}: models {missing} are not in the pool "
+                        f"({', '.join(pool_models)})"
+                    )
+            candidates = tuple(cands)
+            output_tokens = raw.get("output_tokens", 128)
+            if not isinstance(output_tokens, int) or not 1 <= output_tokens <= MAX_OUTPUT_TOKENS:
+                raise WorkflowError(f"{where}: `output_tokens` must be 1..{MAX_OUTPUT_TOKENS}")
+        stages.append(StageDef(name, kind, tuple(deps), prompt, candidates, output_tokens))
+        seen.add(name)
+    used = {d for s in stages for d in s.depends_on}
+    sinks = [s.name for s in stages if s.name not in used]
+    if len(sinks) != 1:
+        raise WorkflowError(
+            f"workflow {wid}: exactly one stage must be the answer (no dependents); found {sinks}"
+        )
+    if not any(s.kind == "llm" for s in stages):
+        raise WorkflowError(f"workflow {wid}: needs at least one llm stage")
+    per = data.get("per_workflow", []) or []
+    if not isinstance(per, list) or not all(isinstance(m, str) for m in per):
+        raise WorkflowError(f"workflow {wid}: `per_workflow` must be a list of models")
+    wf = WorkflowDef(wid, str(data.get("description", "")), tuple(stages), tuple(per))
+    if per:
+        wf.config_index(per)  # validates count and membership
+    return wf

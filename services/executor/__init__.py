@@ -1,0 +1,1 @@
+"""aragog.executor service."""

@@ -1,0 +1,237 @@
+"""Executor: takes admitted requests from the Redis work stream and runs them.
+
+Work arrives through the stream's consumer group. A request is owned by one executor at a
+time through a heartbeat-renewed key; a live executor also keeps re-claiming its pending
+stream entries so they never look idle. When an executor dies, its entries go idle and
+another executor claims them (XAUTOCLAIM) and resumes the requests from Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import grpc
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+from redis.exceptions import ResponseError
+
+from aragog.common.settings import ExecutorSettings
+from aragog.common.store import WORK_GROUP, Store
+from aragog.executor.model_client import ModelClient
+from aragog.executor.runner import RequestRunner, stage_started_event
+from aragog.v1 import common_pb2, executor_pb2, executor_pb2_grpc, router_pb2, scheduler_pb2_grpc
+
+log = structlog.get_logger("executor")
+TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
+
+RUNNING = Gauge("aragog_executor_running_requests", "Requests this executor runs now")
+INFLIGHT = Gauge("aragog_executor_inflight_stages", "Stages in flight on each model", ["model"])
+FINISHED = Counter("aragog_executor_requests_total", "Requests finished", ["outcome"])
+STAGE_SECONDS = Histogram("aragog_executor_stage_seconds", "Model call time", ["model"])
+
+
+class Executor:
+    def __init__(self, settings: ExecutorSettings, store: Store, channel: grpc.aio.Channel):
+        self.settings = settings
+        self.store = store
+        self.id = settings.executor_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.scheduler = scheduler_pb2_grpc.SchedulerServiceStub(channel)
+        self.models = ModelClient(settings.triton_url)
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.entries: dict[str, bytes] = {}  # request id -> stream entry id
+        self._inflight: dict[str, int] = {}
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ttl_ms = int(settings.claim_idle_s * 1000)
+
+    # lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            await self.store.r.xgroup_create(self.store.k.work, WORK_GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+        await self.store.r.delete(self.store.k.inflight(self.id))
+        self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._heartbeat())]
+        log.info("executor_started", executor=self.id, triton=self.settings.triton_url)
+
+    async def drain(self) -> None:
+        """Stop taking work, let running requests finish; hand back the rest (left pending)."""
+        self._stopping.set()
+        if self.running:
+            log.info("draining", running=len(self.running))
+            await asyncio.wait(list(self.running.values()), timeout=self.settings.shutdown_grace_s * 0.8)
+        for rid, task in list(self.running.items()):
+            log.warning("handing_back", request_id=rid)
+            task.cancel()
+        if self.running:
+            await asyncio.gather(*self.running.values(), return_exceptions=True)
+        for t in self._tasks:
+            t.cancel()
+        await self.store.r.delete(self.store.k.inflight(self.id))
+        await self.models.close()
+
+    # the work stream ----------------------------------------------------------------
+    async def _consume(self) -> None:
+        k = self.store.k
+        next_claim = 0.0
+        while not self._stopping.is_set():
+            try:
+                slots = self.settings.max_concurrent_requests - len(self.running)
+                if slots <= 0:
+                    await asyncio.sleep(0.01)
+                    continue
+                if time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + self.settings.claim_idle_s / 2
+                    _, claimed, _ = await self.store.r.xautoclaim(
+                        k.work, WORK_GROUP, self.id, int(self.settings.claim_idle_s * 1000),
+                        start_id="0-0", count=slots,
+                    )
+                    for entry_id, fields in claimed:
+                        if fields:
+                            log.info("claimed_idle_work", request_id=fields[b"rid"].decode())
+                            self._take(entry_id, fields[b"rid"].decode())
+                    slots = self.settings.max_concurrent_requests - len(self.running)
+                    if slots <= 0:
+                        continue
+                res = await self.store.r.xreadgroup(WORK_GROUP, self.id, {k.work: ">"}, count=slots, block=500)
+                for _stream, entries in res or ():
+                    for entry_id, fields in entries:
+                        self._take(entry_id, fields[b"rid"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consume_error")
+                await asyncio.sleep(0.5)
+
+    def _take(self, entry_id: bytes | None, rid: str) -> asyncio.Task[None]:
+        """Run a request in its own task (entry_id: its work-stream entry, if it came from there)."""
+        if rid in self.running:
+            return self.running[rid]
+        if entry_id is not None:
+            self.entries[rid] = entry_id
+        task = asyncio.create_task(self._run_entry(rid, entry_id))
+        self.running[rid] = task
+        RUNNING.set(len(self.running))
+        task.add_done_callback(lambda _t, rid=rid: self._done(rid))
+        return task
+
+    def _done(self, rid: str) -> None:
+        self.running.pop(rid, None)
+        self.entries.pop(rid, None)
+        RUNNING.set(len(self.running))
+
+    async def _run_entry(self, rid: str, entry_id: bytes | None) -> None:
+        k = self.store.k
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        state = await self.store.r.hget(k.req(rid), "state")
+        if state is None or int(state) in TERMINAL:
+            if entry_id is not None:
+                await self.store.r.xack(k.work, WORK_GROUP, entry_id)
+            return
+        if not await self.store.r.set(k.owner(rid), self.id, nx=True, px=self._ttl_ms):
+            return  # a live executor runs it; the entry stays pending for whoever finishes
+        try:
+            await self.run_request(rid)
+            if entry_id is not None:
+                await self.store.r.xack(k.work, WORK_GROUP, entry_id)
+        finally:
+            await self.store.r.delete(k.owner(rid))
+
+    async def _heartbeat(self) -> None:
+        """Keep ownership and stream entries fresh, and the in-flight hash alive."""
+        k = self.store.k
+        period = self.settings.claim_idle_s / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                async with self.store.r.pipeline(transaction=False) as p:
+                    for rid in self.running:
+                        p.set(k.owner(rid), self.id, xx=True, px=self._ttl_ms)
+                    if self.entries:
+                        p.xclaim(k.work, WORK_GROUP, self.id, 0, list(self.entries.values()), justid=True)
+                    p.expire(k.inflight(self.id), int(self.settings.claim_idle_s * 2) + 1)
+                    await p.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("heartbeat_error")
+
+    # running one request ------------------------------------------------------------
+    async def run_request(self, rid: str) -> None:
+        k = self.store.k
+        fields = await self.store.request_fields(rid)
+        wf = await self.store.get_workflow(fields.get("workflow_id", ""))
+        if wf is None:
+            await self._finish(rid, False, "", f"workflow {fields.get('workflow_id')!r} is not registered")
+            return
+        await self.store.r.hset(k.req(rid), "state", common_pb2.REQUEST_STATE_RUNNING)
+        ok, answer, error = await RequestRunner(self, rid, wf, fields).run()
+        await self._finish(rid, ok, answer, error)
+
+    async def _finish(self, rid: str, ok: bool, answer: str, error: str) -> None:
+        k = self.store.k
+        state = common_pb2.REQUEST_STATE_SUCCEEDED if ok else common_pb2.REQUEST_STATE_FAILED
+        await self.store.r.hset(k.req(rid), mapping={
+            "state": state, "answer": answer, "error": error, "finished_at": time.time(),
+        })
+        status = await self.store.status(rid)
+        event = router_pb2.SubmitRequestResponse(request_id=rid, completed=status)
+        ttl = self.settings.request_ttl_s
+        async with self.store.r.pipeline(transaction=True) as p:
+            p.xadd(k.events(rid), {"e": event.SerializeToString()})
+            for key in k.request_keys(rid):
+                p.expire(key, ttl)
+            await p.execute()
+        FINISHED.labels("succeeded" if ok else "failed").inc()
+        log.info("request_finished", ok=ok, error=error or None)
+
+    async def record_stage(self, rid: str, result: common_pb2.StageResult) -> None:
+        event = router_pb2.SubmitRequestResponse(request_id=rid, stage_finished=result)
+        async with self.store.r.pipeline(transaction=True) as p:
+            p.hset(self.store.k.stages(rid), result.stage, result.SerializeToString())
+            p.xadd(self.store.k.events(rid), {"e": event.SerializeToString()})
+            await p.execute()
+        if result.model:
+            STAGE_SECONDS.labels(result.model).observe(result.service_ms / 1000.0)
+
+    async def stage_started(self, rid: str, stage: str, model: str, delta: int) -> None:
+        """Count the stage in flight on `model` and announce it, in one round trip."""
+        self._inflight[model] = self._inflight.get(model, 0) + delta
+        INFLIGHT.labels(model).set(self._inflight[model])
+        async with self.store.r.pipeline(transaction=True) as p:
+            p.hincrby(self.store.k.inflight(self.id), model, delta)
+            p.xadd(self.store.k.events(rid), {"e": stage_started_event(rid, stage, model, self.id)})
+            await p.execute()
+
+    async def inflight(self, model: str, delta: int) -> None:
+        self._inflight[model] = self._inflight.get(model, 0) + delta
+        INFLIGHT.labels(model).set(self._inflight[model])
+        await self.store.r.hincrby(self.store.k.inflight(self.id), model, delta)
+
+    async def wait_terminal(self, rid: str, timeout_s: float) -> common_pb2.RequestStatus | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = await self.store.status(rid)
+            if status is None or status.state in TERMINAL:
+                return status
+            await asyncio.sleep(0.05)
+        return await self.store.status(rid)
+
+
+class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
+    def __init__(self, executor: Executor):
+        self.ex = executor
+
+    async def RunRequest(self, request, context):  # noqa: N802
+        rid = request.request_id
+        status = await self.ex.store.status(rid)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no admitted request {rid!r}")
+        if status.state not in TERMINAL:
+            await self.ex._take(None, rid)  # runs it unless another executor owns it
+            status = await self.ex.wait_terminal(rid, self.ex.settings.acquire_timeout_s)
+        return executor_pb2.RunRequestResponse(status=status)

@@ -1,0 +1,1 @@
+"""aragog.load_monitor service."""

@@ -1,0 +1,205 @@
+"""The EMULATED model pool: one real Triton model per pool model, served by nvidia-pytriton.
+
+There are no LLM weights on these machines. Each model's infer function sleeps for the time its
+latency profile gives the batch (`ModelProfile.batch_latency_s` x time scale) and returns the
+deterministic `answer()`. Everything around it is real: Triton's dynamic batcher forms the
+batches, `instances` instances run at once (each is its own pytriton handler thread, and a
+sleeping thread releases the GIL), and Triton's gRPC/HTTP APIs and Prometheus metrics serve
+clients and the load-monitor.
+
+Model I/O contract (the executor relies on it; batch dimension first since max_batch_size > 0):
+    inputs   prompt BYTES [1], stage BYTES [1], output_tokens INT32 [1]
+    outputs  text BYTES [1], completion_tokens INT32 [1]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import sysconfig
+import time
+from collections.abc import Callable
+
+import numpy as np
+import structlog
+from pytriton.decorators import batch
+from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+from pytriton.triton import (
+    DEFAULT_PROTECTED_ENDPOINTS,
+    Triton,
+    TritonConfig,
+    TritonSecurityConfig,
+)
+
+from aragog.common.logs import configure_logging
+from aragog.common.pool import ModelProfile, load_pool
+from aragog.common.settings import PoolSettings
+from aragog.pool.answer import answer
+
+INPUTS = [
+    Tensor(name="prompt", dtype=bytes, shape=(1,)),
+    Tensor(name="stage", dtype=bytes, shape=(1,)),
+    Tensor(name="output_tokens", dtype=np.int32, shape=(1,)),
+]
+OUTPUTS = [
+    Tensor(name="text", dtype=bytes, shape=(1,)),
+    Tensor(name="completion_tokens", dtype=np.int32, shape=(1,)),
+]
+POLL_S = 1.0
+# Statistics stay readable without pytriton's access token (monitoring reads them); loading,
+# unloading, shared memory, trace and logging keep needing it.
+RESTRICTED_ENDPOINTS = [e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"]
+
+log = structlog.get_logger()
+
+
+def prompt_tokens(prompt: str) -> int:
+    """Token count of a prompt, estimated as its whitespace-separated words (an English word is
+    ~1.3 tokens; the profile's prefill term is small next to decode, so this is close enough)."""
+    return len(prompt.split())
+
+
+def make_infer(profile: ModelProfile, time_scale: float) -> Callable:
+    """Infer function of one instance: the batch costs the profile's latency for its size, its
+    longest prompt and its longest output, then every request gets its own answer."""
+
+    @batch
+    def infer(prompt: np.ndarray, stage: np.ndarray, output_tokens: np.ndarray) -> dict:
+        prompts = [p.decode("utf-8", "replace") for p in prompt.reshape(-1)]
+        stages = [s.decode("utf-8", "replace") for s in stage.reshape(-1)]
+        outs = np.maximum(output_tokens.reshape(-1, 1).astype(np.int32), 0)
+        b = len(prompts)
+        longest_prompt = max(prompt_tokens(p) for p in prompts)
+        time.sleep(profile.batch_latency_s(b, longest_prompt, int(outs.max())) * time_scale)
+        texts = [answer(profile.name, s, p).encode("utf-8")
+                 for s, p in zip(stages, prompts, strict=True)]
+        return {"text": np.array(texts, dtype=np.object_).reshape(b, 1), "completion_tokens": outs}
+
+    return infer
+
+
+def use_own_libpython() -> None:
+    """Make Triton's Python-backend stub load this interpreter's libpython.
+
+    The stub links `libpython3.11.so`; without this the dynamic loader picks the system one,
+    which differs from the running interpreter (pyenv) and model loading fails. tritonserver
+    inherits os.environ when pytriton starts it, so prepending the libdir here is enough.
+    """
+    libdir = sysconfig.get_config_var("LIBDIR")
+    current = os.environ.get("LD_LIBRARY_PATH", "")
+    if libdir and current.split(":")[0] != libdir:
+        os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{current}" if current else libdir
+
+
+def triton_config(settings: PoolSettings) -> TritonConfig:
+    """Address and ports from settings; exit_timeout bounds how long shutdown waits for
+    in-flight batches."""
+    return TritonConfig(
+        grpc_port=settings.triton_grpc_port,
+        http_port=settings.triton_http_port,
+        metrics_port=settings.triton_metrics_port,
+        exit_timeout_secs=5,
+        grpc_address=settings.triton_address,
+        http_address=settings.triton_address,
+        metrics_address=settings.triton_address,
+    )
+
+
+def check_ports_free(settings: PoolSettings) -> None:
+    """Fail fast on a taken port: pytriton would otherwise wait for, and report ready, whatever
+    Triton already listens there (our own tritonserver having exited on the bind error)."""
+    for api in ("grpc", "http", "metrics"):
+        port = getattr(settings, f"triton_{api}_port")
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("", port))  # the wildcard conflicts with a listener on any address
+            except OSError as e:
+                raise RuntimeError(f"Triton {api} port {port} is in use ({e.strerror}); "
+                                   f"set ARAGOG_TRITON_{api.upper()}_PORT") from e
+
+
+def bind_models(triton: Triton, settings: PoolSettings) -> list[str]:
+    """Bind every pool model, `instances` infer functions each; return the model names."""
+    spec = load_pool(settings.pool_file or None)
+    scale = settings.time_scale or spec.time_scale
+    for profile in spec.models:
+        triton.bind(
+            model_name=profile.name,
+            infer_func=[make_infer(profile, scale) for _ in range(profile.instances)],
+            inputs=INPUTS,
+            outputs=OUTPUTS,
+            config=ModelConfig(
+                max_batch_size=profile.saturation_batch,
+                batcher=DynamicBatcher(max_queue_delay_microseconds=settings.max_queue_delay_us),
+            ),
+            strict=True,
+        )
+    return spec.names
+
+
+class _Stop(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT, also while Triton is still starting."""
+
+
+def _handle_stop_signals(handler: Callable | signal.Handlers) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    _handle_stop_signals(signal.SIG_IGN)  # a second signal must not interrupt the shutdown
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _configure_stdlib_logging() -> None:
+    """pytriton logs through stdlib logging: render it as JSON lines too (warnings and up,
+    its info lines are per-model banners)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+
+
+def serve(settings: PoolSettings) -> None:
+    """Serve the emulated pool on Triton until SIGTERM/SIGINT, then stop Triton and its stubs.
+
+    pytriton gives each Triton process its own workspace (~/.cache/pytriton/workspace_*) and a
+    pid+random shared-memory prefix, so pools on different ports coexist on one machine.
+    """
+    configure_logging("pool", settings.log_level)
+    _configure_stdlib_logging()
+    use_own_libpython()
+    t0 = time.monotonic()
+    check_ports_free(settings)
+    triton = Triton(config=triton_config(settings),
+                    security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED_ENDPOINTS))
+    _handle_stop_signals(_on_signal)
+    try:
+        names = bind_models(triton, settings)
+        triton.run()
+        if not triton.is_alive():
+            raise RuntimeError("Triton exited during start-up (see its log above)")
+        log.info("pool_ready", emulated=True, models=names, grpc_port=settings.triton_grpc_port,
+                 http_port=settings.triton_http_port, metrics_port=settings.triton_metrics_port,
+                 startup_s=round(time.monotonic() - t0, 2))
+        while triton.is_alive():
+            time.sleep(POLL_S)
+        raise RuntimeError("Triton or a model's handler exited unexpectedly")
+    except _Stop as stop:
+        log.info("pool_stopping", signal=str(stop))
+    finally:
+        _handle_stop_signals(signal.SIG_IGN)
+        triton.stop()
+        log.info("pool_stopped")

@@ -1,0 +1,1 @@
+"""aragog.router service."""

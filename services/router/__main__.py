@@ -1,0 +1,37 @@
+"""Entry point: `aragog-router` / `python -m aragog.router`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aragog.common.service import serve
+from aragog.common.settings import RouterSettings
+from aragog.common.store import Store, connect
+from aragog.router.service import RouterService
+from aragog.v1 import router_pb2, router_pb2_grpc
+
+
+async def run(settings: RouterSettings) -> None:
+    redis = connect(settings.redis_url)
+    servicer = RouterService(settings, Store(redis, settings.namespace))
+    name = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
+
+    async def start() -> None:
+        await redis.ping()
+
+    try:
+        await serve(
+            "router", settings, settings.listen,
+            [lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, s)],
+            [name], start=start,
+        )
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    asyncio.run(run(RouterSettings.from_env()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Router: validates and admits requests, computes F(r) once, streams progress back.
+
+Admission writes the request's state, F(r), its first event and its entry in the work
+stream in one Redis transaction, so a request is either fully admitted or not at all; bad
+input is rejected with INVALID_ARGUMENT before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import structlog
+from prometheus_client import Counter, Histogram
+
+from aragog.common import policies
+from aragog.common.pool import PoolSpec
+from aragog.common.settings import RouterSettings
+from aragog.common.store import Store, encode_configs
+from aragog.common.workflow import WorkflowError, parse_workflow
+from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
+
+log = structlog.get_logger("router")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
+
+ADMITTED = Counter("aragog_router_admitted_total", "Requests admitted", ["workflow", "policy"])
+REJECTED = Counter("aragog_router_rejected_total", "Requests rejected", ["reason"])
+ROUTING_SECONDS = Histogram(
+    "aragog_router_routing_seconds", "Time to compute F(r) and admit",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+)
+
+
+class RouterService(router_pb2_grpc.RouterServiceServicer):
+    def __init__(self, settings: RouterSettings, store: Store):
+        self.settings = settings
+        self.store = store
+
+    async def _pool(self, context: grpc.aio.ServicerContext) -> PoolSpec:
+        pool = await self.store.get_pool()
+        if pool is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "no model pool registered yet: start the scheduler (it publishes the pool)",
+            )
+        assert pool is not None
+        return pool
+
+    async def RegisterWorkflow(self, request, context):  # noqa: N802
+        text = request.yaml_spec
+        if len(text.encode()) > self.settings.max_workflow_bytes:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"workflow YAML is larger than {self.settings.max_workflow_bytes} bytes",
+            )
+        pool = await self._pool(context)
+        try:
+            wf = parse_workflow(text, pool.names)
+        except WorkflowError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        n = wf.num_configurations
+        if n > self.settings.max_configurations:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"workflow {wf.id} has {n} configurations; the limit is "
+                f"{self.settings.max_configurations} (ARAGOG_MAX_CONFIGURATIONS): "
+                "fewer candidates per stage",
+            )
+        await self.store.put_workflow(wf)
+        log.info("workflow_registered", workflow=wf.id, configurations=n)
+        return router_pb2.RegisterWorkflowResponse(workflow=wf.to_proto(), configurations=n)
+
+    async def ListWorkflows(self, request, context):  # noqa: N802
+        wfs = await self.store.list_workflows()
+        return router_pb2.ListWorkflowsResponse(workflows=[w.to_proto() for w in wfs])
+
+    async def GetRequestStatus(self, request, context):  # noqa: N802
+        status = await self.store.status(request.request_id)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no request {request.request_id!r}")
+        return router_pb2.GetRequestStatusResponse(status=status)
+
+    async def SubmitRequest(  # noqa: N802
+        self, request: router_pb2.SubmitRequestRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[router_pb2.SubmitRequestResponse]:
+        rid = request.request_id or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        if request.request_id:
+            if not REQUEST_ID_RE.match(request.request_id):
+                await self._reject(context, "request_id", "request_id must be 1-64 of [A-Za-z0-9_.-]")
+            if await self.store.r.exists(self.store.k.req(rid)):
+                log.info("reattach")
+                async for event in self._events(rid, context):
+                    yield event
+                return
+        await self._admit(rid, request, context)
+        async for event in self._events(rid, context):
+            yield event
+
+    async def _reject(self, context: grpc.aio.ServicerContext, reason: str, message: str) -> None:
+        REJECTED.labels(reason).inc()
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+    async def _admit(self, rid: str, request: router_pb2.SubmitRequestRequest, context) -> None:
+        t0 = time.perf_counter()
+        if not request.workflow_id:
+            await self._reject(context, "workflow", "workflow_id is required")
+        wf = await self.store.get_workflow(request.workflow_id)
+        if wf is None:
+            known = ", ".join(w.id for w in await self.store.list_workflows()) or "none"
+            await self._reject(
+                context, "workflow",
+                f"unknown workflow {request.workflow_id!r}; registered: {known}",
+            )
+        assert wf is not None
+        size = len(request.input.encode())
+        if size == 0:
+            await self._reject(context, "input", "input is empty")
+        if size > self.settings.max_input_bytes:
+            await self._reject(
+                context, "input",
+                f"input is {size} bytes; the limit is {self.settings.max_input_bytes} "
+                "(ARAGOG_MAX_INPUT_BYTES)",
+            )
+        policy_name = request.policy or self.settings.default_policy
+        pool = await self._pool(context)
+        try:
+            policy = policies.make(policy_name)
+            f_r = policy.admit(wf, pool)
+        except (policies.PolicyError, WorkflowError) as e:
+            await self._reject(context, "policy", str(e))
+        admitted = wf.num_configurations if f_r is None else len(f_r)
+        k = self.store.k
+        first = router_pb2.SubmitRequestResponse(
+            request_id=rid,
+            admitted=router_pb2.Admitted(policy=policy_name, configurations=admitted),
+        )
+        async with self.store.r.pipeline(transaction=True) as p:
+            p.hset(k.req(rid), mapping={
+                "workflow_id": wf.id,
+                "policy": policy_name,
+                "tenant": request.tenant,
+                "input": request.input,
+                "state": common_pb2.REQUEST_STATE_QUEUED,
+                "admitted": admitted,
+                "created_at": time.time(),
+            })
+            p.set(k.f(rid), encode_configs(f_r))
+            p.xadd(k.events(rid), {"e": first.SerializeToString()})
+            p.xadd(k.work, {"rid": rid}, maxlen=100_000, approximate=True)
+            await p.execute()
+        ADMITTED.labels(wf.id, policy_name).inc()
+        ROUTING_SECONDS.observe(time.perf_counter() - t0)
+        log.info("admitted", workflow=wf.id, policy=policy_name, configurations=admitted)
+
+    async def _events(self, rid: str, context) -> AsyncIterator[router_pb2.SubmitRequestResponse]:
+        """Replay then follow the request's event stream until its final event."""
+        key = self.store.k.events(rid)
+        last = b"0"
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        while time.monotonic() < deadline:
+            res = await self.store.r.xread({key: last}, count=100, block=1000)
+            for _stream, entries in res or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    event = router_pb2.SubmitRequestResponse.FromString(fields[b"e"])
+                    yield event
+                    if event.WhichOneof("event") == "completed":
+                        return
+        await context.abort(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"request {rid} still running after {self.settings.request_timeout_s}s; "
+            "poll GetRequestStatus or resubmit with the same request_id to re-attach",
+        )

@@ -1,0 +1,42 @@
+"""Entry point: `aragog-scheduler` / `python -m aragog.scheduler`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from aragog.common.pool import load_pool
+from aragog.common.service import serve
+from aragog.common.settings import SchedulerSettings
+from aragog.common.store import Store, connect
+from aragog.v1 import scheduler_pb2, scheduler_pb2_grpc
+
+
+async def run(settings: SchedulerSettings) -> None:
+    from aragog.scheduler.service import Scheduler, SchedulerServicer
+
+    redis = connect(settings.redis_url)
+    scheduler = Scheduler(settings, Store(redis, settings.namespace), load_pool(settings.pool_file or None))
+    name = scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name
+    try:
+        await serve(
+            "scheduler", settings, settings.listen,
+            [lambda s: scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerServicer(scheduler), s)],
+            [name], start=scheduler.start, drain=scheduler.stop,
+        )
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    from aragog.scheduler_ext import require_extension
+
+    try:
+        require_extension()
+    except RuntimeError as e:
+        sys.exit(f"aragog-scheduler: {e}")
+    asyncio.run(run(SchedulerSettings.from_env()))
+
+
+if __name__ == "__main__":
+    main()

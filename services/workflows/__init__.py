@@ -1,0 +1,1 @@
+"""Workflow declarations shipped with Aragog."""

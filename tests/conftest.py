@@ -1,0 +1,89 @@
+"""Fixtures: real servers, started on free loopback ports unless given by option.
+
+--redis-url URL     use a running Redis (tests use their own namespace and clean it)
+--triton-url H:P    use a running Triton serving the pool's models (with --triton-metrics-url)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+import redis
+
+from aragog.stack import Stack, free_port, redis_server_binary
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--redis-url", default=os.environ.get("ARAGOG_TEST_REDIS_URL", ""))
+    parser.addoption("--triton-url", default=os.environ.get("ARAGOG_TEST_TRITON_URL", ""))
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest):
+    """A real Redis: the given one, or a redis-server child on a free port."""
+    given = request.config.getoption("--redis-url")
+    if given:
+        yield given
+        return
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+    client.close()
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def namespace(redis_url: str):
+    """A fresh key namespace, deleted afterwards."""
+    ns = f"t{uuid.uuid4().hex[:10]}"
+    yield ns
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{ns}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def stack(request: pytest.FixtureRequest, redis_url: str):
+    """The whole stack: Redis, Triton with the emulated pool, scheduler, load-monitor,
+    router and two executors, each its own process, on free loopback ports.
+
+    Leases and idle claims are short so that fault tests finish quickly.
+    """
+    s = Stack(
+        redis_url=redis_url,
+        triton_url=request.config.getoption("--triton-url"),
+        executors=2,
+        namespace=f"s{uuid.uuid4().hex[:8]}",
+        extra_env={
+            "ARAGOG_LEASE_TTL_S": "3",
+            "ARAGOG_CLAIM_IDLE_S": "1.5",
+            "ARAGOG_SHUTDOWN_GRACE_S": "8",
+            "ARAGOG_LOG_LEVEL": "info",
+        },
+    )
+    s.start(timeout_s=180)
+    yield s
+    s.stop()

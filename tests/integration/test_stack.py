@@ -1,0 +1,277 @@
+"""The whole path on real Redis, a real Triton and the four services over real gRPC."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import time
+import uuid
+import urllib.request
+
+import grpc
+import pytest
+import redis
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from aragog.stack import shipped_workflow
+from aragog.v1 import (
+    common_pb2,
+    load_monitor_pb2,
+    load_monitor_pb2_grpc,
+    router_pb2,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+
+pytestmark = pytest.mark.integration
+MODELS = {"llm-8b", "llm-14b", "llm-32b", "llm-70b"}
+
+
+@pytest.fixture(scope="module")
+def chain(stack):
+    reg = stack.register(shipped_workflow("chain3"))
+    assert reg.configurations == 64
+    return reg.workflow.id
+
+
+def snapshot(stack) -> dict:
+    """Every key of the stack's namespace with its value, except the load-monitor's own."""
+    client = redis.Redis.from_url(stack.redis_url)
+    out = {}
+    for key in client.scan_iter(match=f"{stack.namespace}:*"):
+        if b":load" in key or b":inflight:" in key:
+            continue
+        typ = client.type(key)
+        out[key] = {
+            b"string": client.get, b"hash": client.hgetall, b"stream": client.xrange,
+        }.get(typ, lambda k, t=typ: t)(key)
+    client.close()
+    return out
+
+
+def final(events):
+    assert events[-1].WhichOneof("event") == "completed"
+    return events[-1].completed
+
+
+def test_a_request_runs_end_to_end(stack, chain):
+    events, _ = stack.submit(chain, "What is the capital of Australia?")
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[0] == "admitted" and events[0].admitted.configurations == 64
+    assert kinds.count("stage_started") == 3 and kinds.count("stage_finished") == 3
+    status = final(events)
+    assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED, status.error
+    assert [s.stage for s in status.stages] == ["draft", "critique", "refine"]
+    assert all(s.model in MODELS for s in status.stages)
+    assert status.answer == status.stages[-1].output and status.answer
+    assert status.viable_configurations == 1
+    # stages ran in dependency order: each started after the previous finished
+    order = [(e.WhichOneof("event"), e.stage_started.stage or e.stage_finished.stage) for e in events[1:-1]]
+    assert order == [("stage_started", "draft"), ("stage_finished", "draft"),
+                     ("stage_started", "critique"), ("stage_finished", "critique"),
+                     ("stage_started", "refine"), ("stage_finished", "refine")]
+    with stack.router() as r:
+        got = r.GetRequestStatus(router_pb2.GetRequestStatusRequest(request_id=status.request_id), timeout=5)
+    assert got.status.answer == status.answer
+    assert [s.model for s in got.status.stages] == [s.model for s in status.stages]
+
+
+def test_bound_policies_get_their_configuration(stack, chain):
+    for policy, models in [("largest", ["llm-70b"] * 3), ("cheapest", ["llm-8b"] * 3),
+                           ("static:llm-14b,llm-32b,llm-8b", ["llm-14b", "llm-32b", "llm-8b"]),
+                           ("per-workflow", ["llm-32b", "llm-14b", "llm-70b"])]:
+        status = final(stack.submit(chain, "Why is the sky blue?", policy=policy)[0])
+        assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED, status.error
+        assert [s.model for s in status.stages] == models, policy
+        assert status.admitted_configurations == 1
+
+
+def test_resubmitting_an_id_reattaches(stack, chain):
+    rid = f"re-{uuid.uuid4().hex[:8]}"
+    first = final(stack.submit(chain, "first", request_id=rid)[0])
+    again = final(stack.submit(chain, "second input is ignored", request_id=rid)[0])
+    assert again.answer == first.answer and again.request_id == rid
+
+
+def test_list_workflows(stack, chain):
+    with stack.router() as r:
+        listed = r.ListWorkflows(router_pb2.ListWorkflowsRequest(), timeout=5)
+    assert chain in [w.id for w in listed.workflows]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s, c: s.submit("no-such-workflow", "hi"), "unknown workflow 'no-such-workflow'"),
+        (lambda s, c: s.submit(c, "x" * 70_000), "the limit is 65536"),
+        (lambda s, c: s.submit(c, ""), "input is empty"),
+        (lambda s, c: s.submit(c, "hi", policy="fastest"), "unknown policy 'fastest'"),
+        (lambda s, c: s.submit(c, "hi", policy="static:llm-8b"), "3 LLM stages"),
+        (lambda s, c: s.submit(c, "hi", request_id="bad id!"), "request_id must be"),
+        (lambda s, c: s.register("id: broken\nstages: [\n"), "does not parse"),
+        (lambda s, c: s.register("id: w2\nstages:\n  - {name: a, prompt: '{input}', candidates: [gpt-5]}\n"),
+         "not in the pool"),
+    ],
+    ids=["unknown-workflow", "oversized-input", "empty-input", "unknown-policy", "bad-static",
+         "bad-request-id", "malformed-yaml", "unknown-model"],
+)
+def test_bad_input_is_rejected_and_changes_nothing(stack, chain, call, message):
+    before = snapshot(stack)
+    with pytest.raises(grpc.RpcError) as err:
+        call(stack, chain)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in err.value.details()
+    assert snapshot(stack) == before
+
+
+def test_scheduler_rejects_unknown_stage_and_request(stack, chain):
+    with grpc.insecure_channel(stack.scheduler_addr) as ch:
+        stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.AcquireStage(scheduler_pb2.AcquireStageRequest(request_id="nope", stage="draft"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        rid = final(stack.submit(chain, "stage check")[0]).request_id
+        with pytest.raises(grpc.RpcError) as err:
+            stub.AcquireStage(scheduler_pb2.AcquireStageRequest(request_id=rid, stage="nostage"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "LLM stages: draft, critique, refine" in err.value.details()
+
+
+def test_every_service_serves_reflection_and_health(stack):
+    expected = {
+        stack.router_addr: "aragog.v1.RouterService",
+        stack.scheduler_addr: "aragog.v1.SchedulerService",
+        stack.load_monitor_addr: "aragog.v1.LoadMonitorService",
+        stack.executors[0].addr: "aragog.v1.ExecutorService",
+    }
+    for addr, service in expected.items():
+        with grpc.insecure_channel(addr) as ch:
+            stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+            responses = stub.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+            names = {s.name for r in responses for s in r.list_services_response.service}
+        assert {service, "grpc.health.v1.Health"} <= names, addr
+
+
+def metrics_port(proc) -> int:
+    with open(proc.log_path) as f:
+        for line in f:
+            if line.startswith("{") and '"serving"' in line:
+                return json.loads(line)["metrics_port"]
+    raise AssertionError(f"{proc.name} logged no serving line")
+
+
+def test_services_log_json_and_expose_metrics(stack, chain):
+    final(stack.submit(chain, "metrics please")[0])
+    names = {"router": "aragog_router_admitted_total", "scheduler": "aragog_scheduler_rounds_total",
+             "load-monitor": "aragog_load_utilization", "executor-0": "aragog_executor_"}
+    for proc in stack.procs:
+        if proc.name in names:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port(proc)}/metrics", timeout=5).read()
+            assert names[proc.name].encode() in body, proc.name
+    with open(next(p for p in stack.procs if p.name == "router").log_path) as f:
+        admitted = [json.loads(line) for line in f if '"admitted"' in line]
+    assert admitted and all(a["request_id"] and a["service"] == "router" for a in admitted)
+
+
+def test_scheduler_and_load_monitor_agree_under_load(stack, chain):
+    """Sampled while 40 requests run: the load-monitor's per-model counts (executors' in-flight
+    stages, scheduler leases in Redis) match the scheduler's own view and stay within capacity."""
+    samples = []
+    with grpc.insecure_channel(stack.scheduler_addr) as sch, \
+            grpc.insecure_channel(stack.load_monitor_addr) as mon, \
+            concurrent.futures.ThreadPoolExecutor(40) as pool:
+        sched = scheduler_pb2_grpc.SchedulerServiceStub(sch)
+        load = load_monitor_pb2_grpc.LoadMonitorServiceStub(mon)
+        futures = [pool.submit(stack.submit, chain, f"load {i}", "largest" if i % 4 == 0 else "")
+                   for i in range(40)]
+        watch = load.WatchLoad(load_monitor_pb2.WatchLoadRequest(), timeout=120)
+        for update in watch:
+            view = sched.GetSchedulerState(scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
+            samples.append((update.snapshot, view))
+            if all(f.done() for f in futures):
+                break
+        watch.cancel()
+        statuses = [final(f.result()[0]) for f in futures]
+    assert all(s.state == common_pb2.REQUEST_STATE_SUCCEEDED for s in statuses)
+    busy = 0
+    for snap, view in samples:
+        for m in snap.models:
+            assert m.in_flight <= m.leased + 1, (m, "executors never run more than leased")
+            assert m.leased <= m.capacity and view.leased[m.model] <= view.capacity[m.model]
+            assert m.capacity == view.capacity[m.model]
+            # taken a few ms apart: the two views differ at most by the stages that moved
+            assert abs(int(m.leased) - int(view.leased[m.model])) <= max(2, m.capacity // 2)
+            busy += m.leased
+    assert busy > 0, "the load was seen"
+    # at rest both views are empty
+    time.sleep(1.5)
+    with grpc.insecure_channel(stack.load_monitor_addr) as mon, grpc.insecure_channel(stack.scheduler_addr) as sch:
+        snap = load_monitor_pb2_grpc.LoadMonitorServiceStub(mon).GetLoad(
+            load_monitor_pb2.GetLoadRequest(), timeout=5).snapshot
+        view = scheduler_pb2_grpc.SchedulerServiceStub(sch).GetSchedulerState(
+            scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
+    assert all(m.in_flight == 0 and m.leased == 0 for m in snap.models)
+    assert sum(view.leased.values()) == 0 and view.queued_stages == 0
+    assert sum(m.throughput_rps for m in snap.models) >= 0
+
+
+def executor_of(stack, owner: str):
+    """The live executor process whose id is `owner` (ids are <process name>-<test pid>)."""
+    return next(p for p in stack.executors if owner.startswith(p.name + "-") and p.popen.poll() is None)
+
+
+def owner_of(stack, rid: str) -> str | None:
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        raw = client.get(f"{stack.namespace}:req:{rid}:owner")
+        return raw.decode() if raw else None
+    finally:
+        client.close()
+
+
+def test_killed_executor_loses_no_request(stack, chain):
+    """SIGKILL the executor running a request after its first stage; another finishes it."""
+    rid = f"kill-{uuid.uuid4().hex[:8]}"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(stack.submit, chain, "survive a crash", "largest", 120.0, rid)
+        owner = None
+        client = redis.Redis.from_url(stack.redis_url)
+        deadline = time.monotonic() + 30
+        while owner is None and time.monotonic() < deadline:
+            if client.hlen(f"{stack.namespace}:req:{rid}:stages") >= 1:
+                owner = owner_of(stack, rid)
+            time.sleep(0.01)
+        client.close()
+        assert owner, "the request never started"
+        victim = executor_of(stack, owner)
+        os.killpg(victim.popen.pid, signal.SIGKILL)
+        victim.popen.wait()
+        stack.add_executor()  # keep two executors for the tests that follow
+        status = final(fut.result()[0])
+    assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED, status.error
+    assert [s.stage for s in status.stages] == ["draft", "critique", "refine"]
+    assert status.stages[0].executor_id == owner
+    assert status.stages[-1].executor_id != owner, "another executor finished it"
+
+
+def test_sigterm_drains_an_executor(stack, chain):
+    """SIGTERM mid-request: the executor finishes what it runs, then exits 0."""
+    rid = f"term-{uuid.uuid4().hex[:8]}"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(stack.submit, chain, "drain me", "largest", 120.0, rid)
+        deadline = time.monotonic() + 30
+        owner = None
+        while owner is None and time.monotonic() < deadline:
+            owner = owner_of(stack, rid)
+            time.sleep(0.01)
+        assert owner
+        victim = executor_of(stack, owner)
+        victim.popen.send_signal(signal.SIGTERM)
+        assert victim.popen.wait(30) == 0
+        stack.add_executor()
+        status = final(fut.result()[0])
+    assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED
+    assert {s.executor_id for s in status.stages} == {owner}, "finished by the draining executor"

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from aragog.common import policies
+from aragog.common.pool import load_pool
+from aragog.common.workflow import parse_workflow
+from aragog.stack import shipped_workflow
+
+
+@pytest.fixture(scope="module")
+def wf():
+    return parse_workflow(shipped_workflow("chain3"), load_pool().names)
+
+
+def models_of(wf, f_r):
+    assert f_r is not None and len(f_r) == 1 and f_r.dtype == np.int64
+    return wf.config_models(int(f_r[0]))
+
+
+def test_registry_knows_the_policies():
+    assert {"aragog", "per-workflow", "static", "largest", "cheapest"} <= set(policies.names())
+
+
+def test_aragog_admits_every_configuration(wf):
+    assert policies.make("aragog").admit(wf, load_pool()) is policies.ALL
+
+
+def test_bound_policies_pick_one_configuration(wf):
+    pool = load_pool()
+    assert models_of(wf, policies.make("largest").admit(wf, pool)) == ["llm-70b"] * 3
+    assert models_of(wf, policies.make("cheapest").admit(wf, pool)) == ["llm-8b"] * 3
+    assert models_of(wf, policies.make("per-workflow").admit(wf, pool)) == list(wf.per_workflow)
+    static = policies.make("static:llm-14b,llm-8b,llm-32b")
+    assert models_of(wf, static.admit(wf, pool)) == ["llm-14b", "llm-8b", "llm-32b"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("nope", "unknown policy"), ("static:", "needs models"), ("largest:x", "takes no argument")],
+)
+def test_bad_policy_names(spec, message):
+    with pytest.raises(policies.PolicyError, match=message):
+        policies.make(spec)
+
+
+def test_static_with_wrong_models_is_rejected(wf):
+    with pytest.raises(policies.PolicyError, match="3 LLM stages"):
+        policies.make("static:llm-8b").admit(wf, load_pool())
+    with pytest.raises(policies.PolicyError, match="not a candidate"):
+        policies.make("static:llm-8b,llm-8b,gpt-x").admit(wf, load_pool())

@@ -1,0 +1,53 @@
+import pytest
+
+from aragog.common.pool import PoolSpec, PoolSpecError, load_pool
+from aragog.common.settings import ExecutorSettings, SchedulerSettings, SettingsError, settings_table
+
+
+def test_settings_read_typed_values_from_the_environment():
+    s = SchedulerSettings.from_env({"ARAGOG_BEAM_WIDTH": "8", "ARAGOG_LEASE_TTL_S": "2.5",
+                                    "ARAGOG_REDIS_URL": "redis://x:1/0", "OTHER": "1"})
+    assert (s.beam_width, s.lease_ttl_s, s.redis_url) == (8, 2.5, "redis://x:1/0")
+    assert SchedulerSettings.from_env(s.to_env()) == s
+
+
+def test_bad_setting_names_the_variable():
+    with pytest.raises(SettingsError, match="ARAGOG_STAGE_RETRIES='many'"):
+        ExecutorSettings.from_env({"ARAGOG_STAGE_RETRIES": "many"})
+
+
+def test_settings_table_documents_every_variable():
+    table = settings_table()
+    for var in ("ARAGOG_REDIS_URL", "ARAGOG_BEAM_WIDTH", "ARAGOG_TRITON_URL", "ARAGOG_MAX_INPUT_BYTES"):
+        assert f"`{var}`" in table
+
+
+def test_default_pool_profiles():
+    pool = load_pool()
+    assert pool.names == ["llm-8b", "llm-14b", "llm-32b", "llm-70b"]
+    # bigger models are slower per token at batch 1
+    lat = [m.batch_latency_s(1, 200, 100) for m in pool.models]
+    assert lat == sorted(lat)
+    for m in pool.models:
+        curve = m.throughput_curve()
+        assert len(curve) == m.capacity + 1 and curve[0] == 0
+        gains = [b - a for a, b in zip(curve, curve[1:])]
+        assert all(g > 0 for g in gains), "throughput rises up to saturation"
+        assert gains[-1] < gains[0], "and flattens towards it"
+        # past saturation a batch takes proportionally longer: no more throughput
+        s = m.saturation_batch
+        assert m.batch_latency_s(2 * s, 0, 100) == pytest.approx(
+            2 * m.batch_latency_s(s, 0, 100) - m.ttft_ms / 1000)
+    assert PoolSpec.from_json(pool.to_json()) == pool
+
+
+def test_pool_file_errors_name_the_field():
+    with pytest.raises(PoolSpecError, match="lacks"):
+        PoolSpec.from_mapping({"models": [{"name": "x"}]})
+
+
+def test_readme_settings_table_is_current():
+    import pathlib
+
+    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+    assert settings_table() in readme.read_text(), "regenerate: python -m aragog.common.settings"
