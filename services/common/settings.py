@@ -49,6 +49,9 @@ class BaseSettings:
     """Fields every service shares."""
 
     redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis holding all cluster state.")
+    redis_max_connections: int = setting(
+        64, "Redis connections one process keeps at most; past it, callers wait for one."
+    )
     namespace: str = setting("aragog", "Prefix of every Redis key (lets stacks share a Redis).")
     log_level: str = setting("info", "structlog level: debug, info, warning, error.")
     metrics_port: int = setting(0, "Prometheus metrics port (0: pick a free one, logged at start).")

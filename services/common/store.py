@@ -11,6 +11,7 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 | `{ns}:req:{id}:chosen` | hash | scheduler | LLM stage -> model chosen so far (C(r) = F(r) narrowed by it) |
 | `{ns}:req:{id}:stages` | hash | executor | stage -> StageResult (protobuf bytes) |
 | `{ns}:req:{id}:events` | stream | router, executor | progress events (SubmitRequestResponse bytes) |
+| `{ns}:events` | pub/sub channel | router, executor | request id, published after each append to its events stream |
 | `{ns}:req:{id}:owner` | string, TTL | executor | executor id running the request (heartbeat-renewed) |
 | `{ns}:work` | stream | router | admitted request ids; consumer group `executors` |
 | `{ns}:leases` | hash | scheduler | lease id -> JSON {model, request, stage, executor, expires} |
@@ -46,6 +47,7 @@ class Keys:
         self.work = f"{ns}:work"
         self.leases = f"{ns}:leases"
         self.load = f"{ns}:load"
+        self.event_channel = f"{ns}:events"
 
     def req(self, rid: str) -> str:
         return f"{self.ns}:req:{rid}"
@@ -76,20 +78,27 @@ class Keys:
         return f"{self.ns}:inflight:*"
 
 
-def connect(url: str) -> aioredis.Redis:
-    """An asyncio Redis client (bytes in, bytes out) with retries on connection loss."""
+def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
+    """An asyncio Redis client (bytes in, bytes out) with retries on connection loss.
+
+    The pool is bounded and blocking: under a burst, callers wait for a free connection
+    instead of failing with "Too many connections" (redis-py 8 caps an unbounded pool at 100).
+    """
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    return aioredis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=30,
         decode_responses=False,
         health_check_interval=10,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def encode_configs(configs: np.ndarray | None) -> bytes:
@@ -109,9 +118,26 @@ def s(v: bytes | None) -> str:
 class Store:
     """Typed access to cluster state; services hold one each."""
 
+    WORKFLOW_CACHE = 256
+
     def __init__(self, redis: aioredis.Redis, namespace: str):
         self.r = redis
         self.k = Keys(namespace)
+        # parsed workflows by their stored YAML: admission must not re-parse YAML per request
+        self._parsed: dict[bytes, WorkflowDef] = {}
+
+    def _parse(self, raw: bytes) -> WorkflowDef:
+        wf = self._parsed.get(raw)
+        if wf is None:
+            if len(self._parsed) >= self.WORKFLOW_CACHE:
+                self._parsed.clear()
+            wf = self._parsed[raw] = parse_workflow(raw.decode())
+        return wf
+
+    def add_event(self, pipe: Any, rid: str, event: bytes) -> None:
+        """Queue, on `pipe`, an event for the request's stream and the wake-up of its followers."""
+        pipe.xadd(self.k.events(rid), {"e": event})
+        pipe.publish(self.k.event_channel, rid)
 
     # pool and workflows -------------------------------------------------------------
     async def put_pool(self, pool: PoolSpec) -> None:
@@ -126,11 +152,11 @@ class Store:
 
     async def get_workflow(self, wid: str) -> WorkflowDef | None:
         raw = await self.r.hget(self.k.workflows, wid)
-        return parse_workflow(raw.decode()) if raw else None
+        return self._parse(raw) if raw else None
 
     async def list_workflows(self) -> list[WorkflowDef]:
         raw = await self.r.hgetall(self.k.workflows)
-        return sorted((parse_workflow(v.decode()) for v in raw.values()), key=lambda w: w.id)
+        return sorted((self._parse(v) for v in raw.values()), key=lambda w: w.id)
 
     # requests -----------------------------------------------------------------------
     async def request_fields(self, rid: str) -> dict[str, str]:

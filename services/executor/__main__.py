@@ -14,7 +14,7 @@ from aragog.v1 import executor_pb2, executor_pb2_grpc
 
 
 async def run(settings: ExecutorSettings) -> None:
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, settings.redis_max_connections)
     channel = grpc.aio.insecure_channel(settings.scheduler_addr)
     executor = Executor(settings, Store(redis, settings.namespace), channel)
     name = executor_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name

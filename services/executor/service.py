@@ -182,7 +182,7 @@ class Executor:
         event = router_pb2.SubmitRequestResponse(request_id=rid, completed=status)
         ttl = self.settings.request_ttl_s
         async with self.store.r.pipeline(transaction=True) as p:
-            p.xadd(k.events(rid), {"e": event.SerializeToString()})
+            self.store.add_event(p, rid, event.SerializeToString())
             for key in k.request_keys(rid):
                 p.expire(key, ttl)
             await p.execute()
@@ -193,7 +193,7 @@ class Executor:
         event = router_pb2.SubmitRequestResponse(request_id=rid, stage_finished=result)
         async with self.store.r.pipeline(transaction=True) as p:
             p.hset(self.store.k.stages(rid), result.stage, result.SerializeToString())
-            p.xadd(self.store.k.events(rid), {"e": event.SerializeToString()})
+            self.store.add_event(p, rid, event.SerializeToString())
             await p.execute()
         if result.model:
             STAGE_SECONDS.labels(result.model).observe(result.service_ms / 1000.0)
@@ -204,7 +204,7 @@ class Executor:
         INFLIGHT.labels(model).set(self._inflight[model])
         async with self.store.r.pipeline(transaction=True) as p:
             p.hincrby(self.store.k.inflight(self.id), model, delta)
-            p.xadd(self.store.k.events(rid), {"e": stage_started_event(rid, stage, model, self.id)})
+            self.store.add_event(p, rid, stage_started_event(rid, stage, model, self.id))
             await p.execute()
 
     async def inflight(self, model: str, delta: int) -> None:

@@ -12,7 +12,7 @@ from aragog.v1 import load_monitor_pb2, load_monitor_pb2_grpc
 
 
 async def run(settings: LoadMonitorSettings) -> None:
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, settings.redis_max_connections)
     monitor = LoadMonitor(settings, Store(redis, settings.namespace))
     name = load_monitor_pb2.DESCRIPTOR.services_by_name["LoadMonitorService"].full_name
 

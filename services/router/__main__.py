@@ -12,12 +12,13 @@ from aragog.v1 import router_pb2, router_pb2_grpc
 
 
 async def run(settings: RouterSettings) -> None:
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, settings.redis_max_connections)
     servicer = RouterService(settings, Store(redis, settings.namespace))
     name = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
     async def start() -> None:
         await redis.ping()
+        await servicer.events.start()
 
     try:
         await serve(
@@ -26,6 +27,7 @@ async def run(settings: RouterSettings) -> None:
             [name], start=start,
         )
     finally:
+        await servicer.events.stop()
         await redis.aclose()
 
 

@@ -21,6 +21,7 @@ from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
 from aragog.common.store import Store, encode_configs
 from aragog.common.workflow import WorkflowError, parse_workflow
+from aragog.router.events import EventHub
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 log = structlog.get_logger("router")
@@ -39,6 +40,7 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, settings: RouterSettings, store: Store):
         self.settings = settings
         self.store = store
+        self.events = EventHub(store)
 
     async def _pool(self, context: grpc.aio.ServicerContext) -> PoolSpec:
         pool = await self.store.get_pool()
@@ -150,7 +152,7 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 "created_at": time.time(),
             })
             p.set(k.f(rid), encode_configs(f_r))
-            p.xadd(k.events(rid), {"e": first.SerializeToString()})
+            self.store.add_event(p, rid, first.SerializeToString())
             p.xadd(k.work, {"rid": rid}, maxlen=100_000, approximate=True)
             await p.execute()
         ADMITTED.labels(wf.id, policy_name).inc()
@@ -159,20 +161,13 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
 
     async def _events(self, rid: str, context) -> AsyncIterator[router_pb2.SubmitRequestResponse]:
         """Replay then follow the request's event stream until its final event."""
-        key = self.store.k.events(rid)
-        last = b"0"
         deadline = time.monotonic() + self.settings.request_timeout_s
-        while time.monotonic() < deadline:
-            res = await self.store.r.xread({key: last}, count=100, block=1000)
-            for _stream, entries in res or ():
-                for entry_id, fields in entries:
-                    last = entry_id
-                    event = router_pb2.SubmitRequestResponse.FromString(fields[b"e"])
-                    yield event
-                    if event.WhichOneof("event") == "completed":
-                        return
-        await context.abort(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"request {rid} still running after {self.settings.request_timeout_s}s; "
-            "poll GetRequestStatus or resubmit with the same request_id to re-attach",
-        )
+        try:
+            async for event in self.events.follow(rid, deadline):
+                yield event
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"request {rid} still running after {self.settings.request_timeout_s}s; "
+                "poll GetRequestStatus or resubmit with the same request_id to re-attach",
+            )

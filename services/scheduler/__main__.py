@@ -15,7 +15,7 @@ from aragog.v1 import scheduler_pb2, scheduler_pb2_grpc
 async def run(settings: SchedulerSettings) -> None:
     from aragog.scheduler.service import Scheduler, SchedulerServicer
 
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, settings.redis_max_connections)
     scheduler = Scheduler(settings, Store(redis, settings.namespace), load_pool(settings.pool_file or None))
     name = scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name
     try:

@@ -1,0 +1,99 @@
+"""Following requests' event streams: one Redis pub/sub connection per router, not one each.
+
+Every writer of a request's events stream also publishes the request id on `{ns}:events`
+(`Store.add_event`). The hub listens on that channel and wakes the router's followers of
+that request, which then read the new stream entries with a short XRANGE. A follower never
+holds a Redis connection while it waits, so a router serves as many concurrent
+SubmitRequest streams as it has memory for.
+
+Pub/sub is at-most-once (a notification published while the hub reconnects is lost), so a
+follower also re-reads its stream every `poll_s`: a lost wake-up costs delay, never an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import structlog
+
+from aragog.common.store import Store
+from aragog.v1 import router_pb2
+
+log = structlog.get_logger("router")
+READ_BATCH = 100
+
+
+class EventHub:
+    def __init__(self, store: Store, poll_s: float = 1.0):
+        self.store = store
+        self.poll_s = poll_s
+        self._followers: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        subscribed = asyncio.Event()
+        self._task = asyncio.create_task(self._listen(subscribed))
+        await subscribed.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _listen(self, subscribed: asyncio.Event) -> None:
+        channel = self.store.k.event_channel
+        while True:
+            try:
+                async with self.store.r.pubsub(ignore_subscribe_messages=True) as ps:
+                    await ps.subscribe(channel)
+                    subscribed.set()
+                    self._wake_all()  # whatever was published while we were away
+                    async for msg in ps.listen():
+                        for wake in self._followers.get(msg["data"].decode(), ()):
+                            wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # Redis restarting: followers keep polling meanwhile
+                log.warning("event_channel_lost", error=str(e))
+                await asyncio.sleep(0.5)
+
+    def _wake_all(self) -> None:
+        for wakes in self._followers.values():
+            for wake in wakes:
+                wake.set()
+
+    async def follow(self, rid: str, deadline: float) -> AsyncIterator[router_pb2.SubmitRequestResponse]:
+        """The request's events from the first, then as they come, until `completed`.
+
+        Raises TimeoutError when time.monotonic() passes `deadline` first.
+        """
+        key = self.store.k.events(rid)
+        wake = asyncio.Event()
+        self._followers.setdefault(rid, set()).add(wake)
+        start = "-"
+        try:
+            while True:
+                wake.clear()  # before the read: a publish after it wakes the wait below
+                entries = await self.store.r.xrange(key, min=start, count=READ_BATCH)
+                for entry_id, fields in entries:
+                    start = b"(" + entry_id
+                    event = router_pb2.SubmitRequestResponse.FromString(fields[b"e"])
+                    yield event
+                    if event.WhichOneof("event") == "completed":
+                        return
+                if len(entries) < READ_BATCH:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(rid)
+                    try:
+                        await asyncio.wait_for(wake.wait(), min(self.poll_s, remaining))
+                    except TimeoutError:
+                        pass
+        finally:
+            wakes = self._followers.get(rid)
+            if wakes is not None:
+                wakes.discard(wake)
+                if not wakes:
+                    del self._followers[rid]
