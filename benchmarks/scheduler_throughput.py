@@ -2,11 +2,15 @@
 
 Starts Redis, the scheduler and the router (no Triton: no model is called), admits
 --requests requests of the 3-stage chain, then --clients client processes each keep
---inflight stages going: AcquireStage, then ReleaseStage at once, stage after stage, so
-the scheduler always has many requests queued and capacity freeing constantly. Reports
+--inflight stages going: acquire, then release at once, stage after stage, so the
+scheduler always has many requests queued and capacity freeing constantly. Reports
 placements per second over the measured window and the scheduler's CPU share.
 
-    python benchmarks/scheduler_throughput.py [--seconds 10] [--clients 1] [--inflight 64]
+--mode session (default) goes through the executors' own client, one StageSession stream
+per process; --mode unary makes one AcquireStage and one ReleaseStage call per stage, as a
+client without the session would (its ceiling is gRPC's per-call cost).
+
+    python benchmarks/scheduler_throughput.py [--seconds 10] [--clients 1] [--inflight 64] [--mode session]
 """
 
 from __future__ import annotations
@@ -20,37 +24,51 @@ import time
 
 import grpc
 
+from aragog.executor.scheduler_client import SchedulerClient
 from aragog.stack import Stack, shipped_workflow
 from aragog.v1 import router_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 STAGES = ["draft", "critique", "refine"]
 
 
-async def client(addr: str, rids: list[str], inflight: int, seconds: float, out: mp.Queue) -> None:
+async def client(addr: str, rids: list[str], inflight: int, seconds: float, mode: str,
+                 out: mp.Queue) -> None:
     async with grpc.aio.insecure_channel(addr) as ch:
         stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
+        session = SchedulerClient(ch, f"bench-{os.getpid()}")
         placed = 0
         stop_at = time.monotonic() + seconds
         todo = list(rids)
+
+        async def stage_unary(rid: str, stage: str) -> None:
+            grant = await stub.AcquireStage(scheduler_pb2.AcquireStageRequest(
+                request_id=rid, stage=stage, executor_id="bench"), timeout=30)
+            await stub.ReleaseStage(scheduler_pb2.ReleaseStageRequest(
+                lease_id=grant.lease_id, success=True), timeout=30)
+
+        async def stage_session(rid: str, stage: str) -> None:
+            grant = await session.acquire(rid, stage, timeout=30)
+            await session.release(grant.lease_id, True, timeout=30)
+
+        one_stage = stage_session if mode == "session" else stage_unary
 
         async def worker() -> None:
             nonlocal placed
             while todo and time.monotonic() < stop_at:
                 rid = todo.pop()
                 for stage in STAGES:
-                    grant = await stub.AcquireStage(scheduler_pb2.AcquireStageRequest(
-                        request_id=rid, stage=stage, executor_id="bench"), timeout=30)
-                    await stub.ReleaseStage(scheduler_pb2.ReleaseStageRequest(
-                        lease_id=grant.lease_id, success=True), timeout=30)
+                    await one_stage(rid, stage)
                     placed += 1
 
         t0 = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(inflight)))
         out.put((placed, time.monotonic() - t0))
+        await session.close()
 
 
-def run_client(addr: str, rids: list[str], inflight: int, seconds: float, out: mp.Queue) -> None:
-    asyncio.run(client(addr, rids, inflight, seconds, out))
+def run_client(addr: str, rids: list[str], inflight: int, seconds: float, mode: str,
+               out: mp.Queue) -> None:
+    asyncio.run(client(addr, rids, inflight, seconds, mode, out))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -65,6 +83,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=1)
     ap.add_argument("--inflight", type=int, default=64, help="concurrent stages per client")
     ap.add_argument("--requests", type=int, default=10000)
+    ap.add_argument("--mode", choices=["session", "unary"], default="session")
     args = ap.parse_args()
     stack = Stack(executors=0, triton_url="127.0.0.1:1", extra_env={"ARAGOG_LOG_LEVEL": "warning"})
     with stack:
@@ -81,8 +100,9 @@ def main() -> None:
         out: mp.Queue = mp.Queue()
         share = len(rids) // args.clients
         procs = [mp.Process(target=run_client, args=(stack.scheduler_addr, rids[i * share:(i + 1) * share],
-                                                     args.inflight, args.seconds, out))
+                                                     args.inflight, args.seconds, args.mode, out))
                  for i in range(args.clients)]
+        print(f"measuring for {args.seconds:.0f}s ...", flush=True)
         cpu0, t0 = cpu_seconds(sched.popen.pid), time.monotonic()
         for p in procs:
             p.start()
@@ -94,7 +114,7 @@ def main() -> None:
     placed = sum(n for n, _ in results)
     rate = placed / max(t for _, t in results)
     print(f"{placed} stages placed by one scheduler in {wall:.1f}s: {rate:,.0f} placements/s "
-          f"({args.clients} client process(es) x {args.inflight} in flight; "
+          f"({args.mode}: {args.clients} client process(es) x {args.inflight} in flight; "
           f"scheduler CPU {cpu / wall:.0%} of one core)")
     sys.exit(0)
 

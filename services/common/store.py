@@ -5,7 +5,7 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 | key | type | written by | holds |
 |---|---|---|---|
 | `{ns}:pool` | string | scheduler (start) | the model pool, PoolSpec JSON |
-| `{ns}:workflows` | hash | router | workflow id -> validated YAML |
+| `{ns}:workflows` | hash | router | workflow id -> validated YAML (write-once per id) |
 | `{ns}:req:{id}` | hash | router, executor | workflow, policy, tenant, input, state, answer, error, times |
 | `{ns}:req:{id}:f` | string | router | F(r): int64 config indices, or `*` for every configuration |
 | `{ns}:req:{id}:chosen` | hash | scheduler | LLM stage -> model chosen so far (C(r) = F(r) narrowed by it) |
@@ -147,8 +147,16 @@ class Store:
         raw = await self.r.get(self.k.pool)
         return PoolSpec.from_json(raw.decode()) if raw else None
 
-    async def put_workflow(self, wf: WorkflowDef) -> None:
-        await self.r.hset(self.k.workflows, wf.id, wf.to_yaml())
+    async def put_workflow(self, wf: WorkflowDef) -> bool:
+        """Register `wf` unless its id is taken; True if it is now registered as given.
+
+        Registered workflows never change: requests in flight and the scheduler's compiled
+        spaces depend on them, so a new definition needs a new id.
+        """
+        text = wf.to_yaml()
+        if await self.r.hsetnx(self.k.workflows, wf.id, text):
+            return True
+        return await self.r.hget(self.k.workflows, wf.id) == text.encode()
 
     async def get_workflow(self, wid: str) -> WorkflowDef | None:
         raw = await self.r.hget(self.k.workflows, wid)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from aragog.common.rpc import RpcError, call
+from aragog.common.rpc import RpcError
 from aragog.common.workflow import StageDef, WorkflowDef
 from aragog.executor.model_client import ModelCallError
 from aragog.v1 import common_pb2, router_pb2, scheduler_pb2
@@ -91,12 +91,10 @@ class RequestRunner:
         t0 = time.perf_counter()
         deadline = time.monotonic() + s.acquire_timeout_s
         delay = 0.05
-        req = scheduler_pb2.AcquireStageRequest(request_id=self.rid, stage=stage, executor_id=self.ex.id)
         while True:
             remaining = deadline - time.monotonic()
             try:
-                resp = await call("AcquireStage", self.ex.scheduler.AcquireStage, req,
-                                  timeout=max(0.1, remaining), request_id=self.rid)
+                resp = await self.ex.scheduler.acquire(self.rid, stage, timeout=max(0.1, remaining))
                 return resp, (time.perf_counter() - t0) * 1000.0
             except RpcError as e:
                 if not e.retryable or time.monotonic() + delay >= deadline:
@@ -129,9 +127,7 @@ class RequestRunner:
         finally:
             t1 = time.perf_counter()
             try:
-                await call("ReleaseStage", self.ex.scheduler.ReleaseStage,
-                           scheduler_pb2.ReleaseStageRequest(lease_id=grant.lease_id, success=success),
-                           timeout=s.rpc_timeout_s, request_id=self.rid)
+                await self.ex.scheduler.release(grant.lease_id, success, timeout=s.rpc_timeout_s)
             except RpcError as e:  # the lease expires on its own
                 log.warning("release_failed", error=str(e))
             release_ms = (time.perf_counter() - t1) * 1000.0
@@ -144,9 +140,7 @@ class RequestRunner:
         while True:
             await asyncio.sleep(period)
             try:
-                await call("RenewLease", self.ex.scheduler.RenewLease,
-                           scheduler_pb2.RenewLeaseRequest(lease_id=grant.lease_id),
-                           timeout=self.ex.settings.rpc_timeout_s, request_id=self.rid)
+                await self.ex.scheduler.renew(grant.lease_id, timeout=self.ex.settings.rpc_timeout_s)
             except RpcError as e:
                 log.warning("renew_failed", error=str(e))
 

@@ -21,8 +21,9 @@ from redis.exceptions import ResponseError
 from aragog.common.settings import ExecutorSettings
 from aragog.common.store import WORK_GROUP, Store
 from aragog.executor.model_client import ModelClient
+from aragog.executor.scheduler_client import SchedulerClient
 from aragog.executor.runner import RequestRunner, stage_started_event
-from aragog.v1 import common_pb2, executor_pb2, executor_pb2_grpc, router_pb2, scheduler_pb2_grpc
+from aragog.v1 import common_pb2, executor_pb2, executor_pb2_grpc, router_pb2
 
 log = structlog.get_logger("executor")
 TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
@@ -38,7 +39,7 @@ class Executor:
         self.settings = settings
         self.store = store
         self.id = settings.executor_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.scheduler = scheduler_pb2_grpc.SchedulerServiceStub(channel)
+        self.scheduler = SchedulerClient(channel, self.id)
         self.models = ModelClient(settings.triton_url)
         self.running: dict[str, asyncio.Task[None]] = {}
         self.entries: dict[str, bytes] = {}  # request id -> stream entry id
@@ -72,6 +73,7 @@ class Executor:
         for t in self._tasks:
             t.cancel()
         await self.store.r.delete(self.store.k.inflight(self.id))
+        await self.scheduler.close()
         await self.models.close()
 
     # the work stream ----------------------------------------------------------------

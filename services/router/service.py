@@ -72,7 +72,12 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 f"{self.settings.max_configurations} (ARAGOG_MAX_CONFIGURATIONS): "
                 "fewer candidates per stage",
             )
-        await self.store.put_workflow(wf)
+        if not await self.store.put_workflow(wf):
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"workflow {wf.id} is already registered with a different definition; "
+                "register the new one under a new id (requests in flight depend on the old one)",
+            )
         log.info("workflow_registered", workflow=wf.id, configurations=n)
         return router_pb2.RegisterWorkflowResponse(workflow=wf.to_proto(), configurations=n)
 

@@ -13,7 +13,8 @@ from aragog.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 
 async def run(settings: SchedulerSettings) -> None:
-    from aragog.scheduler.service import Scheduler, SchedulerServicer
+    from aragog.scheduler.service import Scheduler
+    from aragog.scheduler.servicer import SchedulerServicer
 
     redis = connect(settings.redis_url, settings.redis_max_connections)
     scheduler = Scheduler(settings, Store(redis, settings.namespace), load_pool(settings.pool_file or None))

@@ -7,6 +7,11 @@ expires), over every queued request, and only ever places within free capacity
 records the chosen model (narrowing C(r)) and the lease in Redis before it is returned,
 so a restarted scheduler reloads its leases and no choice is forgotten.
 
+Writes to Redis are group-committed: a round's grants and the releases and renewals that
+arrived since the previous round go out in one transaction, and each caller is answered
+once that transaction succeeded (a grant is never returned before it is recorded). If
+Redis fails, the batch is kept and retried; callers wait meanwhile.
+
 Failure modes: an executor that dies while holding a lease stops renewing it and the lease
 expires after lease_ttl_s; a caller that gives up (deadline, cancel) leaves the queue, and
 a lease granted to it in the same instant is released at once.
@@ -16,10 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -28,7 +36,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import SchedulerSettings
-from aragog.common.store import Store, decode_configs
+from aragog.common.store import ALL_CONFIGS, Store, decode_configs
 from aragog.common.workflow import WorkflowDef, parse_workflow
 from aragog.scheduler_ext import RoundRequest, WorkflowSpace, schedule_round
 from aragog.v1 import scheduler_pb2, scheduler_pb2_grpc
@@ -46,6 +54,32 @@ ROUND_SECONDS = Histogram(
 )
 
 
+Write = tuple[Any, ...]
+"""A queued Redis write: ("S", key, field, value) is HSET, ("D", key, field) is HDEL."""
+
+# Applies a batch of writes atomically, as one command (one reply to parse, not one per write).
+COMMIT_LUA = """
+local a = 1
+for i = 1, #KEYS do
+  if ARGV[a] == 'S' then
+    redis.call('HSET', KEYS[i], ARGV[a + 1], ARGV[a + 2]); a = a + 3
+  else
+    redis.call('HDEL', KEYS[i], ARGV[a + 1]); a = a + 2
+  end
+end
+return #KEYS
+"""
+
+
+class StageRejected(Exception):
+    """An acquire the scheduler refuses: the status code a caller gets, and why."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 @dataclasses.dataclass
 class Lease:
     lease_id: str
@@ -56,7 +90,8 @@ class Lease:
     expires: float
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        return json.dumps({"lease_id": self.lease_id, "model": self.model, "request_id": self.request_id,
+                           "stage": self.stage, "executor_id": self.executor_id, "expires": self.expires})
 
 
 @dataclasses.dataclass
@@ -97,6 +132,7 @@ class Entry:
 class CompiledWorkflow:
     workflow: WorkflowDef
     space: WorkflowSpace
+    every: np.ndarray  # every configuration index, read-only, shared
 
 
 class Scheduler:
@@ -118,8 +154,14 @@ class Scheduler:
         self.leases: dict[str, Lease] = {}
         self.rounds = 0
         self._kick = asyncio.Event()
-        self._workflows: dict[bytes, CompiledWorkflow] = {}
+        # the group commit: Redis writes not yet sent, and what to do once they are recorded
+        self._writes: list[Write] = []
+        self._commit_script = store.r.register_script(COMMIT_LUA)
+        self._after: list[Callable[[], None]] = []
+        self._workflows: dict[str, CompiledWorkflow] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._leased_gauges = [LEASED.labels(m.name) for m in pool.models]
 
     # lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -136,8 +178,15 @@ class Scheduler:
         self._tasks = [asyncio.create_task(self._round_loop()), asyncio.create_task(self._expiry_loop())]
 
     async def stop(self) -> None:
+        """Stop the loops, record what is still queued for Redis, drop the waiting acquires
+        (their executors retry against the next scheduler)."""
         for t in self._tasks:
             t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._commit()
+        except Exception:
+            log.exception("final_commit_failed")
         for entry in list(self.queue.values()):
             for w in entry.waiters.values():
                 if not w.future.done():
@@ -145,11 +194,13 @@ class Scheduler:
 
     # the API ------------------------------------------------------------------------
     async def _compiled(self, wid: str) -> CompiledWorkflow | None:
-        raw = await self.store.r.hget(self.store.k.workflows, wid)
-        if raw is None:
-            return None
-        cw = self._workflows.get(raw)
+        """The workflow's configuration space, built once: registered workflows never change
+        (the router refuses to redefine an id), so the id is a safe cache key."""
+        cw = self._workflows.get(wid)
         if cw is None:
+            raw = await self.store.r.hget(self.store.k.workflows, wid)
+            if raw is None:
+                return None
             wf = parse_workflow(raw.decode())
             llm = wf.llm_stages
             depths = wf.depths()
@@ -157,8 +208,9 @@ class Scheduler:
                 [[self.model_ids[m] for m in s.candidates] for s in llm],
                 [depths[s.name] for s in llm],
             )
-            cw = CompiledWorkflow(wf, space)
-            self._workflows[raw] = cw
+            every = np.arange(space.size, dtype=np.int64)
+            every.flags.writeable = False
+            cw = self._workflows[wid] = CompiledWorkflow(wf, space, every)
         return cw
 
     async def _load_entry(self, rid: str) -> tuple[Entry | None, str]:
@@ -175,7 +227,11 @@ class Scheduler:
         if cw is None:
             return None, f"workflow {wid.decode()!r} of request {rid!r} is not registered"
         space = cw.space
-        admitted = decode_configs(f_raw, space.size)
+        # F(r) = every configuration is shared by all such requests (1e6 configs = 8 MB each)
+        admitted = cw.every if f_raw == ALL_CONFIGS else decode_configs(f_raw, space.size)
+        if admitted.size and (admitted[0] < 0 or admitted[-1] >= space.size
+                              or (admitted.size > 1 and not (np.diff(admitted) > 0).all())):
+            return None, f"F(r) of request {rid!r} does not fit workflow {cw.workflow.id}"
         choices: dict[int, int] = {}
         for stage_raw, model_raw in chosen.items():
             try:
@@ -196,12 +252,13 @@ class Scheduler:
         while len(self.known) > self.settings.request_cache_size:
             self.known.popitem(last=False)
 
-    async def acquire(self, rid: str, stage: str, executor_id: str, context) -> scheduler_pb2.AcquireStageResponse:
+    async def acquire(self, rid: str, stage: str, executor_id: str) -> scheduler_pb2.AcquireStageResponse:
+        """Queue the stage and wait until a round places it; raise StageRejected if it cannot be."""
         entry = self.queue.get(rid) or self.known.pop(rid, None)
         if entry is None:
             entry, err = await self._load_entry(rid)
             if entry is None:
-                await context.abort(grpc.StatusCode.NOT_FOUND, err)
+                raise StageRejected(grpc.StatusCode.NOT_FOUND, err)
         entry = self.queue.setdefault(rid, entry)
         try:
             sdef = entry.workflow.stage(stage)
@@ -210,19 +267,18 @@ class Scheduler:
         if sdef is None or sdef.kind != "llm":
             if not entry.waiters:
                 self._forget(entry)
-            await context.abort(
+            raise StageRejected(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"workflow {entry.workflow.id} has no LLM stage {stage!r} "
                 f"(LLM stages: {', '.join(s.name for s in entry.workflow.llm_stages)})",
             )
         index = entry.workflow.llm_index(stage)
         if index in entry.waiters:
-            await context.abort(
-                grpc.StatusCode.ALREADY_EXISTS, f"stage {stage} of {rid} is already waiting"
-            )
+            raise StageRejected(grpc.StatusCode.ALREADY_EXISTS, f"stage {stage} of {rid} is already waiting")
         if len(entry.round_request.configs) == 0:
             self._forget(entry)
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"request {rid} has no viable configuration left")
+            raise StageRejected(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"request {rid} has no viable configuration left")
         waiter = Waiter(stage, index, executor_id, time.monotonic(),
                         asyncio.get_running_loop().create_future())
         entry.waiters[index] = waiter
@@ -239,7 +295,9 @@ class Scheduler:
         """The caller left: drop its wait, or give back a lease granted in the same instant."""
         if waiter.lease is not None:
             log.info("lease_abandoned", request_id=entry.request_id, stage=waiter.stage)
-            asyncio.get_running_loop().create_task(self.release(waiter.lease.lease_id, False))
+            task = asyncio.get_running_loop().create_task(self.release(waiter.lease.lease_id, False))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
             return
         if entry.waiters.get(waiter.stage_index) is waiter:
             del entry.waiters[waiter.stage_index]
@@ -248,12 +306,20 @@ class Scheduler:
             if not entry.waiters:
                 self._forget(entry)
 
+    async def _recorded(self, *writes: Write) -> None:
+        """Queue `writes` for the next group commit and wait until Redis has them."""
+        done = asyncio.get_running_loop().create_future()
+        self._writes.extend(writes)
+        self._after.append(lambda: done.done() or done.set_result(None))
+        self._kick.set()
+        await asyncio.shield(done)  # a caller that leaves does not take the write with it
+
     async def renew(self, lease_id: str) -> float:
         lease = self.leases.get(lease_id)
         if lease is None:
             return -1.0
         lease.expires = time.time() + self.settings.lease_ttl_s
-        await self.store.r.hset(self.store.k.leases, lease_id, lease.to_json())
+        await self._recorded(("S", self.store.k.leases, lease_id, lease.to_json()))
         return self.settings.lease_ttl_s
 
     async def release(self, lease_id: str, success: bool) -> bool:
@@ -267,14 +333,12 @@ class Scheduler:
                 entry.chosen.pop(entry.workflow.llm_index(lease.stage), None)
                 entry.renarrow()
         k = self.store.k
-        async with self.store.r.pipeline(transaction=True) as p:
-            p.hdel(k.leases, lease_id)
-            if not success:
-                # let a retry of the stage pick any model again (the chosen one may be down)
-                p.hdel(k.chosen(lease.request_id), lease.stage)
-            await p.execute()
+        writes: list[Write] = [("D", k.leases, lease_id)]
+        if not success:
+            # let a retry of the stage pick any model again (the chosen one may be down)
+            writes.append(("D", k.chosen(lease.request_id), lease.stage))
         self._publish_gauges()
-        self._kick.set()
+        await self._recorded(*writes)
         return True
 
     # rounds -------------------------------------------------------------------------
@@ -283,13 +347,38 @@ class Scheduler:
             await self._kick.wait()
             self._kick.clear()
             try:
-                await self._round()
+                self._round()
+                await self._commit()
             except Exception:
                 log.exception("round_failed")
                 await asyncio.sleep(0.05)
                 self._kick.set()
 
-    async def _round(self) -> None:
+    async def _commit(self) -> None:
+        """Send every queued write in one transaction, then answer the callers waiting on them.
+
+        On failure the batch goes back to the front of the queue (retried on the next kick).
+        """
+        if not self._writes and not self._after:
+            return
+        writes, after = self._writes, self._after
+        self._writes, self._after = [], []
+        try:
+            if writes:
+                keys = [w[1] for w in writes]
+                args: list[str | int] = []
+                for w in writes:
+                    args.append(w[0])
+                    args.extend(w[2:])
+                await self._commit_script(keys=keys, args=args)
+        except BaseException:
+            self._writes[:0], self._after[:0] = writes, after
+            raise
+        for done in after:
+            done()
+
+    def _round(self) -> None:
+        """Place what fits now; queue the placements' writes and the grants for the commit."""
         entries = [e for e in self.queue.values() if e.waiters]
         if not entries:
             return
@@ -307,42 +396,39 @@ class Scheduler:
         if not result.placements:
             return
         k = self.store.k
-        granted: list[tuple[Waiter, scheduler_pb2.AcquireStageResponse]] = []
         expires = time.time() + self.settings.lease_ttl_s
-        async with self.store.r.pipeline(transaction=True) as p:
-            for pos, configs in result.configs.items():
-                entries[pos].round_request.configs = configs
-            for pl in result.placements:
-                entry = entries[pl.request]
-                waiter = entry.waiters.pop(pl.stage)
-                entry.round_request.ready.remove(pl.stage)
-                space = entry.round_request.space
-                entry.chosen[pl.stage] = list(space.stage_models[pl.stage]).index(pl.model)
-                QUEUED.dec()
-                model = self.pool.models[pl.model].name
-                lease = Lease(uuid.uuid4().hex, pl.model, entry.request_id, waiter.stage,
-                              waiter.executor_id, expires)
-                waiter.lease = lease
-                self.leases[lease.lease_id] = lease
-                self.occupancy[pl.model] += 1
-                PLACED.labels(model).inc()
-                viable = len(entry.round_request.configs)
-                p.hset(k.leases, lease.lease_id, lease.to_json())
-                p.hset(k.chosen(entry.request_id), waiter.stage, model)
-                p.hset(k.req(entry.request_id), "viable", viable)
-                granted.append((waiter, scheduler_pb2.AcquireStageResponse(
-                    model=model, lease_id=lease.lease_id,
-                    lease_ttl_ms=int(self.settings.lease_ttl_s * 1000),
-                    queued_ms=(time.monotonic() - waiter.enqueued) * 1000.0,
-                    viable_configurations=viable,
-                )))
-                if not entry.waiters:
-                    self._forget(entry)
-            self._publish_gauges()
-            await p.execute()
-        for waiter, response in granted:
-            if not waiter.future.done():
-                waiter.future.set_result(response)
+        for pos, configs in result.configs.items():
+            entries[pos].round_request.configs = configs
+        for pl in result.placements:
+            entry = entries[pl.request]
+            waiter = entry.waiters.pop(pl.stage)
+            entry.round_request.ready.remove(pl.stage)
+            space = entry.round_request.space
+            entry.chosen[pl.stage] = list(space.stage_models[pl.stage]).index(pl.model)
+            QUEUED.dec()
+            model = self.pool.models[pl.model].name
+            lease = Lease(uuid.uuid4().hex, pl.model, entry.request_id, waiter.stage,
+                          waiter.executor_id, expires)
+            waiter.lease = lease
+            self.leases[lease.lease_id] = lease
+            self.occupancy[pl.model] += 1
+            PLACED.labels(model).inc()
+            viable = len(entry.round_request.configs)
+            self._writes += [
+                ("S", k.leases, lease.lease_id, lease.to_json()),
+                ("S", k.chosen(entry.request_id), waiter.stage, model),
+                ("S", k.req(entry.request_id), "viable", viable),
+            ]
+            response = scheduler_pb2.AcquireStageResponse(
+                model=model, lease_id=lease.lease_id,
+                lease_ttl_ms=int(self.settings.lease_ttl_s * 1000),
+                queued_ms=(time.monotonic() - waiter.enqueued) * 1000.0,
+                viable_configurations=viable,
+            )
+            self._after.append(functools.partial(_grant, waiter.future, response))
+            if not entry.waiters:
+                self._forget(entry)
+        self._publish_gauges()
 
     async def _expiry_loop(self) -> None:
         period = max(0.05, self.settings.lease_ttl_s / 4)
@@ -356,8 +442,8 @@ class Scheduler:
                 await self.release(lease.lease_id, False)
 
     def _publish_gauges(self) -> None:
-        for i, m in enumerate(self.pool.models):
-            LEASED.labels(m.name).set(int(self.occupancy[i]))
+        for gauge, occupied in zip(self._leased_gauges, self.occupancy.tolist(), strict=True):
+            gauge.set(occupied)
 
     def state(self) -> scheduler_pb2.GetSchedulerStateResponse:
         return scheduler_pb2.GetSchedulerStateResponse(
@@ -369,26 +455,6 @@ class Scheduler:
         )
 
 
-class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
-    def __init__(self, scheduler: Scheduler):
-        self.s = scheduler
-
-    async def AcquireStage(self, request, context):  # noqa: N802
-        if not request.request_id or not request.stage:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_id and stage are required")
-        structlog.contextvars.bind_contextvars(request_id=request.request_id, stage=request.stage)
-        return await self.s.acquire(request.request_id, request.stage, request.executor_id, context)
-
-    async def RenewLease(self, request, context):  # noqa: N802
-        ttl = await self.s.renew(request.lease_id)
-        if ttl < 0:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no lease {request.lease_id!r} (expired or released)")
-        return scheduler_pb2.RenewLeaseResponse(lease_ttl_ms=int(ttl * 1000))
-
-    async def ReleaseStage(self, request, context):  # noqa: N802
-        if not await self.s.release(request.lease_id, request.success):
-            log.info("release_unknown_lease", lease_id=request.lease_id)
-        return scheduler_pb2.ReleaseStageResponse()
-
-    async def GetSchedulerState(self, request, context):  # noqa: N802
-        return self.s.state()
+def _grant(future: asyncio.Future[Any], response: scheduler_pb2.AcquireStageResponse) -> None:
+    if not future.done():
+        future.set_result(response)
