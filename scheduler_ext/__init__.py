@@ -97,6 +97,8 @@ else:
 
 #: True when the compiled round ``aragog.scheduler_ext._beam`` could be imported.
 HAVE_EXTENSION = _beam is not None
+#: What schedule_round runs: the compiled module's file (shown by the scheduler's state).
+ROUND_IMPL = str(getattr(_beam, "__file__", "")) if _beam is not None else "missing"
 
 __all__ = [
     "FLEX_SCALE",
@@ -105,6 +107,7 @@ __all__ = [
     "MAX_CANDIDATES",
     "MAX_SPACE",
     "MAX_STAGES",
+    "ROUND_IMPL",
     "UTIL_SCALE",
     "Placement",
     "RoundRequest",

@@ -24,6 +24,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memcpy, memset
 
+import operator
+
 import numpy as np
 
 include "_beam_types.pxi"
@@ -837,7 +839,7 @@ def run_round(list queue, const int32_t[::1] free_cap, const int32_t[::1] occupa
         nr = 0
         for obj in ready:
             try:
-                s = obj
+                s = operator.index(obj)  # an int; a float such as 1.7 is refused, not truncated
             except (TypeError, OverflowError):
                 raise ValueError(
                     f"queue[{pos}].ready must hold stage indices, got {obj!r}") from None

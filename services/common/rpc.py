@@ -46,7 +46,12 @@ def create_server(
     """
     server = grpc.aio.server(
         interceptors=[ContextInterceptor()],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
+        options=[
+            ("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20),
+            # accept the executors' keepalive pings (every 10 s, also between calls)
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
     )
     for add in register:
         add(server)

@@ -13,7 +13,7 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 | `{ns}:req:{id}:events` | stream | router, executor | progress events (SubmitRequestResponse bytes) |
 | `{ns}:events` | pub/sub channel | router, executor | request id, published after each append to its events stream |
 | `{ns}:req:{id}:owner` | string, TTL | executor | executor id running the request (heartbeat-renewed) |
-| `{ns}:work` | stream | router | admitted request ids; consumer group `executors` |
+| `{ns}:work` | stream | router, executor | unfinished requests' ids; consumer group `executors`; an executor deletes an entry once its request finished |
 | `{ns}:leases` | hash | scheduler | lease id -> JSON {model, request, stage, executor, expires} |
 | `{ns}:inflight:{executor}` | hash, TTL | executor | model -> stages in flight on it now |
 | `{ns}:load` | string | load-monitor | newest LoadSnapshot (protobuf bytes) |

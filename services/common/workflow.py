@@ -142,10 +142,24 @@ class WorkflowDef:
 
 
 def _placeholders(template: str) -> set[str]:
+    """Names a template substitutes. Only plain `{name}` fields are allowed: a format spec,
+    conversion, attribute or index could fail (or allocate without bound) at run time."""
     try:
-        return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        fields = list(string.Formatter().parse(template))
     except ValueError as e:
         raise WorkflowError(f"prompt template {template[:40]!r}...: {e}") from e
+    names = set()
+    for _, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if spec or conversion or not name or any(c in name for c in ".[]"):
+            raise WorkflowError(
+                f"prompt template {template[:40]!r}...: placeholder {{{name}"
+                f"{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}} must be a "
+                "plain {input} or {<stage name>} (no format spec, conversion, attribute or index)"
+            )
+        names.add(name)
+    return names
 
 
 def parse_workflow(text: str, pool_models: Sequence[str] | None = None) -> WorkflowDef:

@@ -15,7 +15,12 @@ from aragog.v1 import executor_pb2, executor_pb2_grpc
 
 async def run(settings: ExecutorSettings) -> None:
     redis = connect(settings.redis_url, settings.redis_max_connections)
-    channel = grpc.aio.insecure_channel(settings.scheduler_addr)
+    # Keepalive pings detect a half-open StageSession (scheduler host gone) within ~20 s, so
+    # its ops fail as UNAVAILABLE and are retried on a new stream instead of timing out.
+    channel = grpc.aio.insecure_channel(settings.scheduler_addr, options=[
+        ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ])
     executor = Executor(settings, Store(redis, settings.namespace), channel)
     name = executor_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name
 

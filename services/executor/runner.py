@@ -57,6 +57,9 @@ class RequestRunner:
                         outputs[name] = task.result()
         except StageFailed as e:
             return False, "", str(e)
+        except Exception as e:  # a bug or bad data: fail the request rather than retry it forever
+            log.exception("stage_crashed")
+            return False, "", f"stage crashed: {type(e).__name__}: {e}"
         finally:
             for task in running.values():
                 task.cancel()
@@ -108,16 +111,19 @@ class RequestRunner:
         grant, schedule_ms = await self._acquire(st.name)
         success = False
         try:
-            await self.ex.stage_started(self.rid, st.name, grant.model, +1)
             renew = asyncio.create_task(self._renew(grant))
+            started = False
             t0 = time.perf_counter()
             try:
+                await self.ex.stage_started(self.rid, st.name, grant.model, +1)
+                started = True
                 output = await self.ex.models.generate(
                     grant.model, st.name, prompt, st.output_tokens, s.stage_timeout_s, self.rid
                 )
             finally:
                 renew.cancel()
-                await self.ex.inflight(grant.model, -1)
+                if started:
+                    await self.ex.inflight(grant.model, -1)
             service_ms = (time.perf_counter() - t0) * 1000.0
             result = common_pb2.StageResult(
                 stage=st.name, model=grant.model, output=output, schedule_ms=schedule_ms,

@@ -26,6 +26,7 @@ from aragog.executor.runner import RequestRunner, stage_started_event
 from aragog.v1 import common_pb2, executor_pb2, executor_pb2_grpc, router_pb2
 
 log = structlog.get_logger("executor")
+CLAIM_BATCH = 100  # pending entries looked at per XAUTOCLAIM call
 TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
 
 RUNNING = Gauge("aragog_executor_running_requests", "Requests this executor runs now")
@@ -50,14 +51,17 @@ class Executor:
 
     # lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
+        await self._ensure_group()
+        await self.store.r.delete(self.store.k.inflight(self.id))
+        self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._heartbeat())]
+        log.info("executor_started", executor=self.id, triton=self.settings.triton_url)
+
+    async def _ensure_group(self) -> None:
         try:
             await self.store.r.xgroup_create(self.store.k.work, WORK_GROUP, id="0", mkstream=True)
         except ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
-        await self.store.r.delete(self.store.k.inflight(self.id))
-        self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._heartbeat())]
-        log.info("executor_started", executor=self.id, triton=self.settings.triton_url)
 
     async def drain(self) -> None:
         """Stop taking work, let running requests finish; hand back the rest (left pending)."""
@@ -80,6 +84,7 @@ class Executor:
     async def _consume(self) -> None:
         k = self.store.k
         next_claim = 0.0
+        cursor = b"0-0"
         while not self._stopping.is_set():
             try:
                 slots = self.settings.max_concurrent_requests - len(self.running)
@@ -87,24 +92,34 @@ class Executor:
                     await asyncio.sleep(0.01)
                     continue
                 if time.monotonic() >= next_claim:
-                    next_claim = time.monotonic() + self.settings.claim_idle_s / 2
-                    _, claimed, _ = await self.store.r.xautoclaim(
+                    # Walk the whole pending list across calls (the cursor), so entries of live
+                    # executors at its head cannot hide a dead one's further down.
+                    cursor, claimed, deleted = await self.store.r.xautoclaim(
                         k.work, WORK_GROUP, self.id, int(self.settings.claim_idle_s * 1000),
-                        start_id="0-0", count=slots,
+                        start_id=cursor, count=CLAIM_BATCH,
                     )
+                    if cursor == b"0-0":
+                        next_claim = time.monotonic() + self.settings.claim_idle_s / 2
                     for entry_id, fields in claimed:
                         if fields:
                             log.info("claimed_idle_work", request_id=fields[b"rid"].decode())
                             self._take(entry_id, fields[b"rid"].decode())
-                    slots = self.settings.max_concurrent_requests - len(self.running)
-                    if slots <= 0:
-                        continue
+                    if deleted:
+                        log.error("work_entries_deleted_while_pending", entries=len(deleted))
+                    continue
                 res = await self.store.r.xreadgroup(WORK_GROUP, self.id, {k.work: ">"}, count=slots, block=500)
                 for _stream, entries in res or ():
                     for entry_id, fields in entries:
                         self._take(entry_id, fields[b"rid"].decode())
             except asyncio.CancelledError:
                 raise
+            except ResponseError as e:
+                if "NOGROUP" in str(e):  # Redis restarted empty: recreate the group
+                    log.warning("work_group_missing_recreating")
+                    await self._ensure_group()
+                else:
+                    log.exception("consume_error")
+                    await asyncio.sleep(0.5)
             except Exception:
                 log.exception("consume_error")
                 await asyncio.sleep(0.5)
@@ -132,16 +147,25 @@ class Executor:
         state = await self.store.r.hget(k.req(rid), "state")
         if state is None or int(state) in TERMINAL:
             if entry_id is not None:
-                await self.store.r.xack(k.work, WORK_GROUP, entry_id)
+                await self._retire(entry_id)
             return
         if not await self.store.r.set(k.owner(rid), self.id, nx=True, px=self._ttl_ms):
             return  # a live executor runs it; the entry stays pending for whoever finishes
         try:
             await self.run_request(rid)
             if entry_id is not None:
-                await self.store.r.xack(k.work, WORK_GROUP, entry_id)
+                await self._retire(entry_id)
         finally:
             await self.store.r.delete(k.owner(rid))
+
+    async def _retire(self, entry_id: bytes) -> None:
+        """The request is finished: acknowledge its work entry and drop it from the stream (the
+        stream holds only unfinished work, so it is never trimmed)."""
+        k = self.store.k
+        async with self.store.r.pipeline(transaction=True) as p:
+            p.xack(k.work, WORK_GROUP, entry_id)
+            p.xdel(k.work, entry_id)
+            await p.execute()
 
     async def _heartbeat(self) -> None:
         """Keep ownership and stream entries fresh, and the in-flight hash alive."""

@@ -158,7 +158,7 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             })
             p.set(k.f(rid), encode_configs(f_r))
             self.store.add_event(p, rid, first.SerializeToString())
-            p.xadd(k.work, {"rid": rid}, maxlen=100_000, approximate=True)
+            p.xadd(k.work, {"rid": rid})  # never trimmed: executors delete finished entries
             await p.execute()
         ADMITTED.labels(wf.id, policy_name).inc()
         ROUTING_SECONDS.observe(time.perf_counter() - t0)

@@ -38,7 +38,7 @@ from aragog.common.pool import PoolSpec
 from aragog.common.settings import SchedulerSettings
 from aragog.common.store import ALL_CONFIGS, Store, decode_configs
 from aragog.common.workflow import WorkflowDef, parse_workflow
-from aragog.scheduler_ext import RoundRequest, WorkflowSpace, schedule_round
+from aragog.scheduler_ext import ROUND_IMPL, RoundRequest, WorkflowSpace, schedule_round
 from aragog.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 log = structlog.get_logger("scheduler")
@@ -118,6 +118,7 @@ class Entry:
     chosen: dict[int, int]  # LLM stage index -> candidate index chosen for it
     round_request: RoundRequest
     waiters: dict[int, Waiter]
+    choice_lease: dict[str, str] = dataclasses.field(default_factory=dict)  # stage -> lease that chose
 
     def renarrow(self) -> None:
         """C(r) = F(r) narrowed by every choice still standing."""
@@ -276,7 +277,8 @@ class Scheduler:
         if index in entry.waiters:
             raise StageRejected(grpc.StatusCode.ALREADY_EXISTS, f"stage {stage} of {rid} is already waiting")
         if len(entry.round_request.configs) == 0:
-            self._forget(entry)
+            if not entry.waiters:
+                self._forget(entry)
             raise StageRejected(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"request {rid} has no viable configuration left")
         waiter = Waiter(stage, index, executor_id, time.monotonic(),
@@ -327,14 +329,17 @@ class Scheduler:
         if lease is None:
             return False
         self.occupancy[lease.model] -= 1
-        if not success:
-            entry = self.queue.get(lease.request_id) or self.known.get(lease.request_id)
-            if entry is not None:
-                entry.chosen.pop(entry.workflow.llm_index(lease.stage), None)
-                entry.renarrow()
+        entry = self.queue.get(lease.request_id) or self.known.get(lease.request_id)
+        # Only the lease that made the stage's choice may undo it: a lease that expired after
+        # a resumed executor placed the stage again must not erase the newer choice.
+        undo = not success and (entry is None or entry.choice_lease.get(lease.stage) == lease_id)
+        if undo and entry is not None:
+            entry.chosen.pop(entry.workflow.llm_index(lease.stage), None)
+            entry.choice_lease.pop(lease.stage, None)
+            entry.renarrow()
         k = self.store.k
         writes: list[Write] = [("D", k.leases, lease_id)]
-        if not success:
+        if undo:
             # let a retry of the stage pick any model again (the chosen one may be down)
             writes.append(("D", k.chosen(lease.request_id), lease.stage))
         self._publish_gauges()
@@ -410,6 +415,7 @@ class Scheduler:
             lease = Lease(uuid.uuid4().hex, pl.model, entry.request_id, waiter.stage,
                           waiter.executor_id, expires)
             waiter.lease = lease
+            entry.choice_lease[waiter.stage] = lease.lease_id
             self.leases[lease.lease_id] = lease
             self.occupancy[pl.model] += 1
             PLACED.labels(model).inc()
@@ -435,11 +441,17 @@ class Scheduler:
         while True:
             await asyncio.sleep(period)
             now = time.time()
-            for lease in [lz for lz in self.leases.values() if lz.expires < now]:
-                log.warning("lease_expired", request_id=lease.request_id, stage=lease.stage,
-                            executor=lease.executor_id)
-                EXPIRED.inc()
-                await self.release(lease.lease_id, False)
+            try:
+                for lease in [lz for lz in self.leases.values() if lz.expires < now]:
+                    log.warning("lease_expired", request_id=lease.request_id, stage=lease.stage,
+                                executor=lease.executor_id)
+                    EXPIRED.inc()
+                    await self.release(lease.lease_id, False)
+                await self.store.put_pool(self.pool)  # back after a Redis restart lost it
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away: leases expire on a later pass
+                log.exception("expiry_pass_failed")
 
     def _publish_gauges(self) -> None:
         for gauge, occupied in zip(self._leased_gauges, self.occupancy.tolist(), strict=True):
@@ -451,7 +463,7 @@ class Scheduler:
             leased={m.name: int(self.occupancy[i]) for i, m in enumerate(self.pool.models)},
             capacity={m.name: int(self.capacity[i]) for i, m in enumerate(self.pool.models)},
             rounds=self.rounds,
-            round_impl=schedule_round.__module__,
+            round_impl=ROUND_IMPL,
         )
 
 

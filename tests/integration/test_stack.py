@@ -215,7 +215,53 @@ def test_scheduler_and_load_monitor_agree_under_load(stack, chain):
             scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
     assert all(m.in_flight == 0 and m.leased == 0 for m in snap.models)
     assert sum(view.leased.values()) == 0 and view.queued_stages == 0
-    assert sum(m.throughput_rps for m in snap.models) >= 0
+    assert any(m.throughput_rps > 0 and m.latency_ms > 0 for s, _ in samples for m in s.models), \
+        "throughput and latency measured from Triton's metrics"
+    client = redis.Redis.from_url(stack.redis_url)
+    assert client.xlen(f"{stack.namespace}:work") == 0, "finished work leaves the stream"
+    client.close()
+
+
+def test_a_workflow_id_cannot_be_redefined(stack, chain):
+    same = stack.register(shipped_workflow("chain3"))  # identical: idempotent
+    assert same.workflow.id == chain
+    before = snapshot(stack)
+    changed = shipped_workflow("chain3").replace("output_tokens: ", "output_tokens: 1", 1)
+    assert changed != shipped_workflow("chain3")
+    with pytest.raises(grpc.RpcError) as err:
+        stack.register(changed)
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "new id" in err.value.details()
+    assert snapshot(stack) == before
+
+
+async def test_stage_session_grants_releases_and_rejects(stack, chain):
+    """The executors' StageSession, driven directly: a grant and its release, and the unary
+    call's errors as StageErrors."""
+    from aragog.common.rpc import RpcError
+    from aragog.executor.scheduler_client import SchedulerClient
+
+    events, _ = stack.submit(chain, "session probe", "largest")  # an admitted, finished request
+    rid = events[0].request_id
+    async with grpc.aio.insecure_channel(stack.scheduler_addr) as ch:
+        client = SchedulerClient(ch, "test-session")
+        try:
+            grant = await client.acquire(rid, "critique", timeout=10)
+            assert grant.model == "llm-70b" and grant.lease_id
+            await client.renew(grant.lease_id, timeout=5)
+            await client.release(grant.lease_id, True, timeout=5)
+            with pytest.raises(RpcError) as err:
+                await client.renew(grant.lease_id, timeout=5)
+            assert err.value.code == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(RpcError) as err:
+                await client.acquire("no-such-request", "draft", timeout=5)
+            assert err.value.code == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(RpcError) as err:
+                await client.acquire(rid, "nope", timeout=5)
+            assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "LLM stages: draft, critique, refine" in err.value.details
+        finally:
+            await client.close()
 
 
 def executor_of(stack, owner: str):

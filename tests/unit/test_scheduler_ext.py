@@ -187,6 +187,7 @@ def _ok_args():
     (lambda a: setattr(a[0][0], "ready", [0, 0]), "twice"),
     (lambda a: setattr(a[0][0], "ready", [1]), "outside"),
     (lambda a: setattr(a[0][0], "ready", ["x"]), "stage indices"),
+    (lambda a: setattr(a[0][0], "ready", [0.0]), "stage indices"),
     (lambda a: a.__setitem__(0, [object()]), "not a RoundRequest"),
     (lambda a: a[0].append(RoundRequest(WorkflowSpace.from_candidates([[5]], [0]), arr(0), [0])),
      "names model 5"),

@@ -61,6 +61,10 @@ def test_diamond_depths_and_tool_stage():
         (wf_yaml("  - {name: a, prompt: '{input}', candidates: [llm-8b]}\n",
                  "per_workflow: [llm-70b]\n"), "not a candidate"),
         (wf_yaml("  - {name: a, kind: tool, prompt: '{input}'}\n"), "at least one llm"),
+        (wf_yaml("  - {name: a, prompt: '{input:>99999999999}', candidates: [llm-8b]}\n"),
+         "no format spec"),
+        (wf_yaml("  - {name: a, prompt: '{input!r}', candidates: [llm-8b]}\n"), "no format spec"),
+        (wf_yaml("  - {name: a, prompt: '{input.x}', candidates: [llm-8b]}\n"), "no format spec"),
     ],
 )
 def test_invalid_declarations_say_what_is_wrong(text, message):
