@@ -1,7 +1,7 @@
 # Named tasks; `make demo` and `make test` are the two set-up commands of the README.
 VENV := .venv/bin
 
-.PHONY: demo up test test-unit bootstrap gen-protos build-ext lint bench-control bench-round compose-check
+.PHONY: demo up test test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check
 
 demo: bootstrap        ## start Redis, Triton (emulated pool) and the services; answer a few requests
 	$(VENV)/aragog-stack demo
@@ -31,6 +31,9 @@ lint: bootstrap
 
 bench-control: bootstrap  ## control-path latency per stage on an idle pool
 	$(VENV)/python benchmarks/control_path.py
+
+bench-sched: bootstrap    ## stages one scheduler places per second through gRPC (StageSession)
+	$(VENV)/python benchmarks/scheduler_throughput.py
 
 bench-round: bootstrap    ## the scheduling round: extension against the pure-Python reference
 	$(VENV)/python benchmarks/bench_round.py
