@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -99,22 +99,6 @@ class RpcError(Exception):
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             grpc.StatusCode.ABORTED,
         )
-
-
-async def call(
-    method: str,
-    fn: Callable[..., Awaitable[Any]],
-    request: Any,
-    *,
-    timeout: float,
-    request_id: str = "",
-) -> Any:
-    """Call a unary RPC with a deadline; raise RpcError on failure."""
-    metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else None
-    try:
-        return await fn(request, timeout=timeout, metadata=metadata)
-    except grpc.aio.AioRpcError as e:
-        raise RpcError(method, e.code(), e.details() or "") from e
 
 
 def start_metrics(port: int) -> int:

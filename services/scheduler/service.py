@@ -39,7 +39,7 @@ from aragog.common.settings import SchedulerSettings
 from aragog.common.store import ALL_CONFIGS, Store, decode_configs
 from aragog.common.workflow import WorkflowDef, parse_workflow
 from aragog.scheduler_ext import ROUND_IMPL, RoundRequest, WorkflowSpace, schedule_round
-from aragog.v1 import scheduler_pb2, scheduler_pb2_grpc
+from aragog.v1 import scheduler_pb2
 
 log = structlog.get_logger("scheduler")
 

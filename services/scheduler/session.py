@@ -24,7 +24,6 @@ from aragog.v1 import scheduler_pb2
 
 log = structlog.get_logger("scheduler")
 CANCELLED = grpc.StatusCode.CANCELLED.value[0]
-NOT_FOUND = grpc.StatusCode.NOT_FOUND.value[0]
 
 
 class StageSession:
