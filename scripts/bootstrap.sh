@@ -23,6 +23,12 @@ if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py MANIFEST.in protos 
       -newer "$stamp" -not -path '*/__pycache__*' -not -path 'services/v1*' -not -name '*.so' -not -name '*.c' \
       -print -quit)" ]; then
   echo "bootstrap: installing aragog[test] into .venv (builds the gRPC code and the Cython round)"
+  # The router's embedding model runs on torch. Ask for it first, pinned: left to
+  # sentence-transformers, pip would pick the newest build (CUDA, several GB). Where pip
+  # finds only CUDA builds, point PIP_EXTRA_INDEX_URL at a CPU wheel index.
+  if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+    .venv/bin/pip install -q "torch==${ARAGOG_TORCH_VERSION:-2.13.0}"
+  fi
   .venv/bin/pip install -q ".[test]"
   touch "$stamp"
 fi
