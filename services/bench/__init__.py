@@ -1,0 +1,1 @@
+"""Seeded benchmark generation for the shipped workflows."""
