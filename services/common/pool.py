@@ -2,7 +2,11 @@
 
 One definition serves the emulated Triton models (how long a batch takes), the scheduler
 (capacity = saturation batch x instances, and the throughput-vs-load curve its round
-forecasts with) and the load-monitor (profiled throughput to compare measurements with).
+forecasts with), the load-monitor (profiled throughput to compare measurements with) and
+the cost model (GPU-seconds per request, from the instances' tensor parallelism).
+
+Shipped pools: aragog/pool/pool.yaml (the default) and the calibrated families in
+aragog/pool/pools/<family>.yaml, which `load_pool("<family>")` loads by name.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +27,10 @@ class PoolSpecError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelProfile:
-    """Latency profile of one model (per instance); see pool.yaml for the formula."""
+    """Latency profile of one model (per instance); see pool.yaml for the formula.
+
+    `tensor_parallel` is the number of GPUs one instance runs on (pool files may omit it: 1).
+    """
 
     name: str
     params_b: float
@@ -32,6 +40,7 @@ class ModelProfile:
     prefill_ms_per_token: float
     tpot_ms: float
     batch_slowdown: float
+    tensor_parallel: int = 1
 
     @property
     def capacity(self) -> int:
@@ -47,17 +56,31 @@ class ModelProfile:
         decode = output_tokens * self.tpot_ms * slow / 1000.0 * max(1.0, b / s)
         return self.ttft_ms / 1000.0 + prefill + decode
 
+    def gpu_seconds(self, prompt_tokens: int, output_tokens: int,
+                    batch: int | None = None) -> float:
+        """GPU-seconds (unscaled) one request costs when it shares a batch of `batch` requests
+        (default: the saturation batch, where the instance is used most efficiently): the
+        batch's latency times the instance's GPUs, split evenly over the batch."""
+        b = self.saturation_batch if batch is None else max(1, batch)
+        return self.tensor_parallel * self.batch_latency_s(b, prompt_tokens, output_tokens) / b
+
     def throughput_curve(self, prompt_tokens: int = 256, output_tokens: int = 128) -> list[float]:
         """Requests/second the whole model serves at occupancy 0..capacity (index = occupancy).
 
-        Occupancy spreads evenly over instances; the curve rises and flattens at saturation,
-        which is what the scheduler's utilization forecast reads.
+        Occupancy spreads evenly over instances (some run one request more than the others);
+        the curve rises and flattens at saturation, which is what the scheduler's utilization
+        forecast reads.
         """
+
+        def served(batch: int) -> float:  # requests/second of one instance running `batch`
+            if batch == 0:
+                return 0.0
+            return batch / self.batch_latency_s(batch, prompt_tokens, output_tokens)
+
         curve = [0.0]
         for occ in range(1, self.capacity + 1):
-            per_instance = occ / self.instances
-            lat = self.batch_latency_s(max(1, round(per_instance)), prompt_tokens, output_tokens)
-            curve.append(occ / lat)
+            low, extra = divmod(occ, self.instances)
+            curve.append(extra * served(low + 1) + (self.instances - extra) * served(low))
         return curve
 
 
@@ -91,8 +114,10 @@ class PoolSpec:
         if not isinstance(data, Mapping) or "models" not in data:
             raise PoolSpecError("pool file needs a `models` list")
         models = []
-        fields = [f.name for f in dataclasses.fields(ModelProfile)]
+        fields = [f.name for f in dataclasses.fields(ModelProfile) if f.name not in OPTIONAL_FIELDS]
         for i, raw in enumerate(data["models"]):
+            if not isinstance(raw, Mapping):
+                raise PoolSpecError(f"pool model #{i} is not a mapping")
             missing = [f for f in fields if f not in raw]
             if missing:
                 raise PoolSpecError(f"pool model #{i} lacks {', '.join(missing)}")
@@ -106,11 +131,15 @@ class PoolSpec:
                     prefill_ms_per_token=float(raw["prefill_ms_per_token"]),
                     tpot_ms=float(raw["tpot_ms"]),
                     batch_slowdown=float(raw["batch_slowdown"]),
+                    tensor_parallel=int(raw.get("tensor_parallel", 1)),
                 )
             except (TypeError, ValueError) as e:
                 raise PoolSpecError(f"pool model #{i}: {e}") from e
             if m.instances < 1 or m.saturation_batch < 1:
-                raise PoolSpecError(f"pool model {m.name}: instances and saturation_batch must be >= 1")
+                raise PoolSpecError(
+                    f"pool model {m.name}: instances and saturation_batch must be >= 1")
+            if m.tensor_parallel < 1:
+                raise PoolSpecError(f"pool model {m.name}: tensor_parallel must be >= 1")
             models.append(m)
         if len({m.name for m in models}) != len(models):
             raise PoolSpecError("pool model names must be unique")
@@ -121,11 +150,35 @@ class PoolSpec:
         )
 
 
+OPTIONAL_FIELDS = ("tensor_parallel",)
+"""ModelProfile fields a pool file may omit (they take the dataclass default)."""
+
+
+def shipped_pools() -> list[str]:
+    """Names of the calibrated pools shipped in aragog/pool/pools (what `load_pool` takes)."""
+    root = importlib.resources.files("aragog.pool").joinpath("pools")
+    return sorted(e.name[: -len(".yaml")] for e in root.iterdir()
+                  if e.name.endswith(".yaml") and e.name != "accuracy.yaml")
+
+
+def _is_pool_name(path: str) -> bool:
+    separators = {"/", os.sep, os.altsep} - {None}
+    return not any(sep in path for sep in separators) and not path.endswith((".yaml", ".yml"))
+
+
 def load_pool(path: str | None = None) -> PoolSpec:
-    """Load a pool file; None means the embedded default (aragog/pool/pool.yaml)."""
-    if path:
+    """Load a pool: None means the embedded default (aragog/pool/pool.yaml); a bare name
+    without a path separator or .yaml suffix (`"qwen2.5"`, `"llama3"`) means the shipped
+    aragog/pool/pools/<name>.yaml; anything else is a file path."""
+    if not path:
+        text = importlib.resources.files("aragog.pool").joinpath("pool.yaml").read_text("utf-8")
+    elif _is_pool_name(path):
+        shipped = shipped_pools()
+        if path not in shipped:
+            raise PoolSpecError(f"no shipped pool {path!r}; shipped pools: {', '.join(shipped)}")
+        resource = importlib.resources.files("aragog.pool").joinpath(f"pools/{path}.yaml")
+        text = resource.read_text("utf-8")
+    else:
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    else:
-        text = importlib.resources.files("aragog.pool").joinpath("pool.yaml").read_text("utf-8")
     return PoolSpec.from_mapping(yaml.safe_load(text))
