@@ -37,6 +37,10 @@ class StageDef:
     candidates: tuple[str, ...]
     output_tokens: int
 
+    def render(self, request_input: str, outputs: Mapping[str, str]) -> str:
+        """The stage's prompt: its template filled with the input and its dependencies' outputs."""
+        return self.prompt.format_map({"input": request_input, **{d: outputs[d] for d in self.depends_on}})
+
 
 @dataclasses.dataclass(frozen=True)
 class WorkflowDef:
@@ -217,8 +221,13 @@ def parse_workflow(text: str, pool_models: Sequence[str] | None = None) -> Workf
         output_tokens = 0
         if kind == "llm":
             cands = raw.get("candidates")
+            if cands is None and pool_models is not None:
+                cands = list(pool_models)  # left to the pool: every model may serve the stage
             if not isinstance(cands, list) or not cands or not all(isinstance(c, str) for c in cands):
-                raise WorkflowError(f"{where}: `candidates` must be a non-empty list of models")
+                raise WorkflowError(
+                    f"{where}: `candidates` must be a non-empty list of models "
+                    "(or omitted, to let every model of the pool serve the stage)"
+                )
             if len(set(cands)) != len(cands):
                 raise WorkflowError(f"{where}: `candidates` has duplicates")
             if pool_models is not None:

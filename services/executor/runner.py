@@ -68,7 +68,7 @@ class RequestRunner:
         return True, outputs[self.wf.sink.name], ""
 
     def _prompt(self, st: StageDef, outputs: dict[str, str]) -> str:
-        return st.prompt.format_map({"input": self.input, **{d: outputs[d] for d in st.depends_on}})
+        return st.render(self.input, outputs)
 
     async def _stage(self, st: StageDef, outputs: dict[str, str]) -> str:
         prompt = self._prompt(st, outputs)
