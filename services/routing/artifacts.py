@@ -1,0 +1,178 @@
+"""Routing artifacts per (pool family, workflow): the profile, the trained router, a summary.
+
+    {dir}/{family}/{workflow}/profile.npz   which configurations preserve accuracy, per request
+    {dir}/{family}/{workflow}/router.npz    the MLP and its threshold
+    {dir}/{family}/{workflow}/summary.json  per-workflow configuration, training figures, fingerprint
+    {dir}/embeddings/{workflow}-{embedder}.npy   embeddings of the benchmark's inputs
+
+`build` makes them (aragog-routing build); services load them read-only. A fingerprint of the
+benchmark and its calibration guards against serving a router trained on other data: a
+stale artifact is reported as missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from aragog import workflows
+from aragog.bench import calibration
+from aragog.bench.generate import Item, benchmark
+from aragog.bench.run import Runner
+from aragog.bench.specs import SPECS
+from aragog.common.pool import PoolSpec, load_pool
+from aragog.routing import model as router_model
+from aragog.routing import profiler
+from aragog.routing.embedding import Embedder
+from aragog.routing.space import Space, build as build_space
+
+MAX_LOSS = 0.005
+"""Accuracy the threshold may give up on the validation requests (the target allows 1 point)."""
+VALIDATION_SHARE = 0.25
+
+
+def default_dir() -> str:
+    return os.path.join(os.path.expanduser("~"), ".cache", "aragog", "artifacts")
+
+
+def fingerprint(wid: str, family: str) -> str:
+    """Changes whenever the benchmark, its emulation or the calibration would."""
+    bench = benchmark(wid)
+    h = hashlib.sha256(repr(SPECS[wid]).encode())
+    h.update(json.dumps(calibration.fit(wid, family)).encode())
+    for it in bench.items:
+        h.update(f"{it.id}\0{it.input}\0{it.answer}\0{it.difficulty:.6f}\0{it.split}".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class Artifacts:
+    """What the policies need for one workflow on one pool family."""
+
+    space: Space
+    profile: profiler.Profile
+    router: router_model.RouterModel
+    summary: dict
+
+    @functools.cached_property
+    def rows(self) -> dict[str, int]:
+        """Benchmark input text -> row of the profile."""
+        by_id = {it.id: it.input for it in benchmark(self.space.workflow.id).items}
+        return {by_id[i]: r for r, i in enumerate(self.profile.item_ids)}
+
+    def true_f(self, request_input: str) -> np.ndarray | None:
+        """The profiled F(r) of a benchmark input, None for any other input."""
+        row = self.rows.get(request_input)
+        return None if row is None else np.flatnonzero(self.profile.preserving[row])
+
+    @property
+    def per_workflow(self) -> int:
+        return int(self.summary["per_workflow_config"])
+
+
+def _dir(root: str, family: str, wid: str) -> str:
+    return os.path.join(root, family, wid)
+
+
+def load(root: str, pool: PoolSpec, wid: str) -> Artifacts | None:
+    """The artifacts for `wid` on `pool`, or None if absent, stale or for another space."""
+    d = _dir(root, pool.family, wid)
+    try:
+        with open(os.path.join(d, "summary.json"), encoding="utf-8") as f:
+            summary = json.load(f)
+        if wid not in SPECS or summary.get("fingerprint") != fingerprint(wid, pool.family):
+            return None
+        wf = workflows.load(wid, pool.names)
+        space = build_space(wf, pool)
+        prof = profiler.Profile.load(os.path.join(d, "profile.npz"))
+        router = router_model.RouterModel.load(os.path.join(d, "router.npz"))
+    except (OSError, KeyError, ValueError):
+        return None
+    if prof.preserving.shape[1] != space.size:
+        return None
+    return Artifacts(space, prof, router, summary)
+
+
+def embeddings(root: str, wid: str, embedder: Embedder, items: list[Item]) -> np.ndarray:
+    """Embeddings of the benchmark's inputs, cached per workflow and embedder."""
+    fp = fingerprint(wid, "generic")[:8]
+    path = os.path.join(root, "embeddings", f"{wid}-{embedder.id}-{fp}.npy")
+    if os.path.exists(path):
+        e = np.load(path)
+        if e.shape[0] == len(items):
+            return e
+    e = embedder.encode([it.input for it in items])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.save(path, e)
+    return e
+
+
+def per_workflow_config(space: Space, items: list[Item]) -> tuple[int, dict]:
+    """The cheapest configuration whose accuracy over `items` matches the largest's."""
+    runners = [Runner(space.workflow, it.input) for it in items]
+
+    def accuracy(c: int) -> float:
+        models = space.models(c)
+        return float(np.mean([r.answer(models) == it.answer for r, it in zip(runners, items, strict=True)]))
+
+    target = accuracy(space.largest)
+    for c in space.cost_order:
+        acc = accuracy(int(c))
+        if acc >= target:
+            return int(c), {"accuracy": acc, "largest_accuracy": target}
+    return space.largest, {"accuracy": target, "largest_accuracy": target}
+
+
+def build(root: str, family: str, wid: str, embedder: Embedder,
+          say: Callable[[str], None] = print) -> Artifacts:
+    """Profile the benchmark, train the router, write the artifacts; return them."""
+    pool = load_pool(family)
+    wf = workflows.load(wid, pool.names)
+    space = build_space(wf, pool)
+    bench = benchmark(wid)
+    items = list(bench.items)
+    t0 = time.monotonic()
+    prof = profiler.profile(space, items)
+    train_rows = np.array([i for i, it in enumerate(items) if it.split == "train"])
+    say(f"{family}/{wid}: profiled {len(items)} requests in {time.monotonic() - t0:.1f}s, "
+        f"{prof.executions[train_rows].mean():.1f} stage executions per request "
+        f"(exhaustive {prof.exhaustive_executions})")
+    t0 = time.monotonic()
+    pw, pw_figures = per_workflow_config(space, [items[i] for i in train_rows])
+    emb = embeddings(root, wid, embedder, items)
+    rng = np.random.default_rng(0)
+    shuffled = rng.permutation(train_rows)
+    n_val = int(len(shuffled) * VALIDATION_SHARE)
+    val, fit = shuffled[:n_val], shuffled[n_val:]
+    router = router_model.train(space, emb[fit], prof.preserving[fit])
+    tau, val_figures = router_model.choose_threshold(
+        router, space, emb[val], prof.preserving[val], prof.largest_correct[val], MAX_LOSS)
+    router.threshold = tau
+    summary = {
+        "workflow": wid, "family": family, "fingerprint": fingerprint(wid, family),
+        "embedder": embedder.id, "configurations": space.size,
+        "per_workflow_config": pw, "per_workflow_models": space.models(pw), **{f"per_workflow_{k}": v for k, v in pw_figures.items()},
+        "threshold": tau, "validation": val_figures,
+        "profiling": {
+            "requests": len(train_rows),
+            "executions_per_request": float(prof.executions[train_rows].mean()),
+            "exhaustive_per_request": prof.exhaustive_executions,
+        },
+    }
+    router.meta = {k: summary[k] for k in ("workflow", "family", "embedder", "configurations")}
+    d = _dir(root, family, wid)
+    os.makedirs(d, exist_ok=True)
+    prof.save(os.path.join(d, "profile.npz"))
+    router.save(os.path.join(d, "router.npz"))
+    with open(os.path.join(d, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+    say(f"{family}/{wid}: per-workflow {space.models(pw)}, threshold {tau}, validation {val_figures}, "
+        f"trained in {time.monotonic() - t0:.1f}s")
+    return Artifacts(space, prof, router, summary)

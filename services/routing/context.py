@@ -1,0 +1,65 @@
+"""What the policies read at admission: the routing artifacts and the embedding model.
+
+One `Routing` per router process. Artifacts load lazily per (pool family, workflow) and are
+used only when the registered workflow's configuration space is the one they were trained
+on (same candidates in the same order); otherwise the policies that need them say so.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import structlog
+
+from aragog.common.pool import PoolSpec
+from aragog.common.settings import RouterSettings
+from aragog.common.workflow import WorkflowDef
+from aragog.routing import artifacts
+from aragog.routing.artifacts import Artifacts
+from aragog.routing.embedding import Embedder
+
+log = structlog.get_logger("routing")
+
+
+class Routing:
+    def __init__(self, settings: RouterSettings):
+        self.settings = settings
+        self.root = settings.artifacts_dir or artifacts.default_dir()
+        self._arts: dict[tuple[str, str, tuple], Artifacts | None] = {}
+        self._embedder: Embedder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                s = self.settings
+                self._embedder = Embedder(s.embedding_model, s.embedding_int8, s.embedding_threads)
+            return self._embedder
+
+    @staticmethod
+    def _key(wf: WorkflowDef, pool: PoolSpec) -> tuple[str, str, tuple]:
+        return (pool.family, wf.id, tuple(s.candidates for s in wf.llm_stages))
+
+    def loaded(self, wf: WorkflowDef, pool: PoolSpec) -> bool:
+        """Whether `artifacts` answers without loading (loading regenerates the benchmark to
+        check the fingerprint: about a second, so not on the event loop)."""
+        return self._key(wf, pool) in self._arts
+
+    def artifacts(self, wf: WorkflowDef, pool: PoolSpec) -> Artifacts | None:
+        key = self._key(wf, pool)
+        if key not in self._arts:
+            art = artifacts.load(self.root, pool, wf.id)
+            if art is not None and [s.candidates for s in art.space.workflow.llm_stages] != list(key[2]):
+                log.warning("artifacts_space_mismatch", workflow=wf.id, family=pool.family)
+                art = None
+            if art is None:
+                log.info("no_routing_artifacts", workflow=wf.id, family=pool.family, dir=self.root)
+            self._arts[key] = art
+        return self._arts[key]
+
+    def route(self, art: Artifacts, request_input: str) -> np.ndarray:
+        """Predicted F(r) (blocking: call it off the event loop)."""
+        emb = self.embedder.encode([request_input])[0]
+        return art.router.route(emb, art.space, self.settings.routing_budget, self.settings.routing_early_stop)

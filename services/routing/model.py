@@ -1,0 +1,167 @@
+"""The learned one-time router: per configuration, "does it preserve accuracy on r?".
+
+Model: an MLP over [embedding(r), configuration] -> P(preserves). Its first layer is linear
+in the concatenation, so it splits into E(r) @ W_x (once per request) plus one learned
+vector per (stage, model size rank) summed over the configuration's stages: scoring a
+configuration then costs O(hidden x stages), and spaces far larger than the training
+labels' width stay tractable.
+
+Prediction (`route`) follows the paper: visit configurations in cost order; accept one whose
+probability reaches the threshold, and with it (near-monotonicity) every configuration
+that uses models at least as large at every stage, without scoring them; stop when the
+work budget (configurations scored) is spent or, if `early_stop` > 0, once that many have
+been accepted. F(r) = the accepted configurations plus the largest one, always: whatever
+the classifier says, the accuracy reference stays viable.
+
+The threshold is chosen on a validation part of the training split: the largest saving
+whose accuracy loss (requests where the chosen cheapest configuration does not preserve
+accuracy) stays under `max_loss`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+
+from aragog.routing.space import Space
+
+
+@dataclasses.dataclass
+class RouterModel:
+    w_x: np.ndarray  # [dim, hidden]
+    w_c: np.ndarray  # [stages, ranks, hidden]
+    b1: np.ndarray  # [hidden]
+    w2: np.ndarray  # [hidden]
+    b2: float
+    threshold: float
+    meta: dict  # workflow, family, embedding id, space size, training figures
+
+    # scoring ------------------------------------------------------------------------
+    def config_features(self, space: Space, configs: np.ndarray) -> np.ndarray:
+        """[len(configs), hidden]: the configurations' summed stage-rank vectors."""
+        ranks = space.ranks[configs]
+        out = np.zeros((len(configs), self.w_c.shape[2]), dtype=np.float32)
+        for s in range(ranks.shape[1]):
+            out += self.w_c[s, ranks[:, s]]
+        return out
+
+    def probabilities(self, embedding: np.ndarray, space: Space, configs: np.ndarray) -> np.ndarray:
+        h = embedding @ self.w_x + self.b1
+        z = np.maximum(h[None, :] + self.config_features(space, configs), 0.0) @ self.w2 + self.b2
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def route(self, embedding: np.ndarray, space: Space, budget: int = 4096,
+              early_stop: int = 0, chunk: int = 256, threshold: float | None = None) -> np.ndarray:
+        """F(r): sorted configuration indices predicted to preserve accuracy."""
+        tau = self.threshold if threshold is None else threshold
+        accepted = np.zeros(space.size, dtype=bool)
+        accepted[space.largest] = True
+        order = space.cost_order
+        h = (embedding @ self.w_x + self.b1).astype(np.float32)
+        scored = found = 0
+        pos = 0
+        while pos < len(order) and scored < budget:
+            batch = order[pos:pos + chunk]
+            pos += len(batch)
+            batch = batch[~accepted[batch]][: budget - scored]  # already accepted: skip
+            if not len(batch):
+                continue
+            scored += len(batch)
+            z = np.maximum(h[None, :] + self.config_features(space, batch), 0.0) @ self.w2 + self.b2
+            for c in batch[z >= _logit(tau)]:
+                if accepted[c]:
+                    continue
+                accepted |= (space.ranks >= space.ranks[c]).all(1)  # its up-set
+                found += 1
+                if early_stop and found >= early_stop:
+                    return np.flatnonzero(accepted)
+        return np.flatnonzero(accepted)
+
+    # persistence --------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        np.savez_compressed(path, w_x=self.w_x, w_c=self.w_c, b1=self.b1, w2=self.w2,
+                            b2=np.float32(self.b2), threshold=np.float64(self.threshold),
+                            meta=np.array(json.dumps(self.meta)))
+
+    @classmethod
+    def load(cls, path: str) -> RouterModel:
+        z = np.load(path)
+        return cls(z["w_x"], z["w_c"], z["b1"], z["w2"], float(z["b2"]), float(z["threshold"]),
+                   json.loads(str(z["meta"])))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return float(np.log(p / (1 - p)))
+
+
+def train(space: Space, embeddings: np.ndarray, labels: np.ndarray, hidden: int = 64,
+          epochs: int = 60, seed: int = 0, lr: float = 3e-3, weight_decay: float = 1e-4) -> RouterModel:
+    """Fit the MLP on (request embedding, configuration) -> preserves, all pairs of the
+    given requests and every configuration of the space."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: extra threads only spin, worse on a busy machine
+    try:
+        return _train(torch, space, embeddings, labels, hidden, epochs, seed, lr, weight_decay)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(torch, space, embeddings, labels, hidden, epochs, seed, lr, weight_decay) -> RouterModel:
+    torch.manual_seed(seed)
+    n_req, dim = embeddings.shape
+    stages = space.ranks.shape[1]
+    n_ranks = int(space.ranks.max()) + 1
+    w_x = torch.nn.Linear(dim, hidden)
+    w_c = torch.nn.Parameter(torch.randn(stages, n_ranks, hidden) * 0.1)
+    w2 = torch.nn.Linear(hidden, 1)
+    params = [*w_x.parameters(), w_c, *w2.parameters()]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    x = torch.from_numpy(embeddings.astype(np.float32))
+    y = torch.from_numpy(labels.astype(np.float32))
+    ranks = torch.from_numpy(space.ranks.astype(np.int64))
+    rng = np.random.default_rng(seed)
+    batch = 64
+    for _ in range(epochs):
+        perm = rng.permutation(n_req)
+        for start in range(0, n_req, batch):
+            ix = torch.from_numpy(perm[start:start + batch])
+            cfg = w_c[torch.arange(stages), ranks].sum(1)  # [n, hidden]
+            h = torch.relu(w_x(x[ix])[:, None, :] + cfg[None, :, :])
+            z = w2(h).squeeze(-1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y[ix])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return RouterModel(
+        w_x=w_x.weight.detach().numpy().T.copy(), w_c=w_c.detach().numpy().copy(),
+        b1=w_x.bias.detach().numpy().copy(), w2=w2.weight.detach().numpy()[0].copy(),
+        b2=float(w2.bias.detach().numpy()[0]), threshold=0.5, meta={},
+    )
+
+
+def cheapest_of(space: Space, configs: np.ndarray) -> int:
+    return int(configs[np.argmin(space.flops[configs])])
+
+
+def choose_threshold(model: RouterModel, space: Space, embeddings: np.ndarray, preserving: np.ndarray,
+                     largest_correct: np.ndarray, max_loss: float,
+                     budget: int = 4096) -> tuple[float, dict]:
+    """The threshold with the largest GPU-second saving whose accuracy loss on these
+    (validation) requests is at most `max_loss`; the figures at that threshold.
+
+    Accuracy is lost where the largest configuration is right and the chosen one does not
+    answer as it does; where the largest is wrong, a different answer loses nothing."""
+    largest_cost = space.gpu_seconds[space.largest]
+    best = (0.999999, {"loss": 0.0, "saving": 0.0})
+    for tau in [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999]:
+        chosen = [cheapest_of(space, model.route(e, space, budget=budget, threshold=tau)) for e in embeddings]
+        loss = float(np.mean([largest_correct[i] and not preserving[i, c] for i, c in enumerate(chosen)]))
+        saving = float(np.mean([largest_cost - space.gpu_seconds[c] for c in chosen]))
+        if loss <= max_loss and saving > best[1]["saving"]:
+            best = (tau, {"loss": loss, "saving": saving})
+    return best
