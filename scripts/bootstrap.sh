@@ -19,7 +19,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.aragog-installed
-if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py MANIFEST.in protos services scheduler_ext \
+if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py MANIFEST.in protos services scheduler_ext loadgen \
       -newer "$stamp" -not -path '*/__pycache__*' -not -path 'services/v1*' -not -name '*.so' -not -name '*.c' \
       -print -quit)" ]; then
   echo "bootstrap: installing aragog[test] into .venv (builds the gRPC code and the Cython round)"

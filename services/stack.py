@@ -27,7 +27,10 @@ from collections.abc import Iterator
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aragog import workflows
+from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
+from aragog.routing.artifacts import default_dir as default_artifacts_dir
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 
@@ -54,7 +57,7 @@ def redis_server_binary() -> str:
 
 
 def shipped_workflow(name: str = "chain3") -> str:
-    return importlib.resources.files("aragog.workflows").joinpath(f"{name}.yaml").read_text("utf-8")
+    return workflows.shipped_yaml(name)
 
 
 def wait_healthy(addr: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -261,48 +264,60 @@ class Stack:
         return events, time.perf_counter() - t0
 
 
-DEMO_QUESTIONS = [
-    "What is the capital of Australia?",
-    "How many prime numbers are below 30?",
-    "Why does ice float on water?",
-    "Who wrote the novel Middlemarch?",
-    "What is the derivative of x^3 + 2x?",
-    "Which planet has the shortest day?",
-    "Convert 100 degrees Fahrenheit to Celsius.",
-    "What does the HTTP status 429 mean?",
-]
+def prepare_routing(family: str, say=print) -> None:
+    """Profile the benchmarks and train the router for the pool's family, unless already done
+    (the first time: a minute or two; cached in ARAGOG_ARTIFACTS_DIR)."""
+    from aragog.common.settings import RouterSettings
+    from aragog.routing.__main__ import FAMILIES, ensure
+
+    if family not in FAMILIES:
+        say(f"pool family {family!r} has no benchmark calibration: policy aragog admits every "
+            "configuration")
+        return
+    settings = RouterSettings.from_env()
+    root = settings.artifacts_dir or default_artifacts_dir()
+    ensure(root, [family], list(workflows.BENCHMARKED), settings, say)
 
 
 def demo(stack: Stack, n: int, policy: str, concurrency: int) -> int:
-    reg = stack.register(shipped_workflow("chain3"))
-    wf = reg.workflow
-    print(f"registered workflow {wf.id}: {' -> '.join(s.name for s in wf.stages)} "
-          f"({reg.configurations} configurations)")
-    print("model pool: EMULATED models served by a real Triton server (latency profiles, no weights)\n")
-    questions = [DEMO_QUESTIONS[i % len(DEMO_QUESTIONS)] for i in range(n)]
+    """Register the shipped workflows and answer held-out benchmark requests of each."""
+    print("model pool: EMULATED models served by a real Triton server (latency profiles, "
+          "answers from the generated benchmarks; no weights)\n")
+    for wid in ("chain3", *workflows.BENCHMARKED):
+        reg = stack.register(shipped_workflow(wid))
+        print(f"registered {wid}: {' -> '.join(s.name for s in reg.workflow.stages)} "
+              f"({reg.configurations} configurations)")
+    items = []
+    for i in range(n):
+        wid = workflows.BENCHMARKED[i % len(workflows.BENCHMARKED)]
+        items.append(benchmark(wid).split("test")[i // len(workflows.BENCHMARKED)])
 
-    def one(q: str) -> tuple[str, list[router_pb2.SubmitRequestResponse], float]:
-        events, latency = stack.submit(wf.id, q, policy=policy)
-        return q, events, latency
+    def one(item):
+        events, latency = stack.submit(item.workflow, item.input, policy=policy)
+        return item, events, latency
 
-    failures = 0
+    failures = correct = 0
+    print()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        for q, events, latency in pool.map(one, questions):
+        for item, events, latency in pool.map(one, items):
             final = events[-1].completed
             models = " ".join(f"{s.stage}={s.model}" for s in final.stages)
             ok = final.state == common_pb2.REQUEST_STATE_SUCCEEDED
             failures += not ok
-            print(f"{final.request_id[:8]}  {latency * 1000:7.0f} ms  policy={final.policy}  {models}")
-            print(f"          Q: {q}")
-            print(f"          A: {final.answer if ok else 'FAILED: ' + final.error}")
-    print(f"\n{n - failures}/{n} requests answered")
+            correct += ok and final.answer == item.answer
+            print(f"{item.workflow:<19} {latency * 1000:7.0f} ms  policy={final.policy}  "
+                  f"F(r)={final.admitted_configurations} configs  {models}")
+            print(f"{'':19} Q: {item.input[:110]}{'...' if len(item.input) > 110 else ''}")
+            verdict = "correct" if final.answer == item.answer else f"wrong (truth {item.answer})"
+            print(f"{'':19} A: {final.answer if ok else 'FAILED: ' + final.error}  [{verdict}]")
+    print(f"\n{n - failures}/{n} requests answered, {correct} correct")
     return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="aragog-stack", description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=["demo", "up"])
-    ap.add_argument("--requests", type=int, default=6, help="demo: requests to send")
+    ap.add_argument("--requests", type=int, default=8, help="demo: requests to send")
     ap.add_argument("--concurrency", type=int, default=3, help="demo: requests in flight at once")
     ap.add_argument("--policy", default="", help="demo: routing policy (default: the router's)")
     ap.add_argument("--executors", type=int, default=2)
@@ -310,6 +325,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--triton-url", default=os.environ.get("ARAGOG_TRITON_URL", ""))
     ap.add_argument("--time-scale", type=float, default=0.0, help="emulated latency multiplier")
     args = ap.parse_args(argv)
+    pool_spec = load_pool(os.environ.get("ARAGOG_POOL_FILE") or None)
+    print(f"routing artifacts for pool {pool_spec.family} ...", flush=True)
+    prepare_routing(pool_spec.family, lambda m: print("  " + m, flush=True))
     stack = Stack(redis_url=args.redis_url, triton_url=args.triton_url, executors=args.executors,
                   time_scale=args.time_scale)
     print(f"starting the stack (logs in {stack.log_dir}) ...", flush=True)
@@ -321,8 +339,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "demo":
             code = demo(stack, args.requests, args.policy, args.concurrency)
         else:
-            stack.register(shipped_workflow("chain3"))
-            print("registered chain3; Ctrl-C stops the stack")
+            for wid in ("chain3", *workflows.BENCHMARKED):
+                stack.register(shipped_workflow(wid))
+            print(f"registered chain3 and {', '.join(workflows.BENCHMARKED)}; Ctrl-C stops the stack")
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
             code = 0

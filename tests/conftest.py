@@ -65,12 +65,29 @@ def namespace(redis_url: str):
     client.close()
 
 
+ROUTED = ("llama3", "text-to-sql")
+"""The (pool family, workflow) the session stack has a trained router for."""
+
+
 @pytest.fixture(scope="session")
-def stack(request: pytest.FixtureRequest, redis_url: str):
+def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Routing artifacts (profile + trained router) for ROUTED, built once per session
+    from the generated benchmark and real MiniLM embeddings (~40 s)."""
+    from aragog.routing import artifacts
+    from aragog.routing.embedding import Embedder
+
+    root = str(tmp_path_factory.mktemp("artifacts"))
+    artifacts.build(root, *ROUTED, Embedder(), say=lambda m: None)
+    return root
+
+
+@pytest.fixture(scope="session")
+def stack(request: pytest.FixtureRequest, redis_url: str, artifacts_dir: str):
     """The whole stack: Redis, Triton with the emulated pool, scheduler, load-monitor,
     router and two executors, each its own process, on free loopback ports.
 
-    Leases and idle claims are short so that fault tests finish quickly.
+    Leases and idle claims are short so that fault tests finish quickly. The router has the
+    session's routing artifacts.
     """
     s = Stack(
         redis_url=redis_url,
@@ -82,6 +99,7 @@ def stack(request: pytest.FixtureRequest, redis_url: str):
             "ARAGOG_CLAIM_IDLE_S": "1.5",
             "ARAGOG_SHUTDOWN_GRACE_S": "8",
             "ARAGOG_LOG_LEVEL": "info",
+            "ARAGOG_ARTIFACTS_DIR": artifacts_dir,
         },
     )
     s.start(timeout_s=180)

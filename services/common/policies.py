@@ -10,12 +10,15 @@ Policies register themselves by name; `make(name)` builds one.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef, WorkflowError
+
+if TYPE_CHECKING:
+    from aragog.routing.context import Routing
 
 
 class PolicyError(ValueError):
@@ -27,9 +30,15 @@ ALL = None
 
 
 class Policy:
-    """Base: `admit` returns F(r) as sorted int64 config indices, or ALL."""
+    """Base: `admit` returns F(r) as sorted int64 config indices, or ALL.
+
+    `routing` gives the profiled and learned artifacts (aragog.routing); a policy that needs
+    them raises PolicyError when the workflow has none. `learned` policies are slow enough
+    (an embedding) that the router runs them off its event loop.
+    """
 
     name: ClassVar[str] = ""
+    learned: ClassVar[bool] = False
     _registry: ClassVar[dict[str, type[Policy]]] = {}
 
     def __init_subclass__(cls, name: str = "", **kw: object) -> None:
@@ -38,7 +47,8 @@ class Policy:
             cls.name = name
             Policy._registry[name] = cls
 
-    def admit(self, workflow: WorkflowDef, pool: PoolSpec) -> np.ndarray | None:
+    def admit(self, workflow: WorkflowDef, pool: PoolSpec, request_input: str = "",
+              routing: Routing | None = None) -> np.ndarray | None:
         raise NotImplementedError
 
     @staticmethod
@@ -47,30 +57,67 @@ class Policy:
 
 
 class AragogPolicy(Policy, name="aragog"):
-    """The paper's just-in-time policy. F(r) is every configuration until the learned
-    one-time router exists (issue 4): the scheduler then picks per stage by load alone."""
+    """The paper's just-in-time policy. F(r) comes from the learned router (embedding of the
+    input -> MLP per configuration, visited in cost order); the scheduler then picks among
+    F(r) per stage by load. Without trained artifacts for the workflow, F(r) is every
+    configuration (the scheduler then picks by load alone, with no accuracy guarantee)."""
 
-    def admit(self, workflow: WorkflowDef, pool: PoolSpec) -> np.ndarray | None:
-        return ALL
+    learned = True
+
+    def admit(self, workflow, pool, request_input="", routing=None):
+        art = routing.artifacts(workflow, pool) if routing else None
+        if art is None:
+            return ALL
+        return routing.route(art, request_input)
+
+
+class PerInputPolicy(Policy, name="per-input"):
+    """The paper's per-input baseline, with perfect accuracy knowledge: the cheapest
+    configuration of the request's *profiled* F(r), bound at arrival. Only benchmark
+    requests have a profiled F(r); any other input is refused."""
+
+    def admit(self, workflow, pool, request_input="", routing=None):
+        art = _artifacts(self, workflow, pool, routing)
+        truth = art.true_f(request_input)
+        if truth is None:
+            raise PolicyError(
+                f"policy per-input binds the cheapest configuration of the request's profiled "
+                f"F(r); this input is not a request of workflow {workflow.id}'s benchmark"
+            )
+        return self.one(int(truth[np.argmin(art.space.flops[truth])]))
 
 
 class PerWorkflowPolicy(Policy, name="per-workflow"):
-    """One configuration for every request of a workflow: the profiled `per_workflow`
-    entry of its YAML. Fails for a workflow that declares none."""
+    """One configuration for every request of a workflow: the cheapest whose accuracy over
+    the profiling split matches the largest's (from the routing artifacts), else the
+    `per_workflow` entry of its YAML. Fails for a workflow with neither."""
 
-    def admit(self, workflow: WorkflowDef, pool: PoolSpec) -> np.ndarray | None:
+    def admit(self, workflow, pool, request_input="", routing=None):
+        art = routing.artifacts(workflow, pool) if routing else None
+        if art is not None:
+            return self.one(art.per_workflow)
         if not workflow.per_workflow:
             raise PolicyError(
-                f"workflow {workflow.id} declares no `per_workflow` configuration; "
-                "add one to its YAML or use another policy"
+                f"workflow {workflow.id} has no profiled per-workflow configuration and its YAML "
+                "declares no `per_workflow`; build the routing artifacts or use another policy"
             )
         return self.one(workflow.config_index(workflow.per_workflow))
+
+
+def _artifacts(policy: Policy, workflow, pool, routing):
+    art = routing.artifacts(workflow, pool) if routing else None
+    if art is None:
+        raise PolicyError(
+            f"policy {policy.name} needs routing artifacts for workflow {workflow.id} on pool "
+            f"{pool.family or '?'}; build them with `aragog-routing build`"
+        )
+    return art
 
 
 class LargestPolicy(Policy, name="largest"):
     """The largest candidate (parameters) at every stage: the accuracy reference."""
 
-    def admit(self, workflow: WorkflowDef, pool: PoolSpec) -> np.ndarray | None:
+    def admit(self, workflow, pool, request_input="", routing=None):
         models = [max(s.candidates, key=lambda m: pool.model(m).params_b) for s in workflow.llm_stages]
         return self.one(workflow.config_index(models))
 
@@ -78,7 +125,7 @@ class LargestPolicy(Policy, name="largest"):
 class CheapestPolicy(Policy, name="cheapest"):
     """The smallest candidate at every stage."""
 
-    def admit(self, workflow: WorkflowDef, pool: PoolSpec) -> np.ndarray | None:
+    def admit(self, workflow, pool, request_input="", routing=None):
         models = [min(s.candidates, key=lambda m: pool.model(m).params_b) for s in workflow.llm_stages]
         return self.one(workflow.config_index(models))
 
@@ -89,7 +136,7 @@ class StaticPolicy(Policy, name="static"):
     def __init__(self, models: list[str]):
         self.models = models
 
-    def admit(self, workflow: WorkflowDef, pool: PoolSpec) -> np.ndarray | None:
+    def admit(self, workflow, pool, request_input="", routing=None):
         try:
             return self.one(workflow.config_index(self.models))
         except WorkflowError as e:

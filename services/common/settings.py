@@ -90,6 +90,22 @@ class RouterSettings(BaseSettings):
     max_workflow_bytes: int = setting(262144, "Largest workflow YAML accepted, bytes.")
     max_configurations: int = setting(1_000_000, "Largest configuration space a workflow may have.")
     request_timeout_s: float = setting(600.0, "A submit stream gives up waiting after this long.")
+    artifacts_dir: str = setting(
+        "", "Trained routers and profiles (aragog-routing build); empty: ~/.cache/aragog/artifacts."
+    )
+    embedding_model: str = setting(
+        "all-MiniLM-L6-v2", "Router's text-embedding model (a sentence-transformers directory)."
+    )
+    embedding_int8: bool = setting(True, "Quantize the embedding model's weights to int8 (faster).")
+    embedding_threads: int = setting(2, "Threads torch uses for one embedding.")
+    routing_budget: int = setting(4096, "Configurations the router scores at most per request.")
+    routing_early_stop: int = setting(
+        0, "Stop routing once this many configurations are accepted (0: never)."
+    )
+    routing_overlap: bool = setting(
+        True, "Hand a request to executors before F(r) is ready (its first stage may then "
+        "run on the largest configuration's model)."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +116,9 @@ class SchedulerSettings(BaseSettings):
     beam_width: int = setting(4, "Beam width B of the scheduling round.")
     lease_ttl_s: float = setting(30.0, "A lease not renewed or released within this frees itself.")
     request_cache_size: int = setting(20000, "Idle requests kept in memory between their stages.")
-    pool_file: str = setting("", "Pool YAML; empty means the embedded emulated pool.")
+    pool_file: str = setting(
+        "", "Pool YAML path or a shipped pool (llama3, qwen2.5); empty: the embedded llama3."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +151,9 @@ class ExecutorSettings(BaseSettings):
 class PoolSettings(BaseSettings):
     """Emulated model pool served by a real Triton (from nvidia-pytriton)."""
 
-    pool_file: str = setting("", "Pool YAML; empty means the embedded emulated pool.")
+    pool_file: str = setting(
+        "", "Pool YAML path or a shipped pool (llama3, qwen2.5); empty: the embedded llama3."
+    )
     time_scale: float = setting(0.0, "Multiplies every emulated latency; 0 keeps the file's.")
     triton_address: str = setting("127.0.0.1", "Address Triton listens on (0.0.0.0 in a container).")
     triton_grpc_port: int = setting(8001, "Triton gRPC port.")

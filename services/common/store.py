@@ -6,8 +6,8 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 |---|---|---|---|
 | `{ns}:pool` | string | scheduler (start) | the model pool, PoolSpec JSON |
 | `{ns}:workflows` | hash | router | workflow id -> validated YAML (write-once per id) |
-| `{ns}:req:{id}` | hash | router, executor | workflow, policy, tenant, input, state, answer, error, times |
-| `{ns}:req:{id}:f` | string | router | F(r): int64 config indices, or `*` for every configuration |
+| `{ns}:req:{id}` | hash | router, executor | workflow, policy, tenant, input, state, answer, error, times, `routing` (`pending` until F(r) is final) |
+| `{ns}:req:{id}:f` | string | router | F(r): sorted int64 config indices, or `*` for every configuration |
 | `{ns}:req:{id}:chosen` | hash | scheduler | LLM stage -> model chosen so far (C(r) = F(r) narrowed by it) |
 | `{ns}:req:{id}:stages` | hash | executor | stage -> StageResult (protobuf bytes) |
 | `{ns}:req:{id}:events` | stream | router, executor | progress events (SubmitRequestResponse bytes) |
@@ -35,6 +35,9 @@ from aragog.v1 import common_pb2
 
 WORK_GROUP = "executors"
 ALL_CONFIGS = b"*"
+ROUTING_PENDING = b"pending"
+"""`routing` field of a request while the router still computes F(r): `:f` then holds a
+placeholder with the largest configuration (see the router's admission)."""
 
 
 class Keys:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aragog.common.service import serve
 from aragog.common.settings import RouterSettings
@@ -19,6 +20,9 @@ async def run(settings: RouterSettings) -> None:
     async def start() -> None:
         await redis.ping()
         await servicer.events.start()
+        if os.path.isdir(servicer.routing.root):  # load the embedding model before traffic
+            warm = asyncio.create_task(asyncio.to_thread(lambda: servicer.routing.embedder))
+            warm.add_done_callback(lambda t: t.exception())
 
     try:
         await serve(

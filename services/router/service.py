@@ -7,6 +7,7 @@ input is rejected with INVALID_ARGUMENT before anything is written.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -19,9 +20,10 @@ from prometheus_client import Counter, Histogram
 from aragog.common import policies
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
-from aragog.common.store import Store, encode_configs
+from aragog.common.store import ROUTING_PENDING, Store, encode_configs
 from aragog.common.workflow import WorkflowError, parse_workflow
 from aragog.router.events import EventHub
+from aragog.routing.context import Routing
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 log = structlog.get_logger("router")
@@ -31,16 +33,18 @@ TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
 ADMITTED = Counter("aragog_router_admitted_total", "Requests admitted", ["workflow", "policy"])
 REJECTED = Counter("aragog_router_rejected_total", "Requests rejected", ["reason"])
 ROUTING_SECONDS = Histogram(
-    "aragog_router_routing_seconds", "Time to compute F(r) and admit",
+    "aragog_router_routing_seconds", "Time from arrival until F(r) is final (admission + routing)",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
 )
 
 
 class RouterService(router_pb2_grpc.RouterServiceServicer):
-    def __init__(self, settings: RouterSettings, store: Store):
+    def __init__(self, settings: RouterSettings, store: Store, routing: Routing | None = None):
         self.settings = settings
         self.store = store
         self.events = EventHub(store)
+        self.routing = routing or Routing(settings)
+        self._routing_tasks: set[asyncio.Task[None]] = set()
 
     async def _pool(self, context: grpc.aio.ServicerContext) -> PoolSpec:
         pool = await self.store.get_pool()
@@ -135,9 +139,21 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             )
         policy_name = request.policy or self.settings.default_policy
         pool = await self._pool(context)
+        routed_later = False
+        if not self.routing.loaded(wf, pool):
+            await asyncio.to_thread(self.routing.artifacts, wf, pool)
         try:
             policy = policies.make(policy_name)
-            f_r = policy.admit(wf, pool)
+            learned = policy.learned and self.routing.artifacts(wf, pool) is not None
+            if learned and self.settings.routing_overlap:
+                # F(r) is computed while the request waits for its first stage; until then the
+                # largest configuration is the placeholder (it is in every F(r)).
+                f_r = policies.make("largest").admit(wf, pool)
+                routed_later = True
+            elif learned:
+                f_r = await asyncio.to_thread(policy.admit, wf, pool, request.input, self.routing)
+            else:
+                f_r = policy.admit(wf, pool, request.input, self.routing)
         except (policies.PolicyError, WorkflowError) as e:
             await self._reject(context, "policy", str(e))
         admitted = wf.num_configurations if f_r is None else len(f_r)
@@ -155,14 +171,38 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 "state": common_pb2.REQUEST_STATE_QUEUED,
                 "admitted": admitted,
                 "created_at": time.time(),
+                **({"routing": ROUTING_PENDING} if routed_later else {}),
             })
             p.set(k.f(rid), encode_configs(f_r))
             self.store.add_event(p, rid, first.SerializeToString())
             p.xadd(k.work, {"rid": rid})  # never trimmed: executors delete finished entries
             await p.execute()
         ADMITTED.labels(wf.id, policy_name).inc()
-        ROUTING_SECONDS.observe(time.perf_counter() - t0)
-        log.info("admitted", workflow=wf.id, policy=policy_name, configurations=admitted)
+        if routed_later:
+            task = asyncio.create_task(self._route(rid, policy, wf, pool, request.input, t0))
+            self._routing_tasks.add(task)
+            task.add_done_callback(self._routing_tasks.discard)
+        else:
+            ROUTING_SECONDS.observe(time.perf_counter() - t0)
+        log.info("admitted", workflow=wf.id, policy=policy_name, configurations=admitted,
+                 routing="pending" if routed_later else "done")
+
+    async def _route(self, rid: str, policy: policies.Policy, wf, pool, text: str, t0: float) -> None:
+        """Compute F(r) off the event loop and replace the placeholder.
+
+        If this fails (or the router dies first), the request keeps the placeholder: it runs
+        on the largest configuration, which costs GPU time but never accuracy.
+        """
+        k = self.store.k
+        try:
+            f_r = await asyncio.to_thread(policy.admit, wf, pool, text, self.routing)
+            async with self.store.r.pipeline(transaction=True) as p:
+                p.set(k.f(rid), encode_configs(f_r))
+                p.hset(k.req(rid), mapping={"routing": "done", "admitted": len(f_r)})
+                await p.execute()
+            ROUTING_SECONDS.observe(time.perf_counter() - t0)
+        except Exception:
+            log.exception("routing_failed", request_id=rid)
 
     async def _events(self, rid: str, context) -> AsyncIterator[router_pb2.SubmitRequestResponse]:
         """Replay then follow the request's event stream until its final event."""

@@ -36,7 +36,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import SchedulerSettings
-from aragog.common.store import ALL_CONFIGS, Store, decode_configs
+from aragog.common.store import ALL_CONFIGS, ROUTING_PENDING, Store, decode_configs
 from aragog.common.workflow import WorkflowDef, parse_workflow
 from aragog.scheduler_ext import ROUND_IMPL, RoundRequest, WorkflowSpace, schedule_round
 from aragog.v1 import scheduler_pb2
@@ -119,6 +119,7 @@ class Entry:
     round_request: RoundRequest
     waiters: dict[int, Waiter]
     choice_lease: dict[str, str] = dataclasses.field(default_factory=dict)  # stage -> lease that chose
+    partial: bool = False  # F(r) is the router's placeholder until its routing finishes
 
     def renarrow(self) -> None:
         """C(r) = F(r) narrowed by every choice still standing."""
@@ -218,20 +219,18 @@ class Scheduler:
         """Build a queue entry from Redis: C(r) = F(r) narrowed by the models chosen so far."""
         k = self.store.k
         async with self.store.r.pipeline(transaction=False) as p:
-            p.hget(k.req(rid), "workflow_id")
+            p.hmget(k.req(rid), ["workflow_id", "routing"])
             p.get(k.f(rid))
             p.hgetall(k.chosen(rid))
-            wid, f_raw, chosen = await p.execute()
+            (wid, routing), f_raw, chosen = await p.execute()
         if wid is None or f_raw is None:
             return None, f"no admitted request {rid!r}"
         cw = await self._compiled(wid.decode())
         if cw is None:
             return None, f"workflow {wid.decode()!r} of request {rid!r} is not registered"
         space = cw.space
-        # F(r) = every configuration is shared by all such requests (1e6 configs = 8 MB each)
-        admitted = cw.every if f_raw == ALL_CONFIGS else decode_configs(f_raw, space.size)
-        if admitted.size and (admitted[0] < 0 or admitted[-1] >= space.size
-                              or (admitted.size > 1 and not (np.diff(admitted) > 0).all())):
+        admitted = _admitted_configs(f_raw, cw)
+        if admitted is None:
             return None, f"F(r) of request {rid!r} does not fit workflow {cw.workflow.id}"
         choices: dict[int, int] = {}
         for stage_raw, model_raw in chosen.items():
@@ -241,9 +240,30 @@ class Scheduler:
             except (KeyError, ValueError):
                 continue
         entry = Entry(rid, cw.workflow, admitted, choices,
-                      RoundRequest(space=space, configs=admitted, ready=[]), {})
+                      RoundRequest(space=space, configs=admitted, ready=[]), {},
+                      partial=routing == ROUTING_PENDING)
         entry.renarrow()
         return entry, ""
+
+    async def _refresh_partial(self, entry: Entry) -> None:
+        """Replace a placeholder F(r) by the router's finished one, if it is there now.
+
+        The placeholder always holds the largest configuration, so whatever was placed from
+        it stays consistent with some configuration of the final F(r) that includes it.
+        """
+        k = self.store.k
+        async with self.store.r.pipeline(transaction=False) as p:
+            p.hget(k.req(entry.request_id), "routing")
+            p.get(k.f(entry.request_id))
+            routing, f_raw = await p.execute()
+        if routing == ROUTING_PENDING or f_raw is None:
+            return
+        cw = self._workflows[entry.workflow.id]
+        admitted = _admitted_configs(f_raw, cw)
+        if admitted is not None:
+            entry.admitted = admitted
+            entry.renarrow()
+        entry.partial = False
 
     def _forget(self, entry: Entry) -> None:
         """The request waits for nothing now: keep it warm among the recently known."""
@@ -261,6 +281,8 @@ class Scheduler:
             if entry is None:
                 raise StageRejected(grpc.StatusCode.NOT_FOUND, err)
         entry = self.queue.setdefault(rid, entry)
+        if entry.partial:
+            await self._refresh_partial(entry)
         try:
             sdef = entry.workflow.stage(stage)
         except KeyError:
@@ -465,6 +487,18 @@ class Scheduler:
             rounds=self.rounds,
             round_impl=ROUND_IMPL,
         )
+
+
+def _admitted_configs(f_raw: bytes, cw: CompiledWorkflow) -> np.ndarray | None:
+    """F(r) as stored by the router, or None if it does not fit the workflow's space.
+
+    F(r) = every configuration is shared by all such requests (1e6 configs = 8 MB each)."""
+    size = cw.space.size
+    admitted = cw.every if f_raw == ALL_CONFIGS else decode_configs(f_raw, size)
+    if admitted.size and (admitted[0] < 0 or admitted[-1] >= size
+                          or (admitted.size > 1 and not (np.diff(admitted) > 0).all())):
+        return None
+    return admitted
 
 
 def _grant(future: asyncio.Future[Any], response: scheduler_pb2.AcquireStageResponse) -> None:

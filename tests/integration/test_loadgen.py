@@ -52,7 +52,7 @@ def test_open_loop_poisson_run_accounts_for_every_request(stack, chain, tmp_path
         assert r.status == "ok", (r.status, r.error)
         assert r.latency_s > 0 and r.completed_at > r.sent_at and r.policy == "largest"
         assert [s.stage for s in r.stages] == ["draft", "critique", "refine"]
-        assert [s.model for s in r.stages] == ["llm-70b"] * 3
+        assert [s.model for s in r.stages] == ["llama3-70b"] * 3
         assert all(s.service_ms > 0 and s.finished_at >= s.started_at > 0 for s in r.stages)
         assert r.gpu_seconds == pytest.approx(sum(2 * s.service_ms / 1000 for s in r.stages))
         assert r.answer and r.correct is (False if r.expected else None)

@@ -1,7 +1,7 @@
 """The EMULATED model pool on a real Triton: contract, latency profile, batching, shutdown.
 
 One pool process for the module (`python -m aragog.pool`, free loopback ports, time scale 0.02).
-Its pool file is the default one with a second llm-8b instance, so instance concurrency shows.
+Its pool file is the default one with two llama3-3b instances, so instance concurrency shows.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _log_tail(path: Path) -> str:
 def pool(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("pool")
     spec = load_pool()
-    models = [dataclasses.asdict(m) | ({"instances": 2} if m.name == "llm-8b" else {})
+    models = [dataclasses.asdict(m) | ({"instances": 2} if m.name == "llama3-3b" else {})
               for m in spec.models]
     pool_file = tmp / "pool.yaml"
     pool_file.write_text(yaml.safe_dump({"family": spec.family, "time_scale": spec.time_scale,
@@ -155,7 +155,7 @@ def test_latency_follows_the_profile(pool: Pool):
 
 
 def test_concurrent_requests_are_batched(pool: Pool):
-    name = "llm-70b"
+    name = "llama3-70b"
     before = metrics(pool)
     with concurrent.futures.ThreadPoolExecutor(16) as ex:
         results = list(ex.map(lambda i: infer(pool.url, name, [f"question {i}"]), range(16)))
@@ -175,7 +175,7 @@ def test_concurrent_requests_are_batched(pool: Pool):
 
 def test_instances_run_at_once(pool: Pool):
     """Two full batches to the 2-instance model take about one batch's time, not two."""
-    m = pool.spec.model("llm-8b")
+    m = pool.spec.model("llama3-3b")
     rows, out = m.saturation_batch, 512
     one_batch = m.batch_latency_s(rows, 1, out) * TIME_SCALE
     t0 = time.perf_counter()

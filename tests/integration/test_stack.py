@@ -26,13 +26,13 @@ from aragog.v1 import (
 )
 
 pytestmark = pytest.mark.integration
-MODELS = {"llm-8b", "llm-14b", "llm-32b", "llm-70b"}
+MODELS = {"llama3-3b", "llama3-8b", "llama3-70b"}
 
 
 @pytest.fixture(scope="module")
 def chain(stack):
     reg = stack.register(shipped_workflow("chain3"))
-    assert reg.configurations == 64
+    assert reg.configurations == 27  # 3 stages x the 3 pool models
     return reg.workflow.id
 
 
@@ -79,9 +79,9 @@ def test_a_request_runs_end_to_end(stack, chain):
 
 
 def test_bound_policies_get_their_configuration(stack, chain):
-    for policy, models in [("largest", ["llm-70b"] * 3), ("cheapest", ["llm-8b"] * 3),
-                           ("static:llm-14b,llm-32b,llm-8b", ["llm-14b", "llm-32b", "llm-8b"]),
-                           ("per-workflow", ["llm-32b", "llm-14b", "llm-70b"])]:
+    for policy, models in [("largest", ["llama3-70b"] * 3), ("cheapest", ["llama3-3b"] * 3),
+                           ("static:llama3-8b,llama3-70b,llama3-3b", ["llama3-8b", "llama3-70b", "llama3-3b"]),
+                           ("per-workflow", ["llama3-70b", "llama3-8b", "llama3-70b"])]:
         status = final(stack.submit(chain, "Why is the sky blue?", policy=policy)[0])
         assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED, status.error
         assert [s.model for s in status.stages] == models, policy
@@ -108,7 +108,7 @@ def test_list_workflows(stack, chain):
         (lambda s, c: s.submit(c, "x" * 70_000), "the limit is 65536"),
         (lambda s, c: s.submit(c, ""), "input is empty"),
         (lambda s, c: s.submit(c, "hi", policy="fastest"), "unknown policy 'fastest'"),
-        (lambda s, c: s.submit(c, "hi", policy="static:llm-8b"), "3 LLM stages"),
+        (lambda s, c: s.submit(c, "hi", policy="static:llama3-8b"), "3 LLM stages"),
         (lambda s, c: s.submit(c, "hi", request_id="bad id!"), "request_id must be"),
         (lambda s, c: s.register("id: broken\nstages: [\n"), "does not parse"),
         (lambda s, c: s.register("id: w2\nstages:\n  - {name: a, prompt: '{input}', candidates: [gpt-5]}\n"),
@@ -247,7 +247,7 @@ async def test_stage_session_grants_releases_and_rejects(stack, chain):
         client = SchedulerClient(ch, "test-session")
         try:
             grant = await client.acquire(rid, "critique", timeout=10)
-            assert grant.model == "llm-70b" and grant.lease_id
+            assert grant.model == "llama3-70b" and grant.lease_id
             await client.renew(grant.lease_id, timeout=5)
             await client.release(grant.lease_id, True, timeout=5)
             with pytest.raises(RpcError) as err:

@@ -18,20 +18,26 @@ def models_of(wf, f_r):
 
 
 def test_registry_knows_the_policies():
-    assert {"aragog", "per-workflow", "static", "largest", "cheapest"} <= set(policies.names())
+    assert {"aragog", "per-input", "per-workflow", "static", "largest", "cheapest"} <= set(policies.names())
 
 
-def test_aragog_admits_every_configuration(wf):
-    assert policies.make("aragog").admit(wf, load_pool()) is policies.ALL
+def test_aragog_without_artifacts_admits_every_configuration(wf):
+    # chain3 has no benchmark, so no trained router: the scheduler may pick any configuration
+    assert policies.make("aragog").admit(wf, load_pool(), "hi") is policies.ALL
+
+
+def test_policies_needing_a_profile_refuse_without_one(wf):
+    with pytest.raises(policies.PolicyError, match="routing artifacts"):
+        policies.make("per-input").admit(wf, load_pool(), "hi")
 
 
 def test_bound_policies_pick_one_configuration(wf):
     pool = load_pool()
-    assert models_of(wf, policies.make("largest").admit(wf, pool)) == ["llm-70b"] * 3
-    assert models_of(wf, policies.make("cheapest").admit(wf, pool)) == ["llm-8b"] * 3
+    assert models_of(wf, policies.make("largest").admit(wf, pool)) == ["llama3-70b"] * 3
+    assert models_of(wf, policies.make("cheapest").admit(wf, pool)) == ["llama3-3b"] * 3
     assert models_of(wf, policies.make("per-workflow").admit(wf, pool)) == list(wf.per_workflow)
-    static = policies.make("static:llm-14b,llm-8b,llm-32b")
-    assert models_of(wf, static.admit(wf, pool)) == ["llm-14b", "llm-8b", "llm-32b"]
+    static = policies.make("static:llama3-8b,llama3-3b,llama3-70b")
+    assert models_of(wf, static.admit(wf, pool)) == ["llama3-8b", "llama3-3b", "llama3-70b"]
 
 
 @pytest.mark.parametrize(
@@ -45,6 +51,6 @@ def test_bad_policy_names(spec, message):
 
 def test_static_with_wrong_models_is_rejected(wf):
     with pytest.raises(policies.PolicyError, match="3 LLM stages"):
-        policies.make("static:llm-8b").admit(wf, load_pool())
+        policies.make("static:llama3-8b").admit(wf, load_pool())
     with pytest.raises(policies.PolicyError, match="not a candidate"):
-        policies.make("static:llm-8b,llm-8b,gpt-x").admit(wf, load_pool())
+        policies.make("static:llama3-8b,llama3-8b,gpt-x").admit(wf, load_pool())

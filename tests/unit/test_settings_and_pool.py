@@ -24,7 +24,8 @@ def test_settings_table_documents_every_variable():
 
 def test_default_pool_profiles():
     pool = load_pool()
-    assert pool.names == ["llm-8b", "llm-14b", "llm-32b", "llm-70b"]
+    assert pool.names == ["llama3-3b", "llama3-8b", "llama3-70b"]
+    assert pool == load_pool("llama3")  # the embedded default is the Llama-3 pool
     # bigger models are slower per token at batch 1
     lat = [m.batch_latency_s(1, 200, 100) for m in pool.models]
     assert lat == sorted(lat)

@@ -1,0 +1,80 @@
+"""The learned router in the running stack: F(r) at admission, the per-input and per-workflow
+baselines from the profile (real MiniLM embeddings, EMULATED model answers)."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+import redis
+
+from aragog.bench.generate import benchmark
+from aragog.common.pool import load_pool
+from aragog.routing import artifacts
+from aragog.stack import shipped_workflow
+from aragog.v1 import common_pb2
+from tests.conftest import ROUTED
+
+pytestmark = pytest.mark.integration
+FAMILY, WORKFLOW = ROUTED
+
+
+@pytest.fixture(scope="module")
+def art(stack, artifacts_dir):
+    reg = stack.register(shipped_workflow(WORKFLOW))
+    assert reg.configurations == 81
+    loaded = artifacts.load(artifacts_dir, load_pool(FAMILY), WORKFLOW)
+    assert loaded is not None
+    return loaded
+
+
+def final(events):
+    assert events[-1].WhichOneof("event") == "completed"
+    return events[-1].completed
+
+
+def stored(stack, rid: str) -> tuple[dict, np.ndarray]:
+    client = redis.Redis.from_url(stack.redis_url)
+    fields = client.hgetall(f"{stack.namespace}:req:{rid}")
+    f = np.frombuffer(client.get(f"{stack.namespace}:req:{rid}:f"), dtype=np.int64)
+    client.close()
+    return fields, f
+
+
+def test_aragog_routes_each_request_to_a_narrower_f(stack, art):
+    items = benchmark(WORKFLOW).split("test")[:8]
+    sizes = []
+    for it in items:
+        status = final(stack.submit(WORKFLOW, it.input, policy="aragog")[0])
+        assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED, status.error
+        fields, f = stored(stack, status.request_id)
+        assert fields[b"routing"] == b"done"  # the placeholder was replaced
+        assert art.space.largest in f and (np.diff(f) > 0).all()
+        assert int(fields[b"admitted"]) == len(f)
+        # what ran is one configuration of the final F(r), even if its first stage was placed
+        # from the placeholder (the largest configuration is in every F(r))
+        assert art.space.workflow.config_index([s.model for s in status.stages]) in f
+        sizes.append(len(f))
+    assert min(sizes) < art.space.size  # the router excluded configurations somewhere
+
+
+def test_per_input_binds_the_cheapest_configuration_of_the_profiled_f(stack, art):
+    it = benchmark(WORKFLOW).split("test")[0]
+    truth = art.true_f(it.input)
+    cheapest = int(truth[np.argmin(art.space.flops[truth])])
+    status = final(stack.submit(WORKFLOW, it.input, policy="per-input")[0])
+    assert [s.model for s in status.stages] == art.space.models(cheapest)
+    assert status.admitted_configurations == 1
+
+
+def test_per_workflow_uses_the_profiled_configuration(stack, art):
+    it = benchmark(WORKFLOW).split("test")[1]
+    status = final(stack.submit(WORKFLOW, it.input, policy="per-workflow")[0])
+    assert [s.model for s in status.stages] == art.summary["per_workflow_models"]
+
+
+def test_per_input_refuses_an_input_without_a_profile(stack, art):
+    with pytest.raises(grpc.RpcError) as e:
+        stack.submit(WORKFLOW, "How many orders were placed yesterday?", policy="per-input")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "profiled F(r)" in e.value.details()
