@@ -1,0 +1,230 @@
+"""The evaluation report on synthetic records: files, counts, curve figures, ratios, targets.
+
+Records are built so the window is exactly the arrival window (every request finishes within
+it), which makes throughput, max throughput, ratios and latency medians hand-computable.
+"""
+
+import csv
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from aragog.loadgen import arrivals
+from aragog.loadgen.client import STATUSES, RequestRecord, StageRecord
+from aragog.loadgen.report import (
+    EMULATED,
+    Run,
+    Settings,
+    accuracy,
+    summarize,
+    write_report,
+)
+
+T0 = 1_700_000_000.0
+D = 10.0  # sweep step duration (s)
+FAM, WF = "qwen2.5", "qa-chain"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def rec(i, policy, arrival, latency, status="ok", correct=True, expected="paris",
+        models=("qwen2.5-7b", "qwen2.5-72b"), start=T0):
+    """A realistic record: two stages back to back; failures keep only the first stage."""
+    sent = start + arrival
+    stages = []
+    t = sent + 0.002
+    for k, m in enumerate(models if status == "ok" else models[:1]):
+        service = latency / len(models) * 0.8
+        stages.append(StageRecord(f"s{k}", m, schedule_ms=1.5 + k, service_ms=service * 1e3,
+                                  release_ms=0.3, executor_id=f"ex-{m}", started_at=t,
+                                  finished_at=t + service, gpu_seconds=service * 2))
+        t += latency / len(models)
+    if status == "rejected":
+        stages, latency = [], 0.0
+    ok = status == "ok"
+    return RequestRecord(
+        request_id=f"{policy}-{arrival:.3f}-{i}", workflow=WF, policy=policy, arrival=arrival,
+        sent_at=sent, completed_at=sent + latency, latency_s=latency, status=status,
+        grpc_code="" if ok or status == "failed" else status.upper(),
+        error="" if ok else f"synthetic {status}", stages=stages,
+        answer="Paris." if ok and correct else ("Lyon" if ok else ""), expected=expected,
+        correct=correct if expected is not None else None,
+        gpu_seconds=sum(s.gpu_seconds for s in stages), admitted_configurations=3,
+        tenant="loadgen", index=i)
+
+
+def sweep_run(policy, rate, statuses, latencies, correct=lambda i: True, cpu=0.4):
+    n = int(rate * D)
+    recs = []
+    for i in range(n):
+        status = statuses[i] if i < len(statuses) else "ok"
+        exp = None if i % 10 == 9 else "paris"  # some requests have no expected answer
+        recs.append(rec(i, policy, i * (D - 1) / n, latencies[i % len(latencies)]
+                        if status != "timeout" else 0.9, status,
+                        correct=correct(i) if status == "ok" else None, expected=exp))
+    samples = [(k * 0.5, cpu + 0.02 * (k % 3)) for k in range(int(D * 2))]
+    return Run(FAM, WF, policy, "sweep", rate, D, recs, cpu=samples, start_wall=T0)
+
+
+def make_runs():
+    runs = []
+    # aragog: all ok at 2 and 4 req/s; at 8 req/s 75 ok and one of each failure -> 7.5 req/s
+    bad = ["failed", "failed", "timeout", "rejected", "error"]
+    for rate in (2, 4, 8):
+        runs.append(sweep_run("aragog", rate, bad if rate == 8 else [], [0.1, 0.2, 0.3],
+                              correct=lambda i: i % 10 != 3))  # ~10% wrong
+    # per-input saturates: 35 ok of 80 at 8 req/s (the rest rejected), so its max is at 4 req/s;
+    # the host CPU is saturated in that step
+    for rate in (2, 4, 8):
+        runs.append(sweep_run("per-input", rate, ["rejected"] * 45 if rate == 8 else [],
+                              [0.4, 0.5, 0.6], cpu=0.95 if rate == 8 else 0.4))
+    runs.append(sweep_run("largest", 2, [], [0.8]))  # every answer right
+    # a square wave (aragog) with occupancy reconstructed from stages, and an MMPP run
+    # (per-input) with sampled occupancy
+    sq = arrivals.square_wave(1.0, 9.0, 10.0, 20.0, seed=3)
+    sq_recs = [rec(i, "aragog", float(a), 0.3, models=("qwen2.5-7b",) if a % 10 < 5
+                   else ("qwen2.5-7b", "qwen2.5-72b")) for i, a in enumerate(sq)]
+    sq_recs[3] = rec(3, "aragog", float(sq[3]), 0.9, status="timeout", correct=None)
+    runs.append(Run(FAM, WF, "aragog", "square", 5.0, 20.0, sq_recs,
+                    cpu=[(k * 0.5, 0.3) for k in range(40)], start_wall=T0))
+    mm = arrivals.mmpp([1.0, 8.0], 3.0, 20.0, seed=4)
+    occ = [(k * 0.5, {"qwen2.5-7b": k % 3, "qwen2.5-72b": k % 2}) for k in range(40)]
+    runs.append(Run(FAM, WF, "per-input", "mmpp", len(mm) / 20.0, 20.0,
+                    [rec(i, "per-input", float(a), 0.5) for i, a in enumerate(mm)],
+                    cpu=[(k * 0.5, 0.3) for k in range(40)], occupancy=occ, start_wall=T0))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    runs = make_runs()
+    settings = Settings(idle_latency_s={(FAM, WF): 0.1})
+    res = write_report(runs, settings, str(out), title="Synthetic report",
+                       notes=["synthetic records, for the unit test"])
+    return out, runs, res
+
+
+def test_files_exist_and_pngs_are_valid(report):
+    out, _, res = report
+    for name in ("results.json", "runs.csv", "requests.csv", "summary.md"):
+        assert (out / name).stat().st_size > 0
+    assert set(res["plots"]) == {
+        f"latency_vs_throughput_{FAM}_{WF}.png", f"accuracy_{FAM}.png",
+        f"timeline_{FAM}_{WF}_aragog_square.png", f"timeline_{FAM}_{WF}_per-input_mmpp.png"}
+    for p in res["plots"]:
+        assert (out / p).read_bytes()[:8] == PNG
+    assert json.loads((out / "results.json").read_text())["targets"] == res["targets"]
+
+
+def test_every_record_in_requests_csv_and_statuses_add_up(report):
+    out, runs, res = report
+    with (out / "requests.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    records = [r for run in runs for r in run.records]
+    assert len(rows) == len(records)
+    assert Counter(r["request_id"] for r in rows) == Counter(r.request_id for r in records)
+    assert {r["models"] for r in rows} >= {"qwen2.5-7b+qwen2.5-72b", "qwen2.5-7b", ""}
+    with (out / "runs.csv").open(newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(runs)
+    for run, s in zip(runs, res["runs"], strict=True):
+        assert s["by_status"] == {k: Counter(r.status for r in run.records)[k] for k in STATUSES}
+        assert sum(s["by_status"].values()) == s["total"] == len(run.records)
+        assert s["coherent"] and s["throughput"] <= s["offered_rate"] * 1.15 + 1 / run.duration_s
+    assert res["incoherent_runs"] == []
+
+
+def test_curve_figures_and_hand_computed_ratios(report):
+    _, _, res = report
+    curves = {c["policy"]: c for c in res["curves"]}
+    for c in curves.values():
+        assert c["max_throughput"] == max(p["throughput"] for p in c["points"])
+    assert [p["throughput"] for p in curves["per-input"]["points"]] == pytest.approx([2, 4, 3.5])
+    assert curves["per-input"]["max_throughput"] == pytest.approx(4.0)  # not the last step
+    assert curves["aragog"]["max_throughput"] == pytest.approx(7.5)
+    assert curves["aragog"]["p50_at_top_s"] == pytest.approx(0.2)
+    assert curves["per-input"]["p50_at_top_s"] == pytest.approx(0.5)
+    (comp,) = res["comparisons"]
+    assert set(comp["aragog_vs"]) == {"per-input"}  # per-workflow is absent: skipped
+    vs = comp["aragog_vs"]["per-input"]
+    assert vs["throughput_ratio"] == pytest.approx(7.5 / 4.0)
+    assert vs["p50_reduction"] == pytest.approx(1 - 0.2 / 0.5)
+    assert vs["host_cpu_bound"]
+
+
+def test_cpu_bound_flagging(report):
+    out, _, res = report
+    flagged = [s["run"] for s in res["runs"] if s["cpu_bound"]]
+    assert flagged == res["cpu_bound_runs"] == [f"{FAM}/{WF}/per-input/sweep@8"]
+    md = (out / "summary.md").read_text()
+    assert f"{FAM}/{WF}/per-input/sweep@8" in md and "measures the machine, not the policy" in md
+
+
+def test_targets_met_and_missed_with_margin(report):
+    out, runs, res = report
+    t = {x["target"]: x for x in res["targets"]}
+    assert len(t) == 3  # no per-workflow runs: its target is left out
+    tp = t["max throughput >= 1.43x per-input"]
+    assert tp["met"] and tp["margin"] == pytest.approx(7.5 / 4 - 1.43)
+    assert tp["text"] == "met by 0.45x"
+    p50 = t["p50 at highest swept rate >= 32% below per-input"]
+    assert p50["met"] and p50["margin"] == pytest.approx((0.6 - 0.32) * 100)
+    acc = t["accuracy within 2 points of largest"]
+    ara = accuracy([r for run in runs if run.policy == "aragog" for r in run.records])
+    assert accuracy([r for run in runs if run.policy == "largest" for r in run.records]) == 1.0
+    gap = (ara - 1.0) * 100
+    assert gap < -2 and not acc["met"] and acc["margin"] == pytest.approx(gap + 2)
+    assert acc["text"].startswith("missed by") and acc["text"].endswith(" points")
+    md = (out / "summary.md").read_text()
+    assert "**met by 0.45x**" in md and f"**missed by {abs(gap + 2):.2f} points**" in md
+
+
+def test_summary_states_emulation_and_definitions(report):
+    out, _, res = report
+    md = (out / "summary.md").read_text()
+    assert EMULATED in md and "EMULATED" in md
+    for term, text in res["definitions"].items():
+        assert f"**{term}**: {text}" in md
+    for term in ("maximum serving throughput", "latency at the highest swept rate",
+                 "goodput under the SLO"):
+        assert term in res["definitions"]
+    assert "synthetic records, for the unit test" in md
+    for p in res["plots"]:
+        assert f"]({p})" in md
+
+
+def test_summarize_hand_computed_small_run():
+    recs = [rec(0, "aragog", 0.0, 0.2, correct=True),
+            rec(1, "aragog", 1.0, 0.4, correct=False),
+            rec(2, "aragog", 2.0, 0.9, status="failed", correct=None),  # graded: wrong
+            rec(3, "aragog", 3.0, 0.6, expected=None, correct=None),  # not graded
+            rec(4, "aragog", 4.0, 0.0, status="rejected", correct=None, expected=None)]
+    run = Run(FAM, WF, "aragog", "sweep", 1.0, 2.0, recs, cpu=[(0, 0.5), (0.5, 0.7)],
+              start_wall=T0)
+    s = summarize(run, Settings(slo_multiple=2.0, idle_latency_s={(FAM, WF): 0.2}))
+    assert s["accuracy"] == pytest.approx(1 / 3) and s["graded"] == 3
+    assert s["window_s"] == pytest.approx(4.0)  # first send at 0, last completion at 4.0
+    assert s["throughput"] == pytest.approx(3 / 4.0)
+    assert s["goodput"] == pytest.approx(2 / 4.0)  # 0.2 and 0.4 are within 2 x 0.2 s
+    assert s["latency_p50_s"] == pytest.approx(0.4)
+    assert s["gpu_seconds_per_request"] == pytest.approx(np.mean([0.32, 0.64, 0.96]))
+    assert s["queue_ms_mean"] == pytest.approx(1.5 + 2.5)
+    assert s["models_by_position"][0] == {"qwen2.5-7b": 1.0}
+    assert s["models_by_position"][1] == {"qwen2.5-72b": 1.0}  # only ok requests got stage 2
+    assert s["cpu_p95"] < 0.9 and not s["cpu_bound"] and s["coherent"]
+    # an offered rate far below what was served is incoherent
+    run.rate = 0.1
+    assert not summarize(run, Settings())["checks"]["throughput_within_offered"]
+
+
+def test_missing_policies_and_empty_runs_are_handled(tmp_path):
+    runs = [Run(FAM, WF, "largest", "sweep", 2.0, D, []),
+            Run(FAM, WF, "largest", "trace", 1.0, D, [rec(0, "largest", 0.5, 0.8)])]
+    res = write_report(runs, Settings(), str(tmp_path))
+    assert res["targets"] == [] and res["comparisons"][0]["aragog_vs"] == {}
+    s = res["runs"][0]
+    assert s["total"] == 0 and s["throughput"] == 0 and s["latency_p50_s"] is None
+    assert s["goodput"] is None  # no idle latency given: no SLO
+    md = (tmp_path / "summary.md").read_text()
+    assert "No target could be checked" in md and "EMULATED" in md
+    assert (tmp_path / f"timeline_{FAM}_{WF}_largest_trace.png").read_bytes()[:8] == PNG
