@@ -82,11 +82,11 @@ def fit_family(workflow: str, family: str, models: list[str]) -> dict:
 
     # a larger scale widens the gap: the smallest model's accuracy falls as scale grows
     scale = _bisect(lambda s: -acc(small, offset_for(s), s), 0.0, 12.0, -targets[small], steps=11)
-    offset = offset_for(scale)
+    offset, scale = round(offset_for(scale), 4), round(scale, 4)  # as stored
     _override[(workflow, family)] = (offset, scale)
     achieved = uniform_accuracy(workflow, models)
     del _override[(workflow, family)]
-    return {"offset": round(offset, 4), "scale": round(scale, 4), "reference": ref,
+    return {"offset": offset, "scale": scale, "reference": ref,
             "published": {m: round(targets[m], 4) for m in models},
             "achieved": {m: round(achieved[m], 4) for m in models}}
 
