@@ -192,8 +192,8 @@ class Stack:
         for _ in range(self.n_executors):
             self.add_executor(wait=False)
         if pool is not None:
-            wait_triton(self.triton_url, load_pool(os.environ.get("ARAGOG_POOL_FILE") or None).names,
-                        timeout_s, pool.popen)
+            pool_file = self.extra_env.get("ARAGOG_POOL_FILE") or os.environ.get("ARAGOG_POOL_FILE")
+            wait_triton(self.triton_url, load_pool(pool_file or None).names, timeout_s, pool.popen)
         for p in [sched, mon, router, *self.executors]:
             wait_healthy(p.addr, timeout_s, p.popen)
 
@@ -264,7 +264,7 @@ class Stack:
         return events, time.perf_counter() - t0
 
 
-def prepare_routing(family: str, say=print) -> None:
+def prepare_routing(family: str, say=print, wids: list[str] | None = None) -> None:
     """Profile the benchmarks and train the router for the pool's family, unless already done
     (the first time: a minute or two; cached in ARAGOG_ARTIFACTS_DIR)."""
     from aragog.common.settings import RouterSettings
@@ -276,7 +276,7 @@ def prepare_routing(family: str, say=print) -> None:
         return
     settings = RouterSettings.from_env()
     root = settings.artifacts_dir or default_artifacts_dir()
-    ensure(root, [family], list(workflows.BENCHMARKED), settings, say)
+    ensure(root, [family], wids or list(workflows.BENCHMARKED), settings, say)
 
 
 def demo(stack: Stack, n: int, policy: str, concurrency: int) -> int:
