@@ -102,8 +102,8 @@ def load(root: str, pool: PoolSpec, wid: str) -> Artifacts | None:
 
 def embeddings(root: str, wid: str, embedder: Embedder, items: list[Item]) -> np.ndarray:
     """Embeddings of the benchmark's inputs, cached per workflow and embedder."""
-    fp = fingerprint(wid, "generic")[:8]
-    path = os.path.join(root, "embeddings", f"{wid}-{embedder.id}-{fp}.npy")
+    texts = hashlib.sha256("\0".join(it.input for it in items).encode()).hexdigest()[:12]
+    path = os.path.join(root, "embeddings", f"{wid}-{embedder.id}-{texts}.npy")
     if os.path.exists(path):
         e = np.load(path)
         if e.shape[0] == len(items):

@@ -51,7 +51,6 @@ def test_pool_files_load_by_path_and_tensor_parallel_defaults_to_one(tmp_path):
     path.write_text(yaml.safe_dump({"family": "x", "models": [profile()]}))
     pool = load_pool(str(path))
     assert pool.model("m").tensor_parallel == 1
-    assert all(m.tensor_parallel == 1 for m in load_pool().models)  # the default pool omits it
     # pool JSON stored before the field existed still loads
     old = json.loads(pool.to_json())
     del old["models"][0]["tensor_parallel"]
