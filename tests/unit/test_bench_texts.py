@@ -1,0 +1,83 @@
+"""Benchmark input texts: deterministic, well formed, varied, and carrying real but noisy signal
+of the latent difficulty (what the learned router must read from the text alone).
+
+The signal check embeds the texts with MiniLM the way the router does (int8 linear layers,
+128 tokens) and fits a ridge regression: it must predict difficulty clearly better than chance
+and far from perfectly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from aragog.bench.texts import DOMAINS, render
+from scipy.stats import spearmanr
+
+N, TRAIN, SEED = 900, 600, 20240611
+
+
+def _draw(domain: str, seed: int = SEED) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    ds = rng.random(N)
+    return ds, [render(domain, rng, float(d)) for d in ds]
+
+
+@pytest.fixture(scope="module")
+def corpora() -> dict[str, tuple[np.ndarray, list[str]]]:
+    return {domain: _draw(domain) for domain in DOMAINS}
+
+
+@pytest.fixture(scope="module")
+def encode():
+    from aragog.routing.embedding import Embedder
+
+    return Embedder().encode  # as the router embeds (int8 MiniLM, 128 tokens)
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_deterministic_for_the_rng_state(domain, corpora):
+    assert _draw(domain)[1] == corpora[domain][1]
+    assert _draw(domain, SEED + 1)[1] != corpora[domain][1]
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_one_ascii_line_of_bounded_length(domain, corpora):
+    for text in corpora[domain][1]:
+        assert "\n" not in text and "\r" not in text, text
+        assert 60 <= len(text) <= 600, (len(text), text)
+        assert text.isascii() and text.isprintable(), text
+    rng = np.random.default_rng(0)
+    for d in (-0.5, 0.0, 1.0, 1.5):  # out-of-range difficulties are clipped
+        assert 60 <= len(render(domain, rng, d)) <= 600
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_varied(domain, corpora):
+    texts = corpora[domain][1]
+    assert len(set(texts)) >= 0.98 * N
+    openings = {" ".join(t.split()[:2]) for t in texts}
+    assert len(openings) >= 10, openings  # not one template
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_length_follows_difficulty(domain, corpora):
+    ds, texts = corpora[domain]
+    rho = spearmanr([len(t) for t in texts], ds)[0]
+    assert rho > 0.2, rho
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_embedding_predicts_difficulty_noisily(domain, corpora, encode):
+    from sklearn.linear_model import Ridge
+
+    ds, texts = corpora[domain]
+    x = encode(texts)
+    pred = Ridge(alpha=1.0).fit(x[:TRAIN], ds[:TRAIN]).predict(x[TRAIN:])
+    rho = spearmanr(pred, ds[TRAIN:])[0]
+    print(f"{domain}: Spearman(ridge on MiniLM, d) = {rho:.3f}")
+    assert 0.5 <= rho <= 0.95, rho
+
+
+def test_unknown_domain():
+    with pytest.raises(ValueError, match="unknown domain"):
+        render("poetry", np.random.default_rng(0), 0.5)
