@@ -1,7 +1,7 @@
 # Named tasks; `make demo` and `make test` are the two set-up commands of the README.
 VENV := .venv/bin
 
-.PHONY: demo up test test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check
+.PHONY: demo up test test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check routing-eval eval eval-smoke
 
 demo: bootstrap        ## start Redis, Triton (emulated pool) and the services; answer a few requests
 	$(VENV)/aragog-stack demo
@@ -41,3 +41,12 @@ bench-round: bootstrap    ## the scheduling round: extension against the pure-Py
 compose-check: bootstrap  ## validate docker-compose.yml offline (no Docker engine needed)
 	$(VENV)/pip install -q check-jsonschema
 	$(VENV)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+routing-eval: bootstrap   ## profile, train and evaluate the routers offline (held-out split)
+	$(VENV)/aragog-routing evaluate --out reports/routing.json
+
+eval: bootstrap           ## the policy comparison on the emulated pools (~25 min); report in reports/eval
+	$(VENV)/aragog-eval --out reports/eval
+
+eval-smoke: bootstrap     ## a one-to-two-minute evaluation run; report in reports/eval-smoke
+	$(VENV)/aragog-eval --smoke --out reports/eval-smoke
