@@ -33,7 +33,6 @@ from collections.abc import Callable
 import grpc
 import redis
 import yaml
-
 from aragog import workflows
 from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool

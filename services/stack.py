@@ -13,7 +13,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
-import importlib.resources
 import os
 import shutil
 import signal
@@ -25,13 +24,12 @@ import time
 from collections.abc import Iterator
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from aragog import workflows
 from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.routing.artifacts import default_dir as default_artifacts_dir
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 def free_port() -> int:

@@ -16,7 +16,6 @@ import functools
 import hashlib
 
 import numpy as np
-
 from aragog.bench import texts
 from aragog.bench.specs import SPECS, BenchSpec
 

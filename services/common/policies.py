@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef, WorkflowError
 

@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator
 
 import structlog
-
 from aragog.common.store import Store
 from aragog.v1 import router_pb2
 

@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 import structlog
-from prometheus_client import Counter, Histogram
-
 from aragog.common import policies
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
@@ -25,6 +23,7 @@ from aragog.common.workflow import WorkflowError, parse_workflow
 from aragog.router.events import EventHub
 from aragog.routing.context import Routing
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
+from prometheus_client import Counter, Histogram
 
 log = structlog.get_logger("router")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

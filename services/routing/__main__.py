@@ -15,7 +15,6 @@ import json
 import sys
 
 import numpy as np
-
 from aragog import workflows
 from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         arts = ensure(root, families, wids, settings, say)
         embedder = _embedder(settings)
         reports = []
-        for (fam, wid), art in arts.items():
+        for art in arts.values():
             reports.append(evaluate(art, embedder, settings.routing_budget, settings.routing_early_stop))
             say(json.dumps(reports[-1]))
         text = json.dumps(reports, indent=1)

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-
 from aragog import workflows
 from aragog.bench import calibration
 from aragog.bench.generate import Item, benchmark
@@ -31,7 +30,8 @@ from aragog.common.pool import PoolSpec, load_pool
 from aragog.routing import model as router_model
 from aragog.routing import profiler
 from aragog.routing.embedding import Embedder
-from aragog.routing.space import Space, build as build_space
+from aragog.routing.space import Space
+from aragog.routing.space import build as build_space
 
 MAX_LOSS = 0.005
 """Accuracy the threshold may give up on the validation requests (the target allows 1 point)."""

@@ -11,7 +11,6 @@ import threading
 
 import numpy as np
 import structlog
-
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
 from aragog.common.workflow import WorkflowDef

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from aragog.bench.generate import benchmark
 from aragog.bench.run import Runner
 from aragog.routing.artifacts import Artifacts

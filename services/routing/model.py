@@ -24,7 +24,6 @@ import dataclasses
 import json
 
 import numpy as np
-
 from aragog.routing.space import Space
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-
 from aragog.bench.generate import Item
 from aragog.bench.run import Runner
 from aragog.routing.space import Space

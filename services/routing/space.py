@@ -12,7 +12,6 @@ import dataclasses
 import functools
 
 import numpy as np
-
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef
 

@@ -9,8 +9,8 @@ import json
 import os
 
 import pytest
-
 from aragog.loadgen import arrivals, evaluate
+
 from tests.conftest import ROUTED
 
 pytestmark = pytest.mark.integration

@@ -7,12 +7,12 @@ import grpc
 import numpy as np
 import pytest
 import redis
-
 from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.routing import artifacts
 from aragog.stack import shipped_workflow
 from aragog.v1 import common_pb2
+
 from tests.conftest import ROUTED
 
 pytestmark = pytest.mark.integration

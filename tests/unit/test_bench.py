@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-
 from aragog import workflows
 from aragog.bench import generate
 from aragog.bench.generate import SIZE, benchmark
@@ -104,7 +103,7 @@ def test_accuracy_is_near_monotonic_in_model_size(family):
     worse = better = 0
     for it in items:
         run = Runner(wf, it.input)
-        for lo, hi in zip(by_size, by_size[1:]):
+        for lo, hi in zip(by_size, by_size[1:], strict=False):
             a = run.answer([lo] * 3) == it.answer
             b = run.answer([hi] * 3) == it.answer
             worse += a and not b

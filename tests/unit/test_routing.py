@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from aragog import workflows
 from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
