@@ -77,7 +77,7 @@ class Sampler(threading.Thread):
         self.period = period
         self.cpu: list[tuple[float, float]] = []
         self.occupancy: list[tuple[float, dict[str, int]]] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._channel = grpc.insecure_channel(scheduler_addr)
         self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
         self.t0 = time.time()
@@ -91,7 +91,7 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         busy0, total0 = self._cpu_times()
-        while not self._stop.wait(self.period):
+        while not self._halt.wait(self.period):
             busy, total = self._cpu_times()
             t = time.time() - self.t0
             self.cpu.append((t, (busy - busy0) / max(1, total - total0)))
@@ -103,7 +103,7 @@ class Sampler(threading.Thread):
                 pass
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
         self._channel.close()
 
