@@ -63,10 +63,30 @@ class Plan:
     seed: int = 7
 
 
-FULL = Plan(["llama3", "qwen2.5"], list(workflows.BENCHMARKED), list(POLICIES),
-            [2.0, 4.0, 8.0, 12.0], 12.0, "square", 24.0, 0.1, 0.25, 90.0)
-SMOKE = Plan(["llama3"], ["text-to-sql"], ["aragog", "per-input", "largest"],
-             [2.0, 6.0], 5.0, "square", 8.0, 0.1, 0.25, 60.0)
+FULL = Plan(
+    ["llama3", "qwen2.5"],
+    list(workflows.BENCHMARKED),
+    list(POLICIES),
+    [2.0, 4.0, 8.0, 12.0],
+    12.0,
+    "square",
+    24.0,
+    0.1,
+    0.25,
+    90.0,
+)
+SMOKE = Plan(
+    ["llama3"],
+    ["text-to-sql"],
+    ["aragog", "per-input", "largest"],
+    [2.0, 6.0],
+    5.0,
+    "square",
+    8.0,
+    0.1,
+    0.25,
+    60.0,
+)
 
 
 class Sampler(threading.Thread):
@@ -97,7 +117,9 @@ class Sampler(threading.Thread):
             self.cpu.append((t, (busy - busy0) / max(1, total - total0)))
             busy0, total0 = busy, total
             try:
-                state = self._stub.GetSchedulerState(scheduler_pb2.GetSchedulerStateRequest(), timeout=2)
+                state = self._stub.GetSchedulerState(
+                    scheduler_pb2.GetSchedulerStateRequest(), timeout=2
+                )
                 self.occupancy.append((t, dict(state.leased)))
             except grpc.RpcError:
                 pass
@@ -112,9 +134,17 @@ def scaled_pool_file(family: str, capacity_scale: float, directory: str) -> str:
     """The family's pool with saturation batches scaled (at least 1), so the emulated pool
     saturates at request rates this 2-core host can generate and serve."""
     pool = load_pool(family)
-    data = {"family": pool.family, "time_scale": pool.time_scale, "models": [
-        {**dataclasses.asdict(m), "saturation_batch": max(1, round(m.saturation_batch * capacity_scale))}
-        for m in pool.models]}
+    data = {
+        "family": pool.family,
+        "time_scale": pool.time_scale,
+        "models": [
+            {
+                **dataclasses.asdict(m),
+                "saturation_batch": max(1, round(m.saturation_batch * capacity_scale)),
+            }
+            for m in pool.models
+        ],
+    }
     path = os.path.join(directory, f"{family}-x{capacity_scale:g}.yaml")
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(data, f, sort_keys=False)
@@ -125,8 +155,11 @@ def gpu_seconds_fn(family: str) -> Callable:
     """Per-request GPU-seconds: each stage priced as the router prices it (the model's
     GPU-seconds per request at its saturation batch), so the report and F(r) agree."""
     pool = load_pool(family)
-    tokens = {(wid, s.name): s.output_tokens for wid in workflows.BENCHMARKED
-              for s in workflows.load(wid, pool.names).llm_stages}
+    tokens = {
+        (wid, s.name): s.output_tokens
+        for wid in workflows.BENCHMARKED
+        for s in workflows.load(wid, pool.names).llm_stages
+    }
 
     def price(records) -> None:
         for rec in records:
@@ -137,6 +170,7 @@ def gpu_seconds_fn(family: str) -> Callable:
                     st.gpu_seconds = pool.model(st.model).gpu_seconds(PROMPT_TOKENS, out)
                     total += st.gpu_seconds
             rec.gpu_seconds = total
+
     return price
 
 
@@ -153,12 +187,23 @@ def reset(stack: Stack, timeout_s: float = 120.0) -> None:
     client = redis.Redis.from_url(stack.redis_url)
     batch = list(client.scan_iter(match=f"{stack.namespace}:req:*", count=1000))
     for i in range(0, len(batch), 500):
-        client.delete(*batch[i:i + 500])
+        client.delete(*batch[i : i + 500])
     client.close()
 
 
-def one_run(stack: Stack, family: str, wid: str, policy: str, pattern: str, rate: float,
-            schedule, duration: float, plan: Plan, price: Callable, tag: str) -> report.Run:
+def one_run(
+    stack: Stack,
+    family: str,
+    wid: str,
+    policy: str,
+    pattern: str,
+    rate: float,
+    schedule,
+    duration: float,
+    plan: Plan,
+    price: Callable,
+    tag: str,
+) -> report.Run:
     items = benchmark(wid).split("test")
     workload = [(wid, it.input, it.answer) for it in items]
     reset(stack)
@@ -166,17 +211,31 @@ def one_run(stack: Stack, family: str, wid: str, policy: str, pattern: str, rate
     sampler.start()
     start = time.time()
     try:
-        records = run_schedule(stack.router_addr, schedule, workload, policy=policy,
-                               timeout_s=plan.timeout_s, max_in_flight=512, run_id=tag)
+        records = run_schedule(
+            stack.router_addr,
+            schedule,
+            workload,
+            policy=policy,
+            timeout_s=plan.timeout_s,
+            max_in_flight=512,
+            run_id=tag,
+        )
     finally:
         sampler.stop()
     price(records)
     shift = start - sampler.t0
     return report.Run(
-        pool_family=family, workflow=wid, policy=policy, pattern=pattern, rate=rate,
-        duration_s=duration, records=records,
+        pool_family=family,
+        workflow=wid,
+        policy=policy,
+        pattern=pattern,
+        rate=rate,
+        duration_s=duration,
+        records=records,
         cpu=[(t - shift, v) for t, v in sampler.cpu],
-        occupancy=[(t - shift, o) for t, o in sampler.occupancy], start_wall=start)
+        occupancy=[(t - shift, o) for t, o in sampler.occupancy],
+        start_wall=start,
+    )
 
 
 def idle_latency(stack: Stack, wid: str, n: int = 3) -> float:
@@ -195,37 +254,71 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
             say(f"[{family}] routing artifacts")
             prepare_routing(family, lambda m: say("  " + m), plan.workflows)
             pool_file = scaled_pool_file(family, plan.capacity_scale, tmp)
-            stack = Stack(executors=2, time_scale=plan.time_scale,
-                          extra_env={"ARAGOG_POOL_FILE": pool_file, "ARAGOG_LOG_LEVEL": "warning"})
+            stack = Stack(
+                executors=2,
+                time_scale=plan.time_scale,
+                extra_env={"ARAGOG_POOL_FILE": pool_file, "ARAGOG_LOG_LEVEL": "warning"},
+            )
             say(f"[{family}] starting the stack (logs in {stack.log_dir})")
             with stack:
                 for wid in plan.workflows:
                     stack.register(shipped_workflow(wid))
                     idle[(family, wid)] = idle_latency(stack, wid)
-                    say(f"[{family}/{wid}] idle latency of the largest configuration "
-                        f"{idle[(family, wid)]:.2f}s")
+                    say(
+                        f"[{family}/{wid}] idle latency of the largest configuration "
+                        f"{idle[(family, wid)]:.2f}s"
+                    )
                     price = gpu_seconds_fn(family)
                     for policy in plan.policies:
                         rates = plan.rates if policy in SWEPT else plan.rates[:1]
                         for i, rate in enumerate(rates):
                             sched = arrivals.poisson(rate, plan.step_s, seed=plan.seed + i)
-                            run = one_run(stack, family, wid, policy, "sweep", rate, sched,
-                                          plan.step_s, plan, price, f"s{i}{policy[:6]}")
+                            run = one_run(
+                                stack,
+                                family,
+                                wid,
+                                policy,
+                                "sweep",
+                                rate,
+                                sched,
+                                plan.step_s,
+                                plan,
+                                price,
+                                f"s{i}{policy[:6]}",
+                            )
                             runs.append(run)
                             s = report.summarize(run, report.Settings(idle_latency_s=idle))
-                            say(f"[{family}/{wid}] {policy:<12} rate {rate:5.1f}/s: "
+                            say(
+                                f"[{family}/{wid}] {policy:<12} rate {rate:5.1f}/s: "
                                 f"{s['throughput']:.2f}/s, p50 {s['latency_p50_s'] or 0:.2f}s, "
                                 f"acc {s['accuracy'] or 0:.3f}, cpu p95 {s['cpu_p95'] or 0:.2f}, "
-                                f"{s['by_status']}")
+                                f"{s['by_status']}"
+                            )
                         if plan.fluctuating and policy in SWEPT:
                             low, high = plan.rates[0], plan.rates[-1]
                             if plan.fluctuating == "square":
-                                sched = arrivals.square_wave(low, high, plan.fluct_s / 2, plan.fluct_s, plan.seed)
+                                sched = arrivals.square_wave(
+                                    low, high, plan.fluct_s / 2, plan.fluct_s, plan.seed
+                                )
                             else:
-                                sched = arrivals.mmpp([low, high], plan.fluct_s / 6, plan.fluct_s, plan.seed)
-                            runs.append(one_run(stack, family, wid, policy, plan.fluctuating,
-                                                (low + high) / 2, sched, plan.fluct_s, plan, price,
-                                                f"f{policy[:6]}"))
+                                sched = arrivals.mmpp(
+                                    [low, high], plan.fluct_s / 6, plan.fluct_s, plan.seed
+                                )
+                            runs.append(
+                                one_run(
+                                    stack,
+                                    family,
+                                    wid,
+                                    policy,
+                                    plan.fluctuating,
+                                    (low + high) / 2,
+                                    sched,
+                                    plan.fluct_s,
+                                    plan,
+                                    price,
+                                    f"f{policy[:6]}",
+                                )
+                            )
     elapsed = time.monotonic() - t_start
     notes = [
         f"Plan: {json.dumps(dataclasses.asdict(plan))}.",
@@ -236,7 +329,9 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
         "the pool, not the host, saturates.",
     ]
     settings = report.Settings(idle_latency_s=idle)
-    return report.write_report(runs, settings, out_dir, title="Aragog policy comparison", notes=notes)
+    return report.write_report(
+        runs, settings, out_dir, title="Aragog policy comparison", notes=notes
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

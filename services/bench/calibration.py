@@ -86,9 +86,13 @@ def fit_family(workflow: str, family: str, models: list[str]) -> dict:
     _override[(workflow, family)] = (offset, scale)
     achieved = uniform_accuracy(workflow, models)
     del _override[(workflow, family)]
-    return {"offset": offset, "scale": scale, "reference": ref,
-            "published": {m: round(targets[m], 4) for m in models},
-            "achieved": {m: round(achieved[m], 4) for m in models}}
+    return {
+        "offset": offset,
+        "scale": scale,
+        "reference": ref,
+        "published": {m: round(targets[m], 4) for m in models},
+        "achieved": {m: round(achieved[m], 4) for m in models},
+    }
 
 
 def fit_all() -> dict[str, dict[str, dict]]:

@@ -64,8 +64,9 @@ def benchmark(workflow: str, size: int = SIZE) -> Benchmark:
     """The workflow's benchmark; deterministic for its spec's seed."""
     spec = SPECS.get(workflow)
     if spec is None:
-        raise BenchmarkError(f"no shipped benchmark for workflow {workflow!r}; "
-                             f"shipped: {', '.join(sorted(SPECS))}")
+        raise BenchmarkError(
+            f"no shipped benchmark for workflow {workflow!r}; shipped: {', '.join(sorted(SPECS))}"
+        )
     rng = np.random.default_rng(spec.seed)
     tiers = rng.choice(len(spec.mix), size=size, p=np.asarray(spec.mix) / sum(spec.mix))
     seen: set[str] = set()
@@ -81,7 +82,9 @@ def benchmark(workflow: str, size: int = SIZE) -> Benchmark:
         raw.append((text, truth, d, lure))
     train = set(rng.permutation(size)[: int(size * TRAIN_SHARE)].tolist())
     items = tuple(
-        Item(f"{workflow}-{i:05d}", workflow, text, truth, d, "train" if i in train else "test", lure)
+        Item(
+            f"{workflow}-{i:05d}", workflow, text, truth, d, "train" if i in train else "test", lure
+        )
         for i, (text, truth, d, lure) in enumerate(raw)
     )
     return Benchmark(spec, items)

@@ -39,8 +39,10 @@ class Runner:
 
     def missing(self, models: Sequence[str]) -> int:
         """Stage executions `answer(models)` would still have to make."""
-        return sum((st, tuple(models[i] for i in anc)) not in self.cache
-                   for st, anc in self._ancestry.items())
+        return sum(
+            (st, tuple(models[i] for i in anc)) not in self.cache
+            for st, anc in self._ancestry.items()
+        )
 
     def answer(self, models: Sequence[str]) -> str:
         """The final answer of the configuration giving models[i] to the i-th LLM stage."""

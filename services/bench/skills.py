@@ -24,8 +24,11 @@ def published() -> dict[str, dict[str, float]]:
     path = importlib.resources.files("aragog.pool").joinpath("pools/accuracy.yaml")
     data = yaml.safe_load(path.read_text("utf-8")) if path.is_file() else {}
     models = data.get("models", data)
-    return {m: {b: float(v) for b, v in scores.items() if v is not None}
-            for m, scores in models.items() if m != "sources" and isinstance(scores, dict)}
+    return {
+        m: {b: float(v) for b, v in scores.items() if v is not None}
+        for m, scores in models.items()
+        if m != "sources" and isinstance(scores, dict)
+    }
 
 
 @functools.cache
@@ -71,5 +74,7 @@ def skill_gap(model: str, reference: str) -> float:
     """Skill above the smallest model of the same family (0 for the smallest)."""
     fam = family(model)
     peers = [m for m, f in families().items() if f == fam] if fam != GENERIC else []
-    floor = min((logit(accuracy(m, reference)) for m in peers), default=logit(_generic_accuracy("1b")))
+    floor = min(
+        (logit(accuracy(m, reference)) for m in peers), default=logit(_generic_accuracy("1b"))
+    )
     return logit(accuracy(model, reference)) - floor

@@ -30,7 +30,9 @@ def _embedder(s: RouterSettings) -> Embedder:
     return Embedder(s.embedding_model, s.embedding_int8, s.embedding_threads)
 
 
-def ensure(root: str, families, wids, settings: RouterSettings, say=print, force: bool = False) -> dict:
+def ensure(
+    root: str, families, wids, settings: RouterSettings, say=print, force: bool = False
+) -> dict:
     """Artifacts for every (family, workflow), built where missing or stale."""
     embedder = None
     out = {}
@@ -38,7 +40,11 @@ def ensure(root: str, families, wids, settings: RouterSettings, say=print, force
         pool = load_pool(fam)
         for wid in wids:
             art = None if force else artifacts.load(root, pool, wid)
-            if art is None or art.summary.get("embedder") != f"{settings.embedding_model}{'+int8' if settings.embedding_int8 else ''}":
+            if (
+                art is None
+                or art.summary.get("embedder")
+                != f"{settings.embedding_model}{'+int8' if settings.embedding_int8 else ''}"
+            ):
                 embedder = embedder or _embedder(settings)
                 art = artifacts.build(root, fam, wid, embedder, say)
             out[(fam, wid)] = art
@@ -56,8 +62,12 @@ def main(argv: list[str] | None = None) -> None:
         if name == "build":
             p.add_argument("--force", action="store_true", help="rebuild even if up to date")
         if name == "profile":
-            p.add_argument("--verify", type=int, default=100,
-                           help="also profile this many requests exhaustively and compare")
+            p.add_argument(
+                "--verify",
+                type=int,
+                default=100,
+                help="also profile this many requests exhaustively and compare",
+            )
         if name == "evaluate":
             p.add_argument("--out", default="", help="write the report as JSON here")
     args = parser.parse_args(argv)
@@ -78,14 +88,19 @@ def main(argv: list[str] | None = None) -> None:
                 train = benchmark(wid).split("train")
                 prof = profiler.profile(space, train)
                 check = profiler.verify(space, train[: args.verify]) if args.verify else {}
-                rows.append({
-                    "family": fam, "workflow": wid, "requests": len(train),
-                    "configurations": space.size,
-                    "executions_per_request": float(np.mean(prof.executions)),
-                    "exhaustive_per_request": prof.exhaustive_executions,
-                    "fraction_of_exhaustive": float(np.mean(prof.executions)) / prof.exhaustive_executions,
-                    "verify": check,
-                })
+                rows.append(
+                    {
+                        "family": fam,
+                        "workflow": wid,
+                        "requests": len(train),
+                        "configurations": space.size,
+                        "executions_per_request": float(np.mean(prof.executions)),
+                        "exhaustive_per_request": prof.exhaustive_executions,
+                        "fraction_of_exhaustive": float(np.mean(prof.executions))
+                        / prof.exhaustive_executions,
+                        "verify": check,
+                    }
+                )
                 say(json.dumps(rows[-1]))
         print(json.dumps(rows, indent=1))
     else:
@@ -95,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         embedder = _embedder(settings)
         reports = []
         for art in arts.values():
-            reports.append(evaluate(art, embedder, settings.routing_budget, settings.routing_early_stop))
+            reports.append(
+                evaluate(art, embedder, settings.routing_budget, settings.routing_early_stop)
+            )
             say(json.dumps(reports[-1]))
         text = json.dumps(reports, indent=1)
         if args.out:
@@ -105,8 +122,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _table(reports: list[dict]) -> str:
-    head = ("| family | workflow | acc largest | acc router | gap (pts) | acc per-wf | mean F | recall | "
-            "precision | oracle saving recovered | p50 ms | p99 ms |\n" + "|---" * 12 + "|")
+    head = (
+        "| family | workflow | acc largest | acc router | gap (pts) | acc per-wf | mean F | recall | "
+        "precision | oracle saving recovered | p50 ms | p99 ms |\n" + "|---" * 12 + "|"
+    )
     lines = [head]
     for r in reports:
         a = r["accuracy"]
@@ -114,7 +133,8 @@ def _table(reports: list[dict]) -> str:
             f"| {r['family']} | {r['workflow']} | {a['largest']:.3f} | {a['router']:.3f} | "
             f"{r['accuracy_gap_to_largest_points']:.2f} | {a['per_workflow']:.3f} | {r['mean_f_size']:.1f} | "
             f"{r['recall']:.3f} | {r['precision']:.3f} | {r['oracle_saving_recovered']:.1%} | "
-            f"{r['router_latency_ms']['p50']:.1f} | {r['router_latency_ms']['p99']:.1f} |")
+            f"{r['router_latency_ms']['p50']:.1f} | {r['router_latency_ms']['p99']:.1f} |"
+        )
     return "\n".join(lines)
 
 

@@ -120,7 +120,9 @@ def per_workflow_config(space: Space, items: list[Item]) -> tuple[int, dict]:
 
     def accuracy(c: int) -> float:
         models = space.models(c)
-        return float(np.mean([r.answer(models) == it.answer for r, it in zip(runners, items, strict=True)]))
+        return float(
+            np.mean([r.answer(models) == it.answer for r, it in zip(runners, items, strict=True)])
+        )
 
     target = accuracy(space.largest)
     for c in space.cost_order:
@@ -130,8 +132,9 @@ def per_workflow_config(space: Space, items: list[Item]) -> tuple[int, dict]:
     return space.largest, {"accuracy": target, "largest_accuracy": target}
 
 
-def build(root: str, family: str, wid: str, embedder: Embedder,
-          say: Callable[[str], None] = print) -> Artifacts:
+def build(
+    root: str, family: str, wid: str, embedder: Embedder, say: Callable[[str], None] = print
+) -> Artifacts:
     """Profile the benchmark, train the router, write the artifacts; return them."""
     pool = load_pool(family)
     wf = workflows.load(wid, pool.names)
@@ -141,9 +144,11 @@ def build(root: str, family: str, wid: str, embedder: Embedder,
     t0 = time.monotonic()
     prof = profiler.profile(space, items)
     train_rows = np.array([i for i, it in enumerate(items) if it.split == "train"])
-    say(f"{family}/{wid}: profiled {len(items)} requests in {time.monotonic() - t0:.1f}s, "
+    say(
+        f"{family}/{wid}: profiled {len(items)} requests in {time.monotonic() - t0:.1f}s, "
         f"{prof.executions[train_rows].mean():.1f} stage executions per request "
-        f"(exhaustive {prof.exhaustive_executions})")
+        f"(exhaustive {prof.exhaustive_executions})"
+    )
     t0 = time.monotonic()
     pw, pw_figures = per_workflow_config(space, [items[i] for i in train_rows])
     emb = embeddings(root, wid, embedder, items)
@@ -153,13 +158,20 @@ def build(root: str, family: str, wid: str, embedder: Embedder,
     val, fit = shuffled[:n_val], shuffled[n_val:]
     router = router_model.train(space, emb[fit], prof.preserving[fit])
     tau, val_figures = router_model.choose_threshold(
-        router, space, emb[val], prof.preserving[val], prof.largest_correct[val], MAX_LOSS)
+        router, space, emb[val], prof.preserving[val], prof.largest_correct[val], MAX_LOSS
+    )
     router.threshold = tau
     summary = {
-        "workflow": wid, "family": family, "fingerprint": fingerprint(wid, family),
-        "embedder": embedder.id, "configurations": space.size,
-        "per_workflow_config": pw, "per_workflow_models": space.models(pw), **{f"per_workflow_{k}": v for k, v in pw_figures.items()},
-        "threshold": tau, "validation": val_figures,
+        "workflow": wid,
+        "family": family,
+        "fingerprint": fingerprint(wid, family),
+        "embedder": embedder.id,
+        "configurations": space.size,
+        "per_workflow_config": pw,
+        "per_workflow_models": space.models(pw),
+        **{f"per_workflow_{k}": v for k, v in pw_figures.items()},
+        "threshold": tau,
+        "validation": val_figures,
         "profiling": {
             "requests": len(train_rows),
             "executions_per_request": float(prof.executions[train_rows].mean()),
@@ -173,6 +185,8 @@ def build(root: str, family: str, wid: str, embedder: Embedder,
     router.save(os.path.join(d, "router.npz"))
     with open(os.path.join(d, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
-    say(f"{family}/{wid}: per-workflow {space.models(pw)}, threshold {tau}, validation {val_figures}, "
-        f"trained in {time.monotonic() - t0:.1f}s")
+    say(
+        f"{family}/{wid}: per-workflow {space.models(pw)}, threshold {tau}, validation {val_figures}, "
+        f"trained in {time.monotonic() - t0:.1f}s"
+    )
     return Artifacts(space, prof, router, summary)

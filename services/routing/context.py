@@ -50,7 +50,9 @@ class Routing:
         key = self._key(wf, pool)
         if key not in self._arts:
             art = artifacts.load(self.root, pool, wf.id)
-            if art is not None and [s.candidates for s in art.space.workflow.llm_stages] != list(key[2]):
+            if art is not None and [s.candidates for s in art.space.workflow.llm_stages] != list(
+                key[2]
+            ):
                 log.warning("artifacts_space_mismatch", workflow=wf.id, family=pool.family)
                 art = None
             if art is None:
@@ -61,4 +63,6 @@ class Routing:
     def route(self, art: Artifacts, request_input: str) -> np.ndarray:
         """Predicted F(r) (blocking: call it off the event loop)."""
         emb = self.embedder.encode([request_input])[0]
-        return art.router.route(emb, art.space, self.settings.routing_budget, self.settings.routing_early_stop)
+        return art.router.route(
+            emb, art.space, self.settings.routing_budget, self.settings.routing_early_stop
+        )

@@ -73,15 +73,16 @@ class Embedder:
         out = []
         with self._lock, torch.inference_mode():
             for i in range(0, len(texts), batch_size):
-                encs = self._tok.encode_batch(texts[i:i + batch_size])
+                encs = self._tok.encode_batch(texts[i : i + batch_size])
                 width = max(len(e.ids) for e in encs)
                 ids = torch.zeros((len(encs), width), dtype=torch.long)
                 mask = torch.zeros((len(encs), width), dtype=torch.long)
                 for j, e in enumerate(encs):
-                    ids[j, :len(e.ids)] = torch.tensor(e.ids)
-                    mask[j, :len(e.ids)] = 1
-                hidden = self._model(input_ids=ids, attention_mask=mask,
-                                     token_type_ids=torch.zeros_like(ids)).last_hidden_state
+                    ids[j, : len(e.ids)] = torch.tensor(e.ids)
+                    mask[j, : len(e.ids)] = 1
+                hidden = self._model(
+                    input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)
+                ).last_hidden_state
                 m = mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
                 out.append(torch.nn.functional.normalize(pooled, dim=1).numpy())

@@ -37,7 +37,12 @@ def evaluate(art: Artifacts, embedder: Embedder, budget: int = 4096, early_stop:
         true_f = np.flatnonzero(truth)
         chosen, oracle = cheapest_of(space, f_hat), cheapest_of(space, true_f)
         run = Runner(space.workflow, it.input)
-        for name, c in (("router", chosen), ("largest", largest), ("per_workflow", pw), ("oracle", oracle)):
+        for name, c in (
+            ("router", chosen),
+            ("largest", largest),
+            ("per_workflow", pw),
+            ("oracle", oracle),
+        ):
             acc[name].append(run.answer(space.models(c)) == it.answer)
         hit = truth[f_hat].sum()
         sizes.append(len(f_hat))
@@ -63,8 +68,13 @@ def evaluate(art: Artifacts, embedder: Embedder, budget: int = 4096, early_stop:
             "router": float(cost[largest] - np.mean(router_saving)),
             "oracle": float(cost[largest] - np.mean(oracle_saving)),
         },
-        "oracle_saving_recovered": float(np.mean(router_saving) / max(np.mean(oracle_saving), 1e-12)),
-        "router_latency_ms": {"p50": float(np.percentile(lat_ms, 50)), "p99": float(np.percentile(lat_ms, 99))},
+        "oracle_saving_recovered": float(
+            np.mean(router_saving) / max(np.mean(oracle_saving), 1e-12)
+        ),
+        "router_latency_ms": {
+            "p50": float(np.percentile(lat_ms, 50)),
+            "p99": float(np.percentile(lat_ms, 99)),
+        },
         "threshold": art.router.threshold,
         "embedder": embedder.id,
     }

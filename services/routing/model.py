@@ -51,8 +51,15 @@ class RouterModel:
         z = np.maximum(h[None, :] + self.config_features(space, configs), 0.0) @ self.w2 + self.b2
         return 1.0 / (1.0 + np.exp(-z))
 
-    def route(self, embedding: np.ndarray, space: Space, budget: int = 4096,
-              early_stop: int = 0, chunk: int = 256, threshold: float | None = None) -> np.ndarray:
+    def route(
+        self,
+        embedding: np.ndarray,
+        space: Space,
+        budget: int = 4096,
+        early_stop: int = 0,
+        chunk: int = 256,
+        threshold: float | None = None,
+    ) -> np.ndarray:
         """F(r): sorted configuration indices predicted to preserve accuracy."""
         tau = self.threshold if threshold is None else threshold
         accepted = np.zeros(space.size, dtype=bool)
@@ -62,7 +69,7 @@ class RouterModel:
         scored = found = 0
         pos = 0
         while pos < len(order) and scored < budget:
-            batch = order[pos:pos + chunk]
+            batch = order[pos : pos + chunk]
             pos += len(batch)
             batch = batch[~accepted[batch]][: budget - scored]  # already accepted: skip
             if not len(batch):
@@ -80,15 +87,29 @@ class RouterModel:
 
     # persistence --------------------------------------------------------------------
     def save(self, path: str) -> None:
-        np.savez_compressed(path, w_x=self.w_x, w_c=self.w_c, b1=self.b1, w2=self.w2,
-                            b2=np.float32(self.b2), threshold=np.float64(self.threshold),
-                            meta=np.array(json.dumps(self.meta)))
+        np.savez_compressed(
+            path,
+            w_x=self.w_x,
+            w_c=self.w_c,
+            b1=self.b1,
+            w2=self.w2,
+            b2=np.float32(self.b2),
+            threshold=np.float64(self.threshold),
+            meta=np.array(json.dumps(self.meta)),
+        )
 
     @classmethod
     def load(cls, path: str) -> RouterModel:
         z = np.load(path)
-        return cls(z["w_x"], z["w_c"], z["b1"], z["w2"], float(z["b2"]), float(z["threshold"]),
-                   json.loads(str(z["meta"])))
+        return cls(
+            z["w_x"],
+            z["w_c"],
+            z["b1"],
+            z["w2"],
+            float(z["b2"]),
+            float(z["threshold"]),
+            json.loads(str(z["meta"])),
+        )
 
 
 def _logit(p: float) -> float:
@@ -96,8 +117,16 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
-def train(space: Space, embeddings: np.ndarray, labels: np.ndarray, hidden: int = 64,
-          epochs: int = 60, seed: int = 0, lr: float = 3e-3, weight_decay: float = 1e-4) -> RouterModel:
+def train(
+    space: Space,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    hidden: int = 64,
+    epochs: int = 60,
+    seed: int = 0,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+) -> RouterModel:
     """Fit the MLP on (request embedding, configuration) -> preserves, all pairs of the
     given requests and every configuration of the space."""
     import torch
@@ -128,7 +157,7 @@ def _train(torch, space, embeddings, labels, hidden, epochs, seed, lr, weight_de
     for _ in range(epochs):
         perm = rng.permutation(n_req)
         for start in range(0, n_req, batch):
-            ix = torch.from_numpy(perm[start:start + batch])
+            ix = torch.from_numpy(perm[start : start + batch])
             cfg = w_c[torch.arange(stages), ranks].sum(1)  # [n, hidden]
             h = torch.relu(w_x(x[ix])[:, None, :] + cfg[None, :, :])
             z = w2(h).squeeze(-1)
@@ -137,9 +166,13 @@ def _train(torch, space, embeddings, labels, hidden, epochs, seed, lr, weight_de
             loss.backward()
             opt.step()
     return RouterModel(
-        w_x=w_x.weight.detach().numpy().T.copy(), w_c=w_c.detach().numpy().copy(),
-        b1=w_x.bias.detach().numpy().copy(), w2=w2.weight.detach().numpy()[0].copy(),
-        b2=float(w2.bias.detach().numpy()[0]), threshold=0.5, meta={},
+        w_x=w_x.weight.detach().numpy().T.copy(),
+        w_c=w_c.detach().numpy().copy(),
+        b1=w_x.bias.detach().numpy().copy(),
+        w2=w2.weight.detach().numpy()[0].copy(),
+        b2=float(w2.bias.detach().numpy()[0]),
+        threshold=0.5,
+        meta={},
     )
 
 
@@ -147,9 +180,15 @@ def cheapest_of(space: Space, configs: np.ndarray) -> int:
     return int(configs[np.argmin(space.flops[configs])])
 
 
-def choose_threshold(model: RouterModel, space: Space, embeddings: np.ndarray, preserving: np.ndarray,
-                     largest_correct: np.ndarray, max_loss: float,
-                     budget: int = 4096) -> tuple[float, dict]:
+def choose_threshold(
+    model: RouterModel,
+    space: Space,
+    embeddings: np.ndarray,
+    preserving: np.ndarray,
+    largest_correct: np.ndarray,
+    max_loss: float,
+    budget: int = 4096,
+) -> tuple[float, dict]:
     """The threshold with the largest GPU-second saving whose accuracy loss on these
     (validation) requests is at most `max_loss`; the figures at that threshold.
 
@@ -158,8 +197,13 @@ def choose_threshold(model: RouterModel, space: Space, embeddings: np.ndarray, p
     largest_cost = space.gpu_seconds[space.largest]
     best = (0.999999, {"loss": 0.0, "saving": 0.0})
     for tau in [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999]:
-        chosen = [cheapest_of(space, model.route(e, space, budget=budget, threshold=tau)) for e in embeddings]
-        loss = float(np.mean([largest_correct[i] and not preserving[i, c] for i, c in enumerate(chosen)]))
+        chosen = [
+            cheapest_of(space, model.route(e, space, budget=budget, threshold=tau))
+            for e in embeddings
+        ]
+        loss = float(
+            np.mean([largest_correct[i] and not preserving[i, c] for i, c in enumerate(chosen)])
+        )
         saving = float(np.mean([largest_cost - space.gpu_seconds[c] for c in chosen]))
         if loss <= max_loss and saving > best[1]["saving"]:
             best = (tau, {"loss": loss, "saving": saving})

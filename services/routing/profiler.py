@@ -88,16 +88,27 @@ class Profile:
     exhaustive_executions: int  # per request, without either saving
 
     def save(self, path: str) -> None:
-        np.savez_compressed(path, item_ids=np.array(self.item_ids), preserving=np.packbits(self.preserving, 1),
-                            n=self.preserving.shape[1], largest_correct=self.largest_correct,
-                            executions=self.executions, exhaustive=self.exhaustive_executions)
+        np.savez_compressed(
+            path,
+            item_ids=np.array(self.item_ids),
+            preserving=np.packbits(self.preserving, 1),
+            n=self.preserving.shape[1],
+            largest_correct=self.largest_correct,
+            executions=self.executions,
+            exhaustive=self.exhaustive_executions,
+        )
 
     @classmethod
     def load(cls, path: str) -> Profile:
         z = np.load(path)
         n = int(z["n"])
-        return cls([str(x) for x in z["item_ids"]], np.unpackbits(z["preserving"], 1, count=n).astype(bool),
-                   z["largest_correct"], z["executions"], int(z["exhaustive"]))
+        return cls(
+            [str(x) for x in z["item_ids"]],
+            np.unpackbits(z["preserving"], 1, count=n).astype(bool),
+            z["largest_correct"],
+            z["executions"],
+            int(z["exhaustive"]),
+        )
 
 
 def profile(space: Space, items: list[Item]) -> Profile:
@@ -117,7 +128,9 @@ def verify(space: Space, items: list[Item]) -> dict[str, float]:
     both with and without that saving)."""
     fast = [profile_request(space, it) for it in items]
     full = [profile_request(space, it, exhaustive=True) for it in items]
-    agree = np.mean([(f.preserving == e.preserving).mean() for f, e in zip(fast, full, strict=True)])
+    agree = np.mean(
+        [(f.preserving == e.preserving).mean() for f, e in zip(fast, full, strict=True)]
+    )
     missed = sum(int((e.preserving & ~f.preserving).sum()) for f, e in zip(fast, full, strict=True))
     extra = sum(int((f.preserving & ~e.preserving).sum()) for f, e in zip(fast, full, strict=True))
     return {

@@ -71,7 +71,9 @@ def build(wf: WorkflowDef, pool: PoolSpec) -> Space:
         ranks[:, s] = rank_of[digit]
         tokens = PROMPT_TOKENS + st.output_tokens
         f = np.array([pool.model(m).params_b * tokens for m in st.candidates])
-        g = np.array([pool.model(m).gpu_seconds(PROMPT_TOKENS, st.output_tokens) for m in st.candidates])
+        g = np.array(
+            [pool.model(m).gpu_seconds(PROMPT_TOKENS, st.output_tokens) for m in st.candidates]
+        )
         flops += f[digit]
         gpu += g[digit]
     return Space(wf, pool, ranks, flops, gpu)

@@ -21,10 +21,15 @@ def scheduled(plan: evaluate.Plan) -> int:
     n = 0
     for policy in plan.policies:
         rates = plan.rates if policy in evaluate.SWEPT else plan.rates[:1]
-        n += sum(len(arrivals.poisson(r, plan.step_s, seed=plan.seed + i)) for i, r in enumerate(rates))
+        n += sum(
+            len(arrivals.poisson(r, plan.step_s, seed=plan.seed + i)) for i, r in enumerate(rates)
+        )
         if plan.fluctuating and policy in evaluate.SWEPT:
-            n += len(arrivals.square_wave(plan.rates[0], plan.rates[-1], plan.fluct_s / 2,
-                                          plan.fluct_s, plan.seed))
+            n += len(
+                arrivals.square_wave(
+                    plan.rates[0], plan.rates[-1], plan.fluct_s / 2, plan.fluct_s, plan.seed
+                )
+            )
     return n * len(plan.workflows) * len(plan.families)
 
 
@@ -35,8 +40,9 @@ def test_smoke_evaluation_writes_a_coherent_report(tmp_path, artifacts_dir, monk
 
     for name in ("results.json", "runs.csv", "requests.csv", "summary.md"):
         assert (tmp_path / name).stat().st_size > 0
-    assert results["plots"] and all((tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-                                    for p in results["plots"])
+    assert results["plots"] and all(
+        (tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in results["plots"]
+    )
     assert json.loads((tmp_path / "results.json").read_text())["runs"]
 
     runs = results["runs"]

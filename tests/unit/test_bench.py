@@ -90,8 +90,14 @@ def test_independent_voters_beat_one_voter(family):
     wf, by_size = _wf("voting", family)
     items = benchmark("voting").split("train")[:SAMPLE]
     small = by_size[0]
-    one_voter = np.mean([answer(small, "voter1", wf.stage("voter1").render(it.input, {}))
-                         .endswith(f"<<vote:{it.answer}>>") for it in items])
+    one_voter = np.mean(
+        [
+            answer(small, "voter1", wf.stage("voter1").render(it.input, {})).endswith(
+                f"<<vote:{it.answer}>>"
+            )
+            for it in items
+        ]
+    )
     voted = _accuracy(wf, items, [small] * 5)
     assert voted > one_voter + 0.02, (voted, one_voter)
 
@@ -112,7 +118,9 @@ def test_accuracy_is_near_monotonic_in_model_size(family):
 
 
 def test_committed_calibration_matches_published_gaps():
-    data = json.loads(importlib.resources.files("aragog.bench").joinpath("calibration.json").read_text())
+    data = json.loads(
+        importlib.resources.files("aragog.bench").joinpath("calibration.json").read_text()
+    )
     for wid in workflows.BENCHMARKED:
         for family in FAMILIES:
             fit = data[wid][family]

@@ -59,8 +59,15 @@ def _toy_router(space, stage_bias: np.ndarray, threshold: float = 0.5) -> Router
     w_c = np.zeros((stages, ranks, 1), dtype=np.float32)
     for s in range(stages):
         w_c[s, :, 0] = stage_bias[s] * np.arange(ranks)
-    return RouterModel(w_x=np.zeros((4, 1), np.float32), w_c=w_c, b1=np.array([10.0], np.float32),
-                       w2=np.array([1.0], np.float32), b2=-12.0, threshold=threshold, meta={})
+    return RouterModel(
+        w_x=np.zeros((4, 1), np.float32),
+        w_c=w_c,
+        b1=np.array([10.0], np.float32),
+        w2=np.array([1.0], np.float32),
+        b2=-12.0,
+        threshold=threshold,
+        meta={},
+    )
 
 
 def test_route_accepts_up_sets_keeps_the_largest_and_respects_budget(sql_space):
