@@ -10,24 +10,32 @@ def wf_yaml(stages: str, extra: str = "") -> str:
     return f"id: w\nstages:\n{stages}{extra}"
 
 
+LLAMA = ["llama3-3b", "llama3-8b", "llama3-70b"]
+
+
 def test_shipped_chain_parses_with_its_space():
-    wf = parse_workflow(shipped_workflow("chain3"), POOL)
+    wf = parse_workflow(shipped_workflow("chain3"), LLAMA)
     assert [s.name for s in wf.llm_stages] == ["draft", "critique", "refine"]
-    assert wf.num_configurations == 64
+    assert wf.num_configurations == 27  # candidates left to the pool: 3 models per stage
     assert wf.sink.name == "refine"
     assert wf.depths() == {"draft": 0, "critique": 1, "refine": 2}
 
 
+def test_candidates_left_to_the_pool_need_a_pool():
+    with pytest.raises(WorkflowError, match="or omitted"):
+        parse_workflow(shipped_workflow("chain3"))
+
+
 def test_config_index_round_trips_every_configuration():
-    wf = parse_workflow(shipped_workflow("chain3"), POOL)
+    wf = parse_workflow(shipped_workflow("chain3"), LLAMA)
     seen = set()
     for i in range(wf.num_configurations):
         models = wf.config_models(i)
         assert wf.config_index(models) == i
         seen.add(tuple(models))
-    assert len(seen) == 64
+    assert len(seen) == 27
     # stage 0 is the fastest-varying digit
-    assert wf.config_models(1) == ["llm-14b", "llm-8b", "llm-8b"]
+    assert wf.config_models(1) == ["llama3-8b", "llama3-3b", "llama3-3b"]
 
 
 def test_diamond_depths_and_tool_stage():
