@@ -22,7 +22,8 @@ async def run(settings: RouterSettings) -> None:
         await servicer.events.start()
         if os.path.isdir(servicer.routing.root):  # load the embedding model before traffic
             warm = asyncio.create_task(asyncio.to_thread(lambda: servicer.routing.embedder))
-            warm.add_done_callback(lambda t: t.exception())
+            servicer.background.add(warm)  # keep a reference until it is done
+            warm.add_done_callback(servicer.background.discard)
 
     try:
         await serve(

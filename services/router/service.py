@@ -43,7 +43,7 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         self.store = store
         self.events = EventHub(store)
         self.routing = routing or Routing(settings)
-        self._routing_tasks: set[asyncio.Task[None]] = set()
+        self.background: set[asyncio.Task] = set()  # routing and warm-up tasks
 
     async def _pool(self, context: grpc.aio.ServicerContext) -> PoolSpec:
         pool = await self.store.get_pool()
@@ -179,8 +179,8 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         ADMITTED.labels(wf.id, policy_name).inc()
         if routed_later:
             task = asyncio.create_task(self._route(rid, policy, wf, pool, request.input, t0))
-            self._routing_tasks.add(task)
-            task.add_done_callback(self._routing_tasks.discard)
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
         else:
             ROUTING_SECONDS.observe(time.perf_counter() - t0)
         log.info("admitted", workflow=wf.id, policy=policy_name, configurations=admitted,

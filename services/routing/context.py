@@ -8,6 +8,7 @@ on (same candidates in the same order); otherwise the policies that need them sa
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import structlog
@@ -19,6 +20,7 @@ from aragog.routing.artifacts import Artifacts
 from aragog.routing.embedding import Embedder
 
 log = structlog.get_logger("routing")
+RETRY_S = 60.0
 
 
 class Routing:
@@ -26,6 +28,7 @@ class Routing:
         self.settings = settings
         self.root = settings.artifacts_dir or artifacts.default_dir()
         self._arts: dict[tuple[str, str, tuple], Artifacts | None] = {}
+        self._missing_since: dict[tuple[str, str, tuple], float] = {}
         self._embedder: Embedder | None = None
         self._lock = threading.Lock()
 
@@ -44,11 +47,18 @@ class Routing:
     def loaded(self, wf: WorkflowDef, pool: PoolSpec) -> bool:
         """Whether `artifacts` answers without loading (loading regenerates the benchmark to
         check the fingerprint: about a second, so not on the event loop)."""
-        return self._key(wf, pool) in self._arts
+        key = self._key(wf, pool)
+        return key in self._arts and not self._stale(key)
+
+    def _stale(self, key: tuple[str, str, tuple]) -> bool:
+        """A missing artifact is looked for again after RETRY_S: `aragog-routing build` may
+        have made it since (no router restart needed)."""
+        since = self._missing_since.get(key)
+        return since is not None and time.monotonic() - since > RETRY_S
 
     def artifacts(self, wf: WorkflowDef, pool: PoolSpec) -> Artifacts | None:
         key = self._key(wf, pool)
-        if key not in self._arts:
+        if key not in self._arts or self._stale(key):
             art = artifacts.load(self.root, pool, wf.id)
             if art is not None and [s.candidates for s in art.space.workflow.llm_stages] != list(
                 key[2]
@@ -57,6 +67,9 @@ class Routing:
                 art = None
             if art is None:
                 log.info("no_routing_artifacts", workflow=wf.id, family=pool.family, dir=self.root)
+                self._missing_since[key] = time.monotonic()
+            else:
+                self._missing_since.pop(key, None)
             self._arts[key] = art
         return self._arts[key]
 
