@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -67,13 +68,13 @@ FULL = Plan(
     ["llama3", "qwen2.5"],
     list(workflows.BENCHMARKED),
     list(POLICIES),
-    [2.0, 4.0, 8.0, 12.0],
-    12.0,
+    [1.5, 3.0, 6.0],
+    6.0,
     "square",
-    24.0,
+    12.0,
     0.1,
-    0.25,
-    90.0,
+    0.5,
+    30.0,
 )
 SMOKE = Plan(
     ["llama3"],
@@ -346,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-scale", type=float, help="emulated latency multiplier")
     ap.add_argument("--capacity-scale", type=float, help="saturation batch multiplier")
     args = ap.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the stack this command started is stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = dataclasses.replace(SMOKE if args.smoke else FULL)
     for name in ("families", "workflows", "policies"):
         if getattr(args, name):
