@@ -251,7 +251,7 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
     idle: dict[tuple[str, str], float] = {}
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="aragog-eval-") as tmp:
-        for family in plan.families:
+        for fi, family in enumerate(plan.families):
             say(f"[{family}] routing artifacts")
             prepare_routing(family, lambda m: say("  " + m), plan.workflows)
             pool_file = scaled_pool_file(family, plan.capacity_scale, tmp)
@@ -262,7 +262,8 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
             )
             say(f"[{family}] starting the stack (logs in {stack.log_dir})")
             with stack:
-                for wid in plan.workflows:
+                for wi, wid in enumerate(plan.workflows):
+                    tag = f"{fi}{wi}"  # request ids never repeat within an evaluation
                     stack.register(shipped_workflow(wid))
                     idle[(family, wid)] = idle_latency(stack, wid)
                     say(
@@ -285,7 +286,7 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
                                 plan.step_s,
                                 plan,
                                 price,
-                                f"s{i}{policy[:6]}",
+                                f"{tag}s{i}{policy[:5]}",
                             )
                             runs.append(run)
                             s = report.summarize(run, report.Settings(idle_latency_s=idle))
@@ -317,7 +318,7 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
                                     plan.fluct_s,
                                     plan,
                                     price,
-                                    f"f{policy[:6]}",
+                                    f"{tag}f{policy[:5]}",
                                 )
                             )
     elapsed = time.monotonic() - t_start

@@ -276,6 +276,8 @@ class Scheduler:
     async def acquire(self, rid: str, stage: str, executor_id: str) -> scheduler_pb2.AcquireStageResponse:
         """Queue the stage and wait until a round places it; raise StageRejected if it cannot be."""
         entry = self.queue.get(rid) or self.known.pop(rid, None)
+        if entry is not None and not entry.waiters and _stage_or_none(entry.workflow, stage) is None:
+            entry = None  # a cached request whose id was admitted again for another workflow
         if entry is None:
             entry, err = await self._load_entry(rid)
             if entry is None:
@@ -283,10 +285,7 @@ class Scheduler:
         entry = self.queue.setdefault(rid, entry)
         if entry.partial:
             await self._refresh_partial(entry)
-        try:
-            sdef = entry.workflow.stage(stage)
-        except KeyError:
-            sdef = None
+        sdef = _stage_or_none(entry.workflow, stage)
         if sdef is None or sdef.kind != "llm":
             if not entry.waiters:
                 self._forget(entry)
@@ -487,6 +486,13 @@ class Scheduler:
             rounds=self.rounds,
             round_impl=ROUND_IMPL,
         )
+
+
+def _stage_or_none(workflow: WorkflowDef, stage: str):
+    try:
+        return workflow.stage(stage)
+    except KeyError:
+        return None
 
 
 def _admitted_configs(f_raw: bytes, cw: CompiledWorkflow) -> np.ndarray | None:
