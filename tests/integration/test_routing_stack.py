@@ -78,3 +78,19 @@ def test_per_input_refuses_an_input_without_a_profile(stack, art):
         stack.submit(WORKFLOW, "How many orders were placed yesterday?", policy="per-input")
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "profiled F(r)" in e.value.details()
+
+
+def test_a_request_id_admitted_again_for_another_workflow_runs_that_workflow(stack, art):
+    """Ids come back once a request's state is gone (TTL, a reset): the scheduler must not
+    serve the new request from its memory of the old one."""
+    rid = "reused-id-1"
+    stack.register(shipped_workflow("chain3"))
+    first = final(stack.submit("chain3", "hello", request_id=rid)[0])
+    assert first.state == common_pb2.REQUEST_STATE_SUCCEEDED
+    client = redis.Redis.from_url(stack.redis_url)
+    client.delete(*client.keys(f"{stack.namespace}:req:{rid}*"))
+    client.close()
+    it = benchmark(WORKFLOW).split("test")[2]
+    again = final(stack.submit(WORKFLOW, it.input, request_id=rid, policy="largest")[0])
+    assert again.state == common_pb2.REQUEST_STATE_SUCCEEDED, again.error
+    assert [s.stage for s in again.stages] == [s.name for s in art.space.workflow.llm_stages]
