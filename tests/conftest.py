@@ -65,8 +65,9 @@ def namespace(redis_url: str):
     client.close()
 
 
-ROUTED = ("llama3", "text-to-sql")
-"""The (pool family, workflow) the session stack has a trained router for."""
+ROUTED = ("llama3", "voting")
+"""The (pool family, workflow) the session stack has a trained router for. Voting's four
+voters start together, which exercises the scheduler's placeholder F(r) under concurrency."""
 
 
 @pytest.fixture(scope="session")

@@ -285,6 +285,11 @@ class Scheduler:
         entry = self.queue.setdefault(rid, entry)
         if entry.partial:
             await self._refresh_partial(entry)
+            # while we waited, a round may have placed the request's other stages and moved
+            # it to `known`: a waiter on an entry outside the queue would never be placed
+            if self.known.get(rid) is entry:
+                del self.known[rid]
+            entry = self.queue.setdefault(rid, entry)
         sdef = _stage_or_none(entry.workflow, stage)
         if sdef is None or sdef.kind != "llm":
             if not entry.waiters:
