@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -107,6 +108,13 @@ def gpu_per_request(records: Iterable[RequestRecord]) -> float | None:
     return _mean(r.gpu_seconds for r in records if r.status == "ok")
 
 
+def offered_bound(rate: float, duration_s: float) -> float:
+    """The most a run offered at `rate` for `duration_s` can complete per second: the rate
+    plus three standard deviations of a Poisson count over the window, plus one request."""
+    d = max(duration_s, 1e-9)
+    return rate + 3 * math.sqrt(rate / d) + 1 / d
+
+
 def summarize(run: Run, settings: Settings) -> dict[str, Any]:
     """One run's figures (see DEFINITIONS) and the coherence checks they must pass."""
     recs = run.records
@@ -130,8 +138,7 @@ def summarize(run: Run, settings: Settings) -> dict[str, Any]:
     throughput = len(ok) / window
     checks = {
         "statuses_add_up": sum(by_status[s] for s in STATUSES) == len(recs),
-        "throughput_within_offered":
-            throughput <= run.rate * 1.15 + 1 / max(run.duration_s, 1e-9),
+        "throughput_within_offered": throughput <= offered_bound(run.rate, run.duration_s),
     }
     return {
         "run": run.label, "family": run.pool_family, "workflow": run.workflow,
@@ -440,8 +447,8 @@ def render_summary(res: dict[str, Any]) -> str:
     md += ["", "## Coherence", ""]
     md += [f"- {s['run']}: failed " + ", ".join(k for k, v in s["checks"].items() if not v)
            for s in runs if not s["coherent"]] or [
-        "Every run passes: statuses add up to the total, and achieved throughput <= offered "
-        "rate x 1.15 + 1/duration."]
+        "Every run passes: statuses add up to the total, and achieved throughput <= the "
+        "offered rate + 3 Poisson standard deviations + 1/duration."]
     md += ["", "## Runs", ""] + _table(
         ["run", "total", *STATUSES, "throughput", "goodput", "p50 / p95 / p99 (ms)", "accuracy",
          "CPU mean / p95"],
