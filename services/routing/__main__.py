@@ -20,14 +20,10 @@ from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.common.settings import RouterSettings
 from aragog.routing import artifacts, profiler
-from aragog.routing.embedding import Embedder
+from aragog.routing.embedding import Embedder, embedder_id
 from aragog.routing.space import build as build_space
 
 FAMILIES = ("qwen2.5", "llama3")
-
-
-def _embedder(s: RouterSettings) -> Embedder:
-    return Embedder(s.embedding_model, s.embedding_int8, s.embedding_threads)
 
 
 def ensure(
@@ -40,12 +36,9 @@ def ensure(
         pool = load_pool(fam)
         for wid in wids:
             art = None if force else artifacts.load(root, pool, wid)
-            if (
-                art is None
-                or art.summary.get("embedder")
-                != f"{settings.embedding_model}{'+int8' if settings.embedding_int8 else ''}"
-            ):
-                embedder = embedder or _embedder(settings)
+            wanted = embedder_id(settings.embedding_model, settings.embedding_int8)
+            if art is None or art.summary.get("embedder") != wanted:
+                embedder = embedder or Embedder.from_settings(settings)
                 art = artifacts.build(root, fam, wid, embedder, say)
             out[(fam, wid)] = art
     return out
@@ -107,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         from aragog.routing.evaluate import evaluate
 
         arts = ensure(root, families, wids, settings, say)
-        embedder = _embedder(settings)
+        embedder = Embedder.from_settings(settings)
         reports = []
         for art in arts.values():
             reports.append(

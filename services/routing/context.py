@@ -36,8 +36,7 @@ class Routing:
     def embedder(self) -> Embedder:
         with self._lock:
             if self._embedder is None:
-                s = self.settings
-                self._embedder = Embedder(s.embedding_model, s.embedding_int8, s.embedding_threads)
+                self._embedder = Embedder.from_settings(self.settings)
             return self._embedder
 
     @staticmethod

@@ -33,6 +33,11 @@ def model_path(name: str) -> str:
     return name
 
 
+def embedder_id(name: str, int8: bool) -> str:
+    """What a trained router must have been trained with (recorded in its artifacts)."""
+    return f"{name}{'+int8' if int8 else ''}"
+
+
 class Embedder:
     """Encodes texts; thread-safe (one forward at a time; torch uses `threads` threads)."""
 
@@ -62,10 +67,14 @@ class Embedder:
         self._lock = threading.Lock()
         self.dim = int(self.encode(["warm up"]).shape[1])
 
+    @classmethod
+    def from_settings(cls, s) -> Embedder:
+        """The embedder the router settings (ARAGOG_EMBEDDING_*) describe."""
+        return cls(s.embedding_model, s.embedding_int8, s.embedding_threads)
+
     @property
     def id(self) -> str:
-        """What a trained router must have been trained with."""
-        return f"{self.name}{'+int8' if self.int8 else ''}"
+        return embedder_id(self.name, self.int8)
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """[len(texts), dim] float32, unit length."""
