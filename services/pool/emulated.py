@@ -49,6 +49,7 @@ OUTPUTS = [
     Tensor(name="completion_tokens", dtype=np.int32, shape=(1,)),
 ]
 POLL_S = 1.0
+START_ATTEMPTS = 3
 # Statistics stay readable without pytriton's access token (monitoring reads them); loading,
 # unloading, shared memory, trace and logging keep needing it.
 RESTRICTED_ENDPOINTS = [e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"]
@@ -183,14 +184,10 @@ def serve(settings: PoolSettings) -> None:
     use_own_libpython()
     t0 = time.monotonic()
     check_ports_free(settings)
-    triton = Triton(config=triton_config(settings),
-                    security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED_ENDPOINTS))
     _handle_stop_signals(_on_signal)
+    triton = None
     try:
-        names = bind_models(triton, settings)
-        triton.run()
-        if not triton.is_alive():
-            raise RuntimeError("Triton exited during start-up (see its log above)")
+        triton, names = _start(settings)
         log.info("pool_ready", emulated=True, models=names, grpc_port=settings.triton_grpc_port,
                  http_port=settings.triton_http_port, metrics_port=settings.triton_metrics_port,
                  startup_s=round(time.monotonic() - t0, 2))
@@ -201,5 +198,32 @@ def serve(settings: PoolSettings) -> None:
         log.info("pool_stopping", signal=str(stop))
     finally:
         _handle_stop_signals(signal.SIG_IGN)
-        triton.stop()
+        if triton is not None:
+            triton.stop()
         log.info("pool_stopped")
+
+
+def _start(settings: PoolSettings) -> tuple[Triton, list[str]]:
+    """Start Triton with the pool's models, retrying a failed start.
+
+    Under load, a model's Python stub sometimes finds pytriton's handshake socket not yet
+    listening (ConnectionRefusedError) and the model fails to load; a fresh start succeeds.
+    """
+    for attempt in range(1, START_ATTEMPTS + 1):
+        triton = Triton(config=triton_config(settings),
+                        security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED_ENDPOINTS))
+        try:
+            names = bind_models(triton, settings)
+            triton.run()
+            if not triton.is_alive():
+                raise RuntimeError("Triton exited during start-up (see its log above)")
+            return triton, names
+        except _Stop:
+            triton.stop()
+            raise
+        except Exception:
+            triton.stop()
+            if attempt == START_ATTEMPTS:
+                raise
+            log.warning("pool_start_failed_retrying", attempt=attempt, exc_info=True)
+    raise AssertionError("unreachable")
