@@ -97,7 +97,7 @@ class RouterSettings(BaseSettings):
         "all-MiniLM-L6-v2", "Router's text-embedding model (a sentence-transformers directory)."
     )
     embedding_int8: bool = setting(True, "Quantize the embedding model's weights to int8 (faster).")
-    embedding_threads: int = setting(2, "Threads torch uses for one embedding.")
+    embedding_threads: int = setting(2, "Threads ONNX Runtime uses for one embedding.")
     routing_budget: int = setting(4096, "Configurations the router scores at most per request.")
     routing_early_stop: int = setting(
         0, "Stop routing once this many configurations are accepted (0: never)."
