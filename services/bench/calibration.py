@@ -78,10 +78,10 @@ def fit_family(workflow: str, family: str, models: list[str]) -> dict:
         return uniform_accuracy(workflow, [model])[model]
 
     def offset_for(scale: float) -> float:
-        return _bisect(lambda o: acc(large, o, scale), -12.0, 12.0, targets[large], steps=15)
+        return _bisect(lambda o: acc(large, o, scale), -30.0, 30.0, targets[large], steps=16)
 
     # a larger scale widens the gap: the smallest model's accuracy falls as scale grows
-    scale = _bisect(lambda s: -acc(small, offset_for(s), s), 0.0, 12.0, -targets[small], steps=11)
+    scale = _bisect(lambda s: -acc(small, offset_for(s), s), 0.0, 60.0, -targets[small], steps=14)
     offset, scale = round(offset_for(scale), 4), round(scale, 4)  # as stored
     _override[(workflow, family)] = (offset, scale)
     achieved = uniform_accuracy(workflow, models)

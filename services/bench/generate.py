@@ -74,9 +74,12 @@ def benchmark(workflow: str, size: int = SIZE) -> Benchmark:
     for i in range(size):
         a, b = spec.tiers[tiers[i]]
         d = float(rng.beta(a, b))
-        text = texts.render(spec.domain, rng, d)
+        # the text has its own stream per request, so rewording the texts never moves the
+        # difficulties, answers or split (nor the calibration fitted to them)
+        text_rng = np.random.default_rng([spec.seed, i])
+        text = texts.render(spec.domain, text_rng, d)
         while text in seen:  # inputs identify requests: keep them unique
-            text = texts.render(spec.domain, rng, d)
+            text = texts.render(spec.domain, text_rng, d)
         seen.add(text)
         truth, lure = _answer(spec.domain, rng)
         raw.append((text, truth, d, lure))

@@ -61,8 +61,9 @@ def probability(item: Item, model: str, st: StageSpec, upstream: float, bonus: f
     """Chance that `model` gets this stage of `item` right, given the upstream quality."""
     spec = SPECS[item.workflow]
     offset, scale = calibration.fit(item.workflow, skills.family(model))
-    z = st.logit(skills.skill_gap(model, spec.reference), scale, offset, item.difficulty, upstream)
-    return 1.0 / (1.0 + math.exp(-(z + bonus)))
+    z = st.logit(skills.skill_gap(model, spec.reference), scale, offset, item.difficulty, upstream,
+                 bonus)
+    return 1.0 / (1.0 + math.exp(-z))
 
 
 def _aggregate(item: Item, model: str, stage: str, st: StageSpec, marks: list[str],
