@@ -8,7 +8,7 @@ from aragog import workflows
 from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.routing import profiler
-from aragog.routing.model import RouterModel, cheapest_of
+from aragog.routing.model import THRESHOLDS, RouterModel, cheapest_of, choose_threshold
 from aragog.routing.space import build
 
 
@@ -91,3 +91,27 @@ def test_route_accepts_up_sets_keeps_the_largest_and_respects_budget(sql_space):
     assert set(early) <= set(f) and s.largest in early
     # an impossible threshold leaves only the largest
     assert list(router.route(emb, s, threshold=1.0)) == [s.largest]
+
+
+def test_threshold_takes_the_largest_saving_within_the_loss_budget(sql_space):
+    s = sql_space
+    cheap = int(s.cost_order[0])
+    n = 200
+    preserving = np.zeros((n, s.size), bool)
+    preserving[:, s.largest] = True
+    preserving[:150, cheap] = True  # the cheap configuration is right on 150 of 200
+    largest_correct = np.ones(n, bool)
+    chosen = np.full((len(THRESHOLDS), n), s.largest)
+    loose, strict = 0, THRESHOLDS.index(0.99)
+    chosen[loose, :] = cheap  # permissive: cheap everywhere, 25% lost
+    chosen[strict, :150] = cheap  # strict: cheap only where it preserves
+    tau, fig = choose_threshold(s, chosen, preserving, largest_correct, max_loss=0.01)
+    assert tau == 0.99 and fig["loss"] == 0.0
+    assert fig["saving"] == pytest.approx(0.75 * (s.gpu_seconds[s.largest] - s.gpu_seconds[cheap]))
+    # with room for the loss, the permissive threshold saves more
+    assert choose_threshold(s, chosen, preserving, largest_correct, max_loss=0.3)[0] == 0.5
+    # where the largest is wrong, answering otherwise loses nothing
+    assert choose_threshold(s, chosen, preserving, np.arange(n) < 150, max_loss=0.0)[0] == 0.5
+    # nothing within the budget: F(r) stays the largest alone
+    none = np.full((len(THRESHOLDS), n), cheap)
+    assert choose_threshold(s, none, preserving, largest_correct, max_loss=0.0)[0] == 1.0
