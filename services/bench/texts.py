@@ -1,22 +1,27 @@
 """Benchmark input texts whose surface carries real but noisy signal of their difficulty.
 
 `render(domain, rng, d)` writes one request of a domain for a latent difficulty `d` in [0, 1]:
-a programming task (code), a question over a described database (sql), a four-option question
-(mcq) or a multi-step problem (math). The text never states `d`; like a real prompt it shows it
-through its surface: how many tables, constraints, clauses or steps it has, how rare its
-vocabulary is, how nested its conditions are, how long it is.
+a programming task (code), a question naming the tables it needs (sql), a four-option question
+(mcq) or a word or competition problem (math). The text never states `d`; like a real prompt it
+shows it through what it asks for and the words it uses: a string task or a graph algorithm, a
+lookup or a rolling window over groups, an everyday term or a specialist one, one-step
+arithmetic or constrained counting. Each domain draws a few such features from vocabularies
+ordered easy -> hard (the task or question, its constraints, framing or hints); counts (of
+constraints, tables) play a small part, as sentence embeddings read them poorly.
 
 The noise: with probability MISLABEL the whole surface is drawn for an unrelated difficulty (a
 request that looks harder or easier than it is); otherwise each feature is drawn around its own
 level `d + N(0, sd)`, clipped to [0, 1], independently of the other features, so they disagree
 and none is exact; topics, entities, numbers and templates are drawn whatever the difficulty.
 
+Short, as real prompts of these kinds are: the router embeds every request within its latency
+budget (~0.18 ms per MiniLM token), so a text is one to three sentences, ~35 tokens on average
+and at most ~60 (character limits per domain keep it so).
+
 Deterministic: all randomness comes from `rng` (its scalar `random()` and `normal()` only).
 """
 
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 
@@ -65,7 +70,9 @@ def _graded(rng: np.random.Generator, s: float, seq, sd: float = FEATURE_SD):
     return seq[_at(rng, s, len(seq), sd)]
 
 
-def _graded_distinct(rng: np.random.Generator, s: float, seq, k: int, sd: float = FEATURE_SD) -> list:
+def _graded_distinct(
+    rng: np.random.Generator, s: float, seq, k: int, sd: float = FEATURE_SD
+) -> list:
     """k distinct items of seq, each near the level's position (the nearest free one if taken)."""
     free, out = list(range(len(seq))), []
     for _ in range(min(k, len(seq))):
@@ -97,122 +104,112 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _fit(parts: list[str], keep: int = 1, limit: int = 600) -> str:
-    """Join the parts; drop optional ones (after the first `keep`, before the last) to fit."""
+def _fit(parts: list[str], limit: int, drop: tuple = ()) -> str:
+    """Join the parts; while longer than `limit` characters, leave out the optional parts in
+    `drop` (in that order), and as a last resort cut."""
     parts = [p for p in parts if p]
-    while len(" ".join(parts)) > limit and len(parts) > keep + 1:
-        parts.pop(-2)
+    for p in drop:
+        if len(" ".join(parts)) <= limit:
+            break
+        if p in parts:
+            parts.remove(p)
     return " ".join(parts)[:limit]
 
 
-# --- code: one-paragraph programming tasks (HumanEval / MBPP-like) --------------------------
+# --- code: short programming tasks (MBPP / HumanEval-like) ----------------------------------
 
 CODE_TASKS = _records("""
-count_vowels(text)|counts the vowels in a string; sum_of_evens(nums)|returns the sum of the even
-numbers in a list of integers; reverse_words(sentence)|reverses the order of the words in a
-sentence; is_palindrome(text)|checks whether a string reads the same forwards and backwards;
-to_fahrenheit(temps)|converts a list of Celsius temperatures to Fahrenheit;
-word_counts(text)|returns a dict mapping each word of a text to its number of occurrences;
-second_largest(nums)|returns the second largest distinct value of a list; dedupe(items)|removes
-duplicates from a list, keeping the first occurrence of each; title_case(titles)|capitalizes the
-first letter of every word in each title; max_adjacent_gap(nums)|returns the largest difference
-between two adjacent elements; chunk(items, size)|splits a list into consecutive chunks of the
-given size; run_length_encode(text)|compresses a string with run-length encoding;
-balanced(expr)|checks whether the brackets (), [] and {} of an expression are balanced;
-roman_to_int(numeral)|converts a Roman numeral to an integer; flatten(nested)|flattens an
-arbitrarily nested list of integers; group_anagrams(words)|groups words that are anagrams of one
-another; top_k_frequent(items, k)|returns the k most frequent items of a list;
-merge_intervals(intervals)|merges overlapping closed intervals given as (start, end) pairs;
-rotate_matrix(matrix)|rotates a square matrix 90 degrees clockwise in place;
-spiral_order(grid)|returns the elements of a rectangular grid in spiral order;
-parse_duration(text)|parses durations such as '1h30m15s' into a number of seconds;
-longest_unique_run(text)|returns the length of the longest substring without repeated characters;
-count_islands(grid)|counts the 4-connected groups of '1' cells in a grid of '0' and '1';
-min_meeting_rooms(meetings)|returns the minimum number of rooms a list of meetings needs;
-edit_distance(a, b)|computes the Levenshtein distance between two strings;
-longest_increasing_subsequence(nums)|returns one longest strictly increasing subsequence;
-topological_order(deps)|orders tasks so every task follows its dependencies, or returns None on a
-cycle; shortest_path(graph, src, dst)|finds the cheapest path in a weighted directed graph with
-Dijkstra's algorithm; LRUCache(capacity)|implements a least-recently-used cache with get and put;
-evaluate(expr)|evaluates an arithmetic expression with +, -, *, /, unary minus and parentheses;
-wildcard_match(text, pattern)|matches a text against a glob pattern with '?' and '*'; min_window(s,
-t)|returns the shortest substring of s containing every character of t with multiplicity;
-max_weight_schedule(jobs)|selects non-overlapping weighted jobs with the largest total weight;
-RunningMedian()|maintains the median of a stream of numbers with two heaps;
-merge_accounts(accounts)|merges accounts that share an email address using union-find;
-regex_match(text, pattern)|implements regular-expression matching with '.' and '*' over the whole
-text; SlidingWindowLimiter(limit, window)|implements a sliding-window rate limiter keyed by client
-id; serialize_tree(root)|serializes a binary tree to a string and back without losing structure;
-max_flow(capacity, s, t)|computes the maximum flow of a network with the Edmonds-Karp algorithm;
-IntervalTree()|supports inserting intervals and querying every interval that overlaps a point
+count_vowels(s)|counts the vowels in a string; sum_multiples(nums)|returns the sum of the multiples
+of {k} in a list; reverse_words(s)|reverses the order of the words in a sentence;
+is_palindrome(s)|checks whether a string reads the same backwards; to_fahrenheit(temps)|converts
+Celsius temperatures to Fahrenheit, rounded to {k} decimals; max_of_three(a, b, c)|returns the
+largest of three numbers; frequent_words(text)|returns the words used at least {k} times in a text;
+dedupe(items)|removes duplicates from a list, keeping the first of each; title_case(s)|capitalizes
+the first letter of every word; second_largest(nums)|returns the second largest value in a list;
+chunk(items, k)|splits a list into chunks of {k} items; is_anagram(a, b)|checks whether two words
+are anagrams; rle(s)|compresses a string with run-length encoding; balanced(expr)|checks whether
+the brackets in an expression are balanced; roman_to_int(s)|converts a Roman numeral to an integer;
+flatten(nested)|flattens an arbitrarily nested list; group_anagrams(words)|groups a list of words
+into anagram classes; top_k(items, k)|returns the {k} most frequent items;
+merge_intervals(iv)|merges overlapping intervals; rotate(matrix)|rotates a square matrix 90 degrees
+in place; spiral(grid)|returns a matrix's elements in spiral order; parse_duration(s)|parses
+durations like '1h30m' into seconds; longest_unique(s)|finds the longest substring without repeated
+characters; search_rotated(nums, x)|binary-searches a rotated sorted array;
+count_islands(grid)|counts the islands of at least {k} cells in a grid of 0s and 1s;
+min_rooms(meetings)|returns the fewest meeting rooms a schedule needs; edit_distance(a, b)|computes
+the Levenshtein edit distance with dynamic programming; lis(nums)|finds a longest increasing
+subsequence by patience sorting; topo_order(deps)|orders tasks topologically and reports any
+dependency cycle; dijkstra(graph, src)|computes shortest paths in a weighted graph with a priority
+queue; LRUCache(cap)|implements an LRU cache with O(1) get and put; evaluate(expr)|evaluates
+arithmetic with operator precedence and parentheses; glob_match(s, p)|matches text against a
+wildcard pattern with backtracking; min_window(s, t)|finds the minimum window substring covering a
+multiset of characters; max_profit_jobs(jobs)|schedules weighted jobs for maximum profit with DP
+and binary search; RunningMedian()|maintains a streaming median with two heaps;
+merge_accounts(accts)|merges accounts sharing an email using union-find with path compression;
+regex_match(s, p)|implements regular-expression matching with '.' and Kleene star;
+Codec()|serializes and deserializes a binary tree; max_flow(cap, s, t)|computes maximum flow with
+Edmonds-Karp augmenting paths; suffix_array(s)|builds a suffix array and LCP array by prefix
+doubling; tarjan_scc(graph)|finds strongly connected components with Tarjan's lowlink algorithm;
+tsp(dist)|solves the travelling salesman problem by bitmask dynamic programming;
+SegmentTree(nums)|supports range-minimum queries with lazy propagation;
+convex_hull(points)|computes a convex hull with Andrew's monotone chain; hungarian(cost)|finds a
+minimum-cost assignment with the Hungarian algorithm; PersistentTreap()|implements a persistent
+treap with versioned split and merge
 """)
-"""`signature|what it does`, easy -> hard."""
-CODE_CONTEXTS = _records("""
-an inventory service; a logistics dashboard; a genomics pipeline; a chat app; a billing system; a
-school timetable tool; a weather station logger; a game server; a library catalog; a fitness
-tracker; a CI build tool; a recipe website; a warehouse robot controller; a trading backtester; a
-hospital scheduler; a music playlist app; a log analyzer; a compiler course; a survey tool; a
-travel booking site; an IoT gateway; a spreadsheet plugin; a text editor; a ride-sharing backend; a
-museum kiosk; a payroll script; a sensor network; a farm management app; an email client; a code
-review bot; a parking garage system; a news aggregator; a robotics lab
-""")
+"""`signature|what it does`, easy -> hard (string basics -> graph algorithms and DP)."""
 CODE_CONSTRAINTS = _records("""
-Return an empty result for empty input.; Do not use any imports.; Do not modify the input.; Ignore
-letter case.; Include a short docstring.; Skip None entries.; Add type hints.; Raise ValueError on
-invalid input.; Keep the original order of equal elements.; Break ties by lexicographic order.; It
-must run in O(n) time.; Include doctest examples.; It must run in O(n log n) time and O(1) extra
-space.; Avoid recursion so inputs of 10^6 elements do not overflow the stack.; Handle Unicode
-input, including combining characters.; Use integer or fractions.Fraction arithmetic to avoid
-floating-point error.; Make it a generator that yields results lazily.; Every operation must be
-amortized O(1).; It must be thread-safe under concurrent callers.; The result must not depend on
-hash randomization.; Memory must stay bounded for streaming input of unknown length.
+Assume the input is non-empty.; Strings have at most {big} characters.; Ignore letter case.;
+Inputs hold at most {big} items.; Values lie between -{big} and {big}.; Return an empty list for
+empty input.; Do not modify the input.; Add type hints.; Raise ValueError on bad
+input.; Keep equal elements in order.; Break ties lexicographically.; It must run in linear time.;
+Inputs can hold 10^{e} elements.; It must run in O(n log n) time.; Avoid recursion, nesting can
+reach 10^{e}.; Use O(1) extra space.; Make each operation amortized O(1).; Handle cycles and
+self-loops.; It must be thread-safe.; Use exact rationals, never floats.; Use bounded memory on
+endless streams.; Answer 10^{e} queries online in O(log n).
 """)
 """Ordered common -> demanding."""
-CODE_EDGES = _records("""
-an empty input; a single element; negative numbers; duplicate values; whitespace-only strings; very
-large integers; zero-length ranges; NaN values; mixed int and float values; self-loops and cycles;
-overlapping ranges; deeply nested structures; surrogate pairs
+CODE_CONTEXTS = _records("""
+an inventory service; a logistics dashboard; a genomics pipeline; a chat app; a billing system; a
+school timetable; a weather logger; a game server; a library catalog; a fitness tracker; a CI tool;
+a recipe site; a warehouse robot; a trading backtester; a hospital scheduler; a playlist app; a log
+analyzer; a survey tool; a travel site; an IoT gateway; a spreadsheet plugin; a text editor; a
+ride-sharing backend; a museum kiosk; a payroll script; a sensor network; a farm app; an email
+client; a code review bot; a parking system; a news aggregator; a robotics lab
 """)
-CODE_NEUTRAL = _records("""
-Keep it simple.; Return the result instead of printing it.; Use clear names.; Assume the input fits
-in memory.; Only the function body will be reviewed.; Standard library only.; Follow PEP 8.; The
-tests call it directly.; Avoid global state.; Prefer readability over cleverness.
-""")
-CODE_HEADS = ("Write a Python {kind} `{sig}` that {desc}.", "Implement `{sig}`, which {desc}.",
-              "Complete the {kind} `{sig}`: it {desc}.", "For {ctx}, write `{sig}` that {desc}.",
-              "Given the stub for `{sig}`, implement it so that it {desc}.",
-              "In {ctx}, we need a {kind} `{sig}` that {desc}.",
-              "Write `{sig}` in Python; it {desc}.")
-CODE_EXTRAS = ("Explain the complexity in a comment.", "Write a few assert-based tests too.",
-               "The grader uses hidden tests with adversarial inputs.",
-               "Justify the loop invariant in a comment.")
+CODE_HEADS = ("Write a Python function that {desc}.", "Write a function that {desc}.",
+              "Implement `{sig}`, which {desc}.", "Complete `{sig}`: it {desc}.",
+              "Write `{sig}` that {desc}.", "Create a Python function that {desc}.",
+              "Define a function which {desc}.", "Code a function that {desc}.",
+              "Give a Python function that {desc}.", "Implement a function that {desc}.",
+              "We need a function that {desc}.", "Your task: write code that {desc}.",
+              "Please write a function that {desc}.", "Build a helper that {desc}.",
+              "Write Python code that {desc}.", "Add a utility that {desc}.",
+              "Task: implement a function that {desc}.", "Write a small function that {desc}.",
+              "Can you write a function that {desc}?", "Provide a Python function that {desc}.")
+CODE_NEUTRAL = ("Return the result.", "Use clear names.", "Standard library only.",
+                "Follow PEP 8.", "No printing.", "Avoid globals.", "Keep it under {lines} lines.",
+                "Target Python 3.{minor}.", "Tests call it directly.",
+                "Aim for {lines} lines or less.")
+"""Notes that say nothing about difficulty."""
+CODE_LIMIT = 180
+"""Characters; with the limits of the other domains it keeps every text within ~60 tokens."""
 
 
 def _code(rng: np.random.Generator, s: float) -> str:
-    sig, desc = _graded(rng, s, CODE_TASKS, 0.25).split("|")
-    kind = "class" if sig[0].isupper() else "function"
-    head, ctx = _pick(rng, CODE_HEADS), _pick(rng, CODE_CONTEXTS)
-    parts = [head.format(kind=kind, sig=sig, desc=desc, ctx=ctx)]
-    if "{ctx}" not in head and rng.random() < 0.35:
-        parts.insert(0, f"This is for {ctx}.")
-    if rng.random() < 0.4:
-        parts.append(_pick(rng, CODE_NEUTRAL))
-    n_edge = _n(rng, s, 0, 4, 0.25)
-    if n_edge:
-        edges = _sample(rng, CODE_EDGES[: 4 + int(_lv(rng, s) * 9)], n_edge)
-        parts.append(_pick(rng, ("Handle {} correctly.", "Make sure it handles {}.",
-                                 "Edge cases include {}.")).format(_and(edges)))
-    cons = sorted({_graded(rng, s, CODE_CONSTRAINTS, 0.3) for _ in range(_n(rng, s, 0, 5, 0.25))})
-    if cons and rng.random() < 0.4:
-        parts.append("Requirements: " + " ".join(cons))
-    else:
-        parts.extend(cons)
-    if rng.random() < 0.5 * _lv(rng, s, 0.3):
-        parts.append(_pick(rng, CODE_EXTRAS))
-    return _fit(parts)
+    sig, desc = _graded(rng, s, CODE_TASKS).split("|")
+    head = _pick(rng, CODE_HEADS).format(sig=sig, desc=desc.format(k=_r(rng, 2, 9)))
+    num = {"big": 10 * _r(rng, 2, 99), "e": _r(rng, 5, 7), "lines": _r(rng, 10, 60),
+           "minor": _r(rng, 8, 13)}
+    cons = [c.format(**num) for c in _graded_distinct(rng, s, CODE_CONSTRAINTS, _n(rng, s, 1, 2))]
+    note = _pick(rng, CODE_NEUTRAL).format(**num) if rng.random() < 0.8 else ""
+    if rng.random() < 0.15:
+        ctx = f"For {_pick(rng, CODE_CONTEXTS)}, {head[:1].lower()}{head[1:]}"
+        if len(" ".join([ctx, *cons, note])) <= CODE_LIMIT:
+            head = ctx
+    return _fit([head, *cons, note], CODE_LIMIT, drop=(note, *cons[1:]))
 
 
-# --- sql: questions over a small described database (Spider / BIRD-like) --------------------
+# --- sql: questions naming the tables they need (Spider / BIRD-like) -----------------------
 
 SCHEMAS = _records("""
 customers(name, region:north|south|east, credit_limit, joined_at) > orders(order_no,
@@ -309,9 +306,39 @@ observed_at) > detections(detection_ref, class:transient|variable|stationary, ma
 flagged_at)
 """)
 """Chains parent > child; each table: name(label, category:values, number, date)."""
-SQL_INTROS = ("Using tables {}:", "Given the tables {}:", "Database schema: {}.", "Tables: {}.",
-              "Schema: {}. Question:", "With the following tables {}, answer:", "We have {}.")
-MONTHS = ("January", "March", "April", "June", "July", "September", "October", "December")
+SQL_ASKS = _records("""
+List the {pl} of all {P}.; How many {P} are there?; Show the {pl} of {P} whose {pc} is '{v}'.; What
+is the largest {pv} among {P}?; List {P} from highest to lowest {pv}.; How many {P} have {pc} '{v}'
+and {pv} above {n}?; What is the average {pv} of {P} in each {pc}?; Which {pc} has the most {P}?;
+List each {p1}'s {pl} with the number of its {C}.; What is the total {cv} of {C} for {P} whose {pc}
+is '{v}'?; Which {P} have no {C} at all?; Which {P} have more than {k} {C}?; Find the {p1} whose
+{C} have the largest total {cv}.; For each {pc}, what is the average {cv} of {C} per {p1}?; Which
+{P} have a total {cv} of {C} above the average over all {P}?; For each {pc}, find the {p1} with the
+highest total {cv} of {C}.; Rank {P} within each {pc} by the total {cv} of their {C}.; Give each
+{pc}'s month-over-month change in total {cv} of {C}.; Give each {pc}'s share of the total {cv} of
+{C}, with a cumulative share.; Compute a running total of {cv} per {p1}, ordered by {cd}.; For each
+{pc}, find {P} whose monthly {cv} of {C} rose three months in a row.; For each {pc}, rank {P} by
+the rolling 3-month median {cv} of their {C}.; Find pairs of {P} in the same {pc} whose {C} overlap
+by more than {k} days.; For each {p1}, find the longest streak of consecutive days with at least
+one {c1}.; Per {pc}, find the {pct}th percentile of {C} {cv}, excluding outliers beyond 2 sigma.
+""")
+"""Questions, easy -> hard (lookups -> joins and aggregates -> window functions, gaps and
+islands, percentiles); {P}/{C}: a parent table and a child it joins to."""
+SQL_MODS = _records("""
+Only {X} from {year}.; Only {X} with {xc} '{xval}'.; Sort by {pl}.; Show at most {k} rows.; Skip
+{X} without a {xl}.; Only {X} with {xv} between {n} and {n2}.; Break ties by {pl}.; Count each {x1}
+once.; Treat missing {xv} as zero.; Exclude {P} below their {pc}'s average {pv}.; 'Recent' means
+within 90 days of the latest {xd}.; Round shares to two decimals.; Fill empty months with zeros.;
+Deduplicate {X} by {xl}, keeping the latest.
+""")
+"""Conditions and hints, easy -> hard; {X}: the last table the question uses."""
+SQL_HINTS = ("count the rows.", "filter with WHERE.", "sort with ORDER BY.", "use MAX.",
+             "use GROUP BY {pc}.", "join on the {p1} id.", "use HAVING.", "use a LEFT JOIN.",
+             "use a subquery.", "use a CTE.", "use RANK() over each {pc}.", "use LAG by month.",
+             "use a running SUM window.", "use a recursive CTE.", "use PERCENTILE_CONT.")
+"""Evidence, BIRD-style, ordered easy -> hard."""
+SQL_TABLES = ("Tables: {}.", "Using {}:", "Schema: {}.", "Given {}:", "With tables {}:")
+SQL_TABLES_AFTER = ("Tables: {}.", "Use {}.", "Tables used: {}.", "Schema: {}.")
 
 
 def _singular(name: str) -> str:
@@ -328,90 +355,48 @@ def _parse_schema(line: str) -> list[dict]:
         name, cols = spec.rstrip(")").split("(")
         label, cat, num, date = cols.split(", ")
         cat, values = cat.split(":")
-        tables.append({"name": name, "one": _singular(name), "label": label, "cat": cat,
-                       "values": values.split("|"), "num": num, "date": date,
-                       "words": name.replace("_", " "), "word": _singular(name).replace("_", " ")})
-    for parent, child in zip(tables, tables[1:], strict=False):
-        child["fk"] = parent["one"] + "_id"
+        tables.append({"name": name, "label": label, "cat": cat, "values": values.split("|"),
+                       "num": num, "date": date, "words": name.replace("_", " "),
+                       "word": _singular(name).replace("_", " ")})
     return tables
 
 
 _SCHEMAS = tuple(_parse_schema(line) for line in SCHEMAS)
 
 
-def _table_def(t: dict) -> str:
-    cols = ["id"] + ([t["fk"]] if "fk" in t else []) + [t["label"], t["cat"], t["num"], t["date"]]
-    return f"{t['name']}({', '.join(cols)})"
-
-
-def _sql_filter(rng: np.random.Generator, t: dict, s: float) -> str:
-    r, who = rng.random(), f"the {t['word']}"
-    if r < 0.35:
-        return f"{who} {t['cat']} is '{_pick(rng, t['values'])}'"
-    if r < 0.7:
-        n = int(10 ** (1 + 3 * rng.random()))
-        if rng.random() < 0.5 * s:
-            return f"{who} {t['num']} is between {n} and {n * _r(rng, 2, 5)}"
-        return f"{who} {t['num']} is {_pick(rng, ('above', 'below', 'at least', 'over'))} {n}"
-    year = _r(rng, 2015, 2024)
-    if rng.random() < 0.5:
-        return f"{who} {t['date']} falls in {year}"
-    return f"{who} {t['date']} is after {_pick(rng, MONTHS)} {year}"
+def _fields(t: dict, key: str, rng: np.random.Generator) -> dict:
+    return {key.upper(): t["words"], key + "1": t["word"], key + "l": t["label"],
+            key + "c": t["cat"], key + "v": t["num"], key + "d": t["date"],
+            key + "val": _pick(rng, t["values"])}
 
 
 def _sql(rng: np.random.Generator, s: float) -> str:
     schema = _pick(rng, _SCHEMAS)
-    k = _n(rng, s, 1, 4, 0.2)  # tables the question touches
-    start = int(rng.random() * (5 - k))
-    ts = schema[start:start + k]
-    p, c = ts[0], ts[-1]
-    shown = list(ts)
-    if rng.random() < 0.3 and k < 4:  # an unused table, as real schemas have
-        shown.append(schema[start + k] if start + k < 4 else schema[start - 1])
-    if rng.random() < 0.3:
-        shown = _sample(rng, shown, len(shown))
-    filters = {}  # one condition per column
-    for _ in range(_n(rng, s, 0, 3, 0.25)):
-        f = _sql_filter(rng, _pick(rng, ts), s)
-        filters.setdefault(" ".join(f.split()[:3]), f)
-    filters = list(filters.values())
-    where = ""
-    if len(filters) > 2 and rng.random() < 0.6:
-        where = f" where {filters[0]} and either {filters[1]} or {filters[2]}"
-    elif filters:
-        where = " where " + " and ".join(filters)
-    pn, cn, pl, pc, pv, cv = p["words"], c["words"], p["label"], p["cat"], p["num"], c["num"]
-    if k == 1:
-        head = _pick(rng, (f"List the {pl} of all {pn}{where}.", f"How many {pn} are there{where}?",
-                           f"Show the {pl} and {pv} of {pn}{where}, sorted by {pv} descending.",
-                           f"What is the average {pv} of {pn}{where}?",
-                           f"Which {pn} have the highest {pv}{where}?"))
-    else:
-        via = f" (joining through {_and([t['name'] for t in ts[1:-1]])})" if k > 2 else ""
-        head = _pick(rng, (f"For each {p['word']}, report its {pl} and the total {cv} of its {cn}"
-                           f"{via}{where}.",
-                           f"Which {pn} have more than {_r(rng, 1, 9)} {cn}{via}{where}?",
-                           f"Find the average {cv} of {cn} per {pc} of their {p['word']}"
-                           f"{via}{where}.",
-                           f"List the {pl} of {pn} that have no {cn}{where}{via}.",
-                           f"Count the {cn} for each {p['word']} {pl}{via}{where}."))
-    extras = (  # easier -> harder
-        f"Ignore {cn} whose {cv} is missing.", f"Group the results by {pc}.",
-        f"Return the top {_r(rng, 3, 10)}, ordered by {cv} descending and breaking ties by {pl}.",
-        f"Exclude {pn} whose {pv} is below the average {pv} of their {pc}.",
-        f"Also give each row its rank within its {pc} using a window function.",
-        f"Show each {pc}'s share of the overall total as a percentage rounded to two decimals.",
-        f"Treat missing {cv} values as zero and count each {c['word']} only once.",
-        f"Compare each year's total {cv} with the previous year's (a year-over-year change).",
-        f"Hint: a 'recent' {c['word']} means {c['date']} within the last 90 days of the data.",
-    )
-    lo = int(_lv(rng, s, 0.3) * 4)  # harder surfaces draw from the harder end
-    picked = _sample(rng, extras[lo:lo + 5], _n(rng, s, 0, 4, 0.25))
-    tables = _and([_table_def(t) for t in shown])
-    if rng.random() < 0.4:  # question first, schema after
-        return _fit([head] + picked + [_pick(rng, ("Tables: {}.", "Schema: {}."))
-                                       .format(tables)], keep=1)
-    return _fit([_pick(rng, SQL_INTROS).format(tables), head] + picked, keep=2)
+    ask = _graded(rng, s, SQL_ASKS)
+    joins = "{C}" in ask or "{c1}" in ask or "{cv}" in ask
+    depth = 1 + (joins and _lv(rng, s) > 0.6)  # harder questions reach a grandchild table
+    i = int(rng.random() * (len(schema) - depth))
+    p, c = schema[i], schema[i + depth]
+    f = _fields(p, "p", rng) | _fields(c, "c", rng) | _fields(c if joins else p, "x", rng)
+    f["v"] = f["pval"]
+    n = _pick(rng, (10, 20, 50, 100, 250, 500, 1000, 5000))
+    f |= {"n": n, "n2": n * _r(rng, 2, 5), "k": _r(rng, 2, 12), "year": _r(rng, 2012, 2024),
+          "pct": _pick(rng, (75, 80, 90, 95, 99))}
+    mods = [m.format(**f) for m in _graded_distinct(rng, s, SQL_MODS, _n(rng, s, 0, 2))]
+    hint = f"{_pick(rng, ('Hint', 'Evidence', 'Tip'))}: {_graded(rng, s, SQL_HINTS).format(**f)}"
+    parts, tables = [ask.format(**f), *mods, hint], ""
+    used = schema[i:i + depth + 1] if joins else [p]
+    if rng.random() < 0.15 and len(used) < len(schema):  # an unused table, as real schemas have
+        used = used + [schema[i + len(used)] if i + len(used) < len(schema) else schema[i - 1]]
+    if rng.random() < 0.5:
+        tables = _and([t["name"] for t in _sample(rng, used, len(used))])
+        if rng.random() < 0.6:
+            tables = _pick(rng, SQL_TABLES).format(tables)
+            parts.insert(0, tables)
+        else:
+            tables = _pick(rng, SQL_TABLES_AFTER).format(tables)
+            parts.append(tables)
+    return _fit(parts, 195, drop=(tables, *mods[-1:]))
 
 
 # --- mcq: knowledge / reasoning questions with four options (MMLU-like) ---------------------
@@ -498,191 +483,131 @@ culture|the Denisovans
 """)
 """subject|who asks|terms ordered common -> rare."""
 _SUBJECTS = tuple((p[0], p[1], tuple(p[2:])) for p in (line.split("|") for line in SUBJECTS))
-MCQ_LEVELS = ("elementary", "high school", "high school", "college", "college", "professional")
-MCQ_RELATIONS = ("requires", "is a special case of", "cannot occur without", "is unaffected by",
-                 "tends to reduce", "is best explained by", "is logically independent of")
-MCQ_CONDITIONS = ("Assume {} is held constant.", "Ignore any effect of {}.",
-                  "Suppose {} has already been ruled out.", "Consider the case where {} is absent.")
-MCQ_FORMATS = ("A) {} B) {} C) {} D) {}", "(A) {} (B) {} (C) {} (D) {}",
-               "A. {}; B. {}; C. {}; D. {}", "Options: A) {}, B) {}, C) {}, D) {}")
-ROMAN = ("I only", "II only", "I and II only", "II and III only", "I and III only",
-         "I, II and III", "None of them")
+MCQ_STEMS = _records("""
+which goes with {t0}?|T; which is an example of {t0}?|T; which relates most to {t0}?|T; which is
+studied with {t0}?|T; what causes {t0}?|T; if {t0} increases, what happens to {t1}?|D; what best
+explains {t0}?|T; what distinguishes {t0} from {t1}?|T; how does {t0} affect {t1}?|D; which is NOT
+a feature of {t0}?|T; statement 1 | {t0} requires {t1}. Statement 2 | It implies {t2}.|F; holding
+{t1} fixed, how does {t0} respond?|D; which finding would falsify {t0}?|T; which hold? I. {T0}
+entails {t1}. II. It precludes {t2}.|R; when does {t0} fail to imply {t1}?|T; which is NOT implied
+by {t0} given {t1}?|T; which hold? I. {T0} is a special case of {t1}. II. It is independent of
+{t2}.|R; what makes {t0} and {t1} observationally equivalent?|T
+""")
+"""Question stems, easy -> hard (recall -> mechanism -> counterfactual and multi-claim), each
+with its kind of options: T four terms, D a direction, F true/false pairs, R claim sets."""
+MCQ_SETTINGS = ("In daily life", "In a simple example", "In a typical case", "Usually",
+                "In general", "Under standard assumptions", "To first order",
+                "In the limiting case", "Absent confounders", "Under minimal assumptions")
+"""Framings of the question, ordered easy -> hard."""
+MCQ_FIXED = {"D": ("Rises", "Falls", "No change", "It depends"),
+             "F": ("True, True", "False, False", "True, False", "False, True"),
+             "R": ("I only", "II only", "Both", "Neither")}
+MCQ_FORMATS = ("A) {} B) {} C) {} D) {}", "A. {} B. {} C. {} D. {}", "A: {} B: {} C: {} D: {}")
 
 
 def _mcq(rng: np.random.Generator, s: float) -> str:
-    subject, actor, terms = _pick(rng, _SUBJECTS)
-    t = _graded_distinct(rng, s, terms, 6, 0.25)
-    style = _lv(rng, s, 0.25)
-    neg = rng.random() < 0.35 * _lv(rng, s, 0.3)
-    is_, most = ("is NOT", "is NOT") if neg else ("is", "is most")
-    if style < 0.3:
-        stem = _pick(rng, (f"Which of the following {most} closely associated with {t[0]}?",
-                           f"Which of the following {is_} a topic studied in {subject}?",
-                           f"{_cap(actor)} is explaining {t[0]} to a class. Which of the following "
-                           f"{most} relevant?",
-                           f"In {subject}, which of the following {most} often discussed together "
-                           f"with {t[0]}?"))
-        opts = _graded_distinct(rng, s, [x for x in terms if x != t[0]], 4, 0.3)
-    elif style < 0.65:
-        stem = _pick(rng, (f"{_cap(actor)} observes {t[0]} alongside {t[1]}. Which of the "
-                           "following best explains the observation?",
-                           f"Which of the following best distinguishes {t[0]} from {t[1]}?",
-                           f"According to the standard account of {t[0]}, which of the following "
-                           f"would be expected if {t[1]} changed?",
-                           f"Which of the following {is_} a consequence of {t[0]} in the presence "
-                           f"of {t[1]}?"))
-        opts = _graded_distinct(rng, s, [x for x in terms if x not in t[:2]], 4, 0.3)
-    elif style < 0.82:
-        stem = (f"Statement 1 | {_cap(t[0])} {_pick(rng, MCQ_RELATIONS)} {t[1]}. "
-                f"Statement 2 | {_cap(t[2])} {_pick(rng, MCQ_RELATIONS)} {t[3]}.")
-        opts = _sample(rng, ("True, True", "False, False", "True, False", "False, True"), 4)
+    subject, _, terms = _pick(rng, _SUBJECTS)
+    stem, kind = _graded(rng, s, MCQ_STEMS).rsplit("|", 1)
+    t = _graded_distinct(rng, s, terms, 3)
+    f = {"subject": subject, "T0": _cap(t[0])} | {f"t{i}": x for i, x in enumerate(t)}
+    if kind == "T":
+        used = stem.count("{t")
+        opts = _graded_distinct(rng, s, [x for x in terms if x not in t[:used]], 4)
     else:
-        claims = " ".join(f"{'I' * (i + 1)}. {_cap(t[i])} {_pick(rng, MCQ_RELATIONS)} {t[i + 3]}."
-                          for i in range(_n(rng, s, 2, 3, 0.3)))
-        stem = (f"{_cap(actor)} considers the following claims about {t[5]}. {claims} "
-                f"Which of the claims {'are NOT' if neg else 'are'} correct?")
-        opts = _sample(rng, ROMAN, 4)
-    n_cond = _n(rng, s, 0, 3, 0.3) if style >= 0.3 else 0
-    conds = [_pick(rng, MCQ_CONDITIONS).format(x)
-             for x in _sample(rng, [x for x in terms[4:] if x not in t and x not in opts], n_cond)]
-    parts = []
-    if rng.random() < 0.45:
-        level = _graded(rng, s, MCQ_LEVELS, 0.3)
-        parts.append(f"The following is a multiple choice question about {level} {subject}.")
-    opts = _sample(rng, opts, 4)
-    parts += conds[:1] + [stem] + conds[1:] + [_pick(rng, MCQ_FORMATS).format(*opts)]
-    return _fit(parts, keep=0)
+        opts = MCQ_FIXED[kind]
+    options = _pick(rng, MCQ_FORMATS).format(*_sample(rng, opts, 4))
+    stem = stem.format(**f)
+    if rng.random() < 0.7:
+        framed = f"{_graded(rng, s, MCQ_SETTINGS)}, {stem}"
+        if len(framed) + len(options) < 185:  # keep within the token budget
+            stem = framed
+    elif rng.random() < 0.5:
+        stem = f"In {subject}, {stem}"
+    return _fit([_cap(stem), options], 200)
 
 
-# --- math: multi-step word problems (GSM8K) and chained competition problems (MATH) ---------
+# --- math: word problems (GSM8K) up to competition problems (MATH) --------------------------
 
 NAMES = ("Maya", "Liam", "Priya", "Jonah", "Sofia", "Kwame", "Elena", "Tariq", "Hannah", "Diego",
          "Mei", "Oscar", "Amara", "Felix", "Noor", "Ravi", "Greta", "Mateo", "Yuki", "Samir",
          "Chloe", "Ibrahim", "Lucia", "Theo", "Aisha", "Bruno", "Ingrid", "Kofi", "Rosa", "Dev")
 SCENES = _records("""
-cupcakes|tray|bake sale|3; apples|crate|farm stand|2; notebooks|pack|school store|4; tomato
-seedlings|flat|garden center|5; bracelets|bag|craft fair|6; candles|box|market stall|8; comic
-books|bundle|swap meet|3; jars of honey|case|farmers market|9; soap bars|carton|gift shop|5;
-plants|tray|nursery|7; muffins|batch|cafe|3; stickers|sheet|club fundraiser|1; eggs|carton|farm|1;
-pencils|box|classroom|1; loaves of bread|rack|bakery|4; t-shirts|stack|band merch table|15; bottles
-of juice|crate|juice bar|3; puzzles|shelf|toy shop|12; paperbacks|box|used bookstore|6;
-cookies|tin|holiday market|2; pumpkins|wagon|patch|5; scarves|bin|knitting circle|11;
-mugs|case|pottery studio|9; kites|rack|beach kiosk|10; fish|tank|aquarium shop|4; bird
-feeders|box|hardware store|13; tickets|roll|school play|7; bags of coffee|pallet|roastery|14;
-jigsaw pieces|tub|community center|1; tulip bulbs|sack|flower show|2
+cupcakes|tray|bake sale|3; apples|crate|farm stand|2; notebooks|pack|school store|4;
+seedlings|flat|garden center|5; bracelets|bag|craft fair|6; candles|box|market stall|8;
+comics|bundle|swap meet|3; jars of honey|case|farmers market|9; soap bars|carton|gift shop|5;
+plants|tray|nursery|7; muffins|batch|cafe|3; stickers|sheet|fundraiser|1; eggs|carton|farm|1;
+pencils|box|classroom|1; loaves|rack|bakery|4; t-shirts|stack|merch table|15; juice
+bottles|crate|juice bar|3; puzzles|shelf|toy shop|12; paperbacks|box|bookstore|6;
+cookies|tin|holiday market|2; pumpkins|wagon|pumpkin patch|5; scarves|bin|knitting club|11;
+mugs|case|pottery studio|9; kites|rack|beach kiosk|10; bird feeders|box|hardware store|13;
+tickets|roll|school play|7; bags of coffee|pallet|roastery|14; tulip bulbs|sack|flower show|2
 """)
 """item|container|where|unit price."""
-FRACTIONS = ("half", "a third", "a quarter", "a fifth", "two thirds", "three eighths",
-             "five ninths", "seven twelfths")
-MATH_EXTRAS = ("Show that your answer is unique.", "Give your answer in lowest terms.",
-               "Explain each step of your reasoning.", "Justify every step.")
-MATH_LEADS = ("Solve the following problem.", "Problem:", "Competition problem:",
-              "Work through this carefully.")
-MATH_ASKS = ("How many {item} does {n} have left?", "How many {item} are left after all of this?",
-             "What is the total number of {item} {n} handled?",
-             "If {n} wants to end with exactly twice as many {item} as at the start, how many more "
-             "must {n} get?")
-
-
-def _word_problem(rng: np.random.Generator, s: float) -> str:
-    item, box, where, price = _pick(rng, SCENES).split("|")
-    boxes = box + ("es" if box.endswith(("x", "ch", "sh", "s")) else "s")
-    name, friend = _sample(rng, NAMES, 2)
-    size = _lv(rng, s, 0.25)  # magnitude of the numbers
-    a = 12 * _r(rng, 1, 2 + int(25 * size ** 2)) if size > 0.3 else _r(rng, 4, 33)
-    per = _r(rng, 2, 7 + int(20 * size))
-    p = int(price) + (_r(rng, 0, 3) if size > 0.5 else 0)
-    pr = f"${p}.{_pick(rng, ('25', '50', '75', '40'))}" if rng.random() < size else f"${p}"
-    r = functools.partial(_r, rng)
-
-    steps = [_pick(rng, (f"{name} sets up at the {where} with {a} {item}.",
-                         f"{name} brings {a} {item} to the {where}.",
-                         f"At the {where}, {name} starts the day with {a} {item}."))]
-    pool = [  # in story order
-        f"{friend} gives {name} {r(2, 16)} more {item}.",
-        f"{name} then buys {r(2, 6)} {boxes} of {item}, with {per} in each {box}.",
-        f"{name} keeps {r(2, 7)} {item} aside for {friend}.",
-        f"{name} sells {_graded(rng, s, FRACTIONS)} of them in the morning.",
-        f"By noon {name} has sold {5 * r(1, 19)}% of the remaining {item} at {pr} each.",
-        f"The price drops by {_graded(rng, s, FRACTIONS)} for the last {box} sold.",
-        f"A {5 * r(1, 5)}% sales tax is added to every sale after the first {r(3, 12)} {item}.",
-        f"Over the next {r(2, 7)} days, {name} uses {r(1, 9)} {item} per day.",
-        f"{friend} then brings back twice as many {item} as {name} set aside.",
-        f"The rest are split equally into {r(2, 8)} {boxes}, with any leftover set aside.",
-        f"{name} pays a ${r(5, 44)} fee for the stall and {r(1, 5)} dollars per hour for {r(3, 8)} "
-        "hours of help.",
-    ]
-    steps += sorted(_sample(rng, pool, _n(rng, s, 1, 7, 0.2)), key=pool.index)
-    if any("$" in x for x in steps) and rng.random() < 0.6:
-        ask = _pick(rng, (f"How much money, in dollars, does {name} take in?",
-                          f"What is {name}'s profit for the day, in dollars?"))
-        if rng.random() < 0.5 * _lv(rng, s, 0.3):
-            ask += " Round to the nearest cent."
-    else:
-        ask = _pick(rng, MATH_ASKS).format(item=item, n=name)
-        if rng.random() < 0.5 * _lv(rng, s, 0.3):
-            ask += _pick(rng, (" Give your answer as a whole number.",
-                               " Express the answer as a percentage of the original amount."))
-    return _fit(steps + [ask], keep=1)
-
-
-def _competition(rng: np.random.Generator, s: float) -> str:
-    """A MATH-like problem chained through named quantities, each step using the previous."""
-    r = functools.partial(_r, rng)
-    a, b, c, m = r(2, 9), r(2, 12), r(3, 30), r(5, 13)
-    starts = (  # easy -> hard
-        f"the least common multiple of {a * r(2, 6)} and {b * r(2, 9)}",
-        f"the sum of the first {r(5, 40)} positive odd integers",
-        f"the solution of {a}x + {c} = {a + b}x - {b * r(1, 9) - c}",
-        f"the number of positive divisors of {a * b * c}",
-        f"the area of a triangle with sides {3 * a}, {4 * a} and {5 * a}",
-        f"the number of ways to choose {r(2, 4)} books from a shelf of {r(6, 14)}",
-        f"the number of trailing zeros of {r(30, 300)}!",
-        f"the coefficient of x^{r(2, 4)} in the expansion of (x + {a})^{r(5, 8)}",
-        f"the number of integer pairs (x, y) with |x| + |y| <= {r(3, 12)}",
-        f"the number of lattice points on the circle x^2 + y^2 = "
-        f"{_pick(rng, (25, 65, 85, 125, 325))}",
-    )
-    nexts = (  # {v}: the previous quantity
-        f"the remainder when {{v}} is divided by {m}",
-        f"the units digit of {a}^{{v}}",
-        f"the number of positive integers at most {{v}} that are divisible by {a} or {b}",
-        f"the {{v}}-th term of the arithmetic sequence {c}, {c + a}, {c + 2 * a}, ...",
-        "the sum of the digits of {v}^2",
-        f"the remainder when {b}^{{v}} is divided by {m}",
-        f"the largest prime factor of {{v}} + {c}",
-        f"the number of ordered pairs (x, y) of positive integers with x + {a}y = {{v}}",
-        f"the number of subsets of a {{v}}-element set of even size, modulo {7 * m}",
-        f"f(f({{v}})), where f(x) = x/2 if x is even and {a}x + {b} otherwise",
-    )
-    first = _graded(rng, s, starts, 0.25)
-    n_steps = _n(rng, s, 1, 4, 0.25)
-    if n_steps == 1:
-        verb = _pick(rng, ("Find", "Compute", "What is"))
-        parts = [f"{verb} {first}{'?' if verb == 'What is' else '.'}"]
-    else:
-        names = _sample(rng, "NMKPQRT", n_steps)
-        parts = [f"Let {names[0]} be {first}."]
-        for i, step in enumerate(_graded_distinct(rng, s, nexts, n_steps - 1, 0.3), start=1):
-            parts.append(f"Let {names[i]} be {step.format(v=names[i - 1])}.")
-        parts.append(f"Compute {names[0]} + {names[-1]}." if rng.random() < 0.3 else
-                     _pick(rng, (f"Find {names[-1]}.", f"What is {names[-1]}?")))
-    if rng.random() < 0.5 * _lv(rng, s, 0.3):
-        parts.append(_pick(rng, MATH_EXTRAS))
-    if rng.random() < 0.4:
-        parts.insert(0, _pick(rng, MATH_LEADS))
-    return _fit(parts)
+MATH_PROBLEMS = _records("""
+{n} has {a} {item} and gets {b} more. How many {item} does {n} have now?; {n} buys {a} {item} at
+${p} each. How much does {n} spend?; {n} packs {ab} {item} into {boxes} of {b}. How many {boxes}
+does {n} fill?; {n} had {a} {item}, sold {b}, then bought {c} more. How many {item} are there now?;
+At the {where}, {n} sells {frac} of {af} {item}. How many {item} are left?; Each {box} holds {b}
+{item}. {n} fills {a} {boxes} and gives {f} {c} {item}. How many {item} remain?; {n} sells {a}
+{item} on Monday and twice as many on Tuesday at ${p} each. What is the total revenue?; The price
+of {item} rises {pct}% and then falls {pct2}%. What is the net percent change?; {n} and {f} share
+{ab} {item} in the ratio {k}:{b}. How many {item} does {f} get?; {n} packs a {box} in {a} minutes
+and {f} in {b} minutes. Working together, how long do {c} {boxes} take?; Solve for x: {a}x + {c} =
+{b}x - {d}.; What is the least common multiple of {ak} and {bk}?; How many positive divisors does
+{N} have?; What is the remainder when {b}^{e} is divided by {m}?; In how many ways can {k} of {kr}
+different books be arranged on a shelf?; What is the sum of all integers from 1 to {N} divisible by
+{a} or {b}?; {n} rolls {dn} fair dice. What is the probability that the sum is {dsum}?; How many
+ordered pairs (x, y) of positive integers satisfy {a}x + {b}y = {N}?; Find the coefficient of x^{k}
+in the expansion of (x + {a})^{kr}.; How many lattice paths from (0,0) to ({a},{b}) avoid the point
+({k},{m})?; How many {k}-digit numbers have digit sum {ds} and no two equal adjacent digits?; For
+how many integers n in [1, {N}] is n^2 + {a}n + {b} divisible by {m}?; How many subsets of {{1,
+..., {q}}} contain no two consecutive integers and have a sum divisible by {m}?; How many
+permutations of 1..{q} have exactly {k} fixed points and no 2-cycles?; Over positive reals with abc
+= {N}, find the minimum of (a+b)(b+c)(c+a) and all equality cases.; In how many ways can a {k}x{q}
+board be tiled by dominoes and L-trominoes, modulo {m}?
+""")
+"""Problems, easy -> hard (one-step arithmetic -> rates and ratios -> number theory ->
+constrained counting); {n}/{f}: names, {item}/{box}: a scene, the rest drawn numbers."""
+MATH_NOTES = ("Answer with a number.", "Show each step.", "Simplify your answer.",
+              "Give an exact fraction.", "Justify each step.", "Explain why the count is complete.",
+              "Prove that no case is missed.", "Give the answer modulo 1000.")
+"""Ordered easy -> hard."""
+MATH_HINTS = ("add the amounts.", "multiply first.", "draw a picture.", "work backwards.",
+              "use a ratio table.", "set up an equation.", "factor first.",
+              "think about remainders.", "use complementary counting.",
+              "use inclusion-exclusion.", "find a recurrence.", "use generating functions.",
+              "apply AM-GM.", "find a bijection.")
+"""Ordered easy -> hard."""
+MATH_LEADS = ("Problem:", "Solve:", "Question:", "Math:", "Word problem:", "Try this:")
+FRACTIONS = (("half", 2), ("a third", 3), ("a quarter", 4), ("two thirds", 3), ("a fifth", 5),
+             ("three quarters", 4), ("three eighths", 8), ("five ninths", 9))
 
 
 def _math(rng: np.random.Generator, s: float) -> str:
-    if rng.random() < 0.1 + 0.5 * _lv(rng, s, 0.3):
-        return _competition(rng, s)
-    return _word_problem(rng, s)
+    item, box, where, price = _pick(rng, SCENES).split("|")
+    n, fr = _sample(rng, NAMES, 2)
+    frac, den = _pick(rng, FRACTIONS)
+    dn = _r(rng, 2, 4)
+    a, b, c, k = _r(rng, 3, 40), _r(rng, 2, 12), _r(rng, 2, 30), _r(rng, 2, 6)
+    f = {"n": n, "f": fr, "item": item, "box": box, "where": where, "frac": frac,
+         "boxes": box + ("es" if box.endswith(("x", "ch", "sh", "s")) else "s"),
+         "p": int(price) + _r(rng, 0, 3), "a": a, "b": b, "c": c, "k": k, "ab": a * b,
+         "af": den * _r(rng, 2, 12), "d": _r(rng, 2, 20), "ak": a * _r(rng, 2, 6),
+         "bk": b * _r(rng, 2, 9), "N": _r(rng, 60, 999), "e": _r(rng, 10, 99),
+         "m": _r(rng, 3, 13), "kr": k + _r(rng, 2, 9), "pct": 5 * _r(rng, 1, 12),
+         "pct2": 5 * _r(rng, 1, 12), "ds": _r(rng, 5, 20), "q": _r(rng, 7, 15),
+         "dn": dn, "dsum": dn + _r(rng, 1, 5 * dn - 2)}
+    problem = _graded(rng, s, MATH_PROBLEMS).format(**f)
+    hint = _graded(rng, s, MATH_HINTS)
+    hint = _pick(rng, (f"Hint: {hint}", f"Tip: {hint}", f"Idea: {hint}"))
+    note = _graded(rng, s, MATH_NOTES) if rng.random() < 0.8 else ""
+    lead = _pick(rng, MATH_LEADS) if rng.random() < 0.25 else ""
+    return _fit([lead, problem, hint, note], 210, drop=(lead, note))
 
 
 _RENDER = {"code": _code, "sql": _sql, "mcq": _mcq, "math": _math}
-PAD = {"code": " Keep the solution self-contained.", "sql": " Return one SQL query.",
-       "mcq": " Answer with a single letter.", "math": " Give the final answer as a number."}
+PAD = {"code": " Return the result.", "sql": " Return one SQL query.",
+       "mcq": " Answer with a single letter.", "math": " Give the final answer."}
 
 
 def render(domain: str, rng: np.random.Generator, difficulty: float) -> str:
@@ -692,4 +617,4 @@ def render(domain: str, rng: np.random.Generator, difficulty: float) -> str:
         raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
     s = rng.random() if rng.random() < MISLABEL else min(1.0, max(0.0, float(difficulty)))
     text = fn(rng, float(s))
-    return text if len(text) >= 60 else text + PAD[domain]
+    return text if len(text) >= 40 else text + PAD[domain]

@@ -1,9 +1,10 @@
-"""Benchmark input texts: deterministic, well formed, varied, and carrying real but noisy signal
-of the latent difficulty (what the learned router must read from the text alone).
+"""Benchmark input texts: deterministic, well formed, short, varied, and carrying real but noisy
+signal of the latent difficulty (what the learned router must read from the text alone).
 
 The signal check embeds the texts with MiniLM the way the router does (int8 linear layers,
-128 tokens) and fits a ridge regression: it must predict difficulty clearly better than chance
-and far from perfectly.
+128 tokens) and fits a ridge regression: it must predict difficulty well (the router needs
+it) and still far from perfectly (mislabelled surfaces and per-feature noise). The token check
+counts MiniLM tokens, which the router's latency budget pays for.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ def corpora() -> dict[str, tuple[np.ndarray, list[str]]]:
 
 
 @pytest.fixture(scope="module")
-def encode():
+def embedder():
     from aragog.routing.embedding import Embedder
 
-    return Embedder().encode  # as the router embeds (int8 MiniLM, 128 tokens)
+    return Embedder()  # as the router embeds (int8 MiniLM, 128 tokens)
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
@@ -44,11 +45,20 @@ def test_deterministic_for_the_rng_state(domain, corpora):
 def test_one_ascii_line_of_bounded_length(domain, corpora):
     for text in corpora[domain][1]:
         assert "\n" not in text and "\r" not in text, text
-        assert 60 <= len(text) <= 600, (len(text), text)
+        assert 40 <= len(text) <= 210, (len(text), text)
         assert text.isascii() and text.isprintable(), text
+        assert text == text.strip() and "  " not in text, text
     rng = np.random.default_rng(0)
     for d in (-0.5, 0.0, 1.0, 1.5):  # out-of-range difficulties are clipped
-        assert 60 <= len(render(domain, rng, d)) <= 600
+        assert 40 <= len(render(domain, rng, d)) <= 210
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_short_in_minilm_tokens(domain, corpora, embedder):
+    # the router pays ~0.18 ms per token of MiniLM within a 15 ms p99 budget
+    n = np.array([len(embedder._tok.encode(t).ids) for t in corpora[domain][1]])  # [CLS]..[SEP]
+    assert n.max() <= 60, (n.max(), corpora[domain][1][int(n.argmax())])
+    assert n.mean() <= 40, n.mean()
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
@@ -63,19 +73,19 @@ def test_varied(domain, corpora):
 def test_length_follows_difficulty(domain, corpora):
     ds, texts = corpora[domain]
     rho = spearmanr([len(t) for t in texts], ds)[0]
-    assert rho > 0.2, rho
+    assert rho > 0.05, rho  # harder requests tend to say more, though vocabulary carries most
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
-def test_embedding_predicts_difficulty_noisily(domain, corpora, encode):
+def test_embedding_predicts_difficulty_noisily(domain, corpora, embedder):
     from sklearn.linear_model import Ridge
 
     ds, texts = corpora[domain]
-    x = encode(texts)
+    x = embedder.encode(texts)
     pred = Ridge(alpha=1.0).fit(x[:TRAIN], ds[:TRAIN]).predict(x[TRAIN:])
     rho = spearmanr(pred, ds[TRAIN:])[0]
     print(f"{domain}: Spearman(ridge on MiniLM, d) = {rho:.3f}")
-    assert 0.5 <= rho <= 0.95, rho
+    assert 0.85 <= rho <= 0.95, rho
 
 
 def test_unknown_domain():
