@@ -73,7 +73,7 @@ voters start together, which exercises the scheduler's placeholder F(r) under co
 @pytest.fixture(scope="session")
 def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Routing artifacts (profile + trained router) for ROUTED, built once per session
-    from the generated benchmark and real MiniLM embeddings (~40 s)."""
+    from the generated benchmark and real MiniLM embeddings (~1-2 min: 5 trainings)."""
     from aragog.routing import artifacts
     from aragog.routing.embedding import Embedder
 

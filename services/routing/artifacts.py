@@ -114,7 +114,9 @@ def embeddings(root: str, wid: str, embedder: Embedder, items: list[Item]) -> np
             return e
     e = embedder.encode([it.input for it in items])
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.save(path, e)
+    tmp = f"{path}.{os.getpid()}.tmp.npy"  # builders of two families may share the cache
+    np.save(tmp, e)
+    os.replace(tmp, path)
     return e
 
 

@@ -76,6 +76,9 @@ class Embedder:
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # idle workers sleep instead of spinning: on a 2-core host a spinning pool steals the
+        # core the router's own work (and every other service) needs between embeddings
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(onnx_file, opts, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()
         self.dim = int(self.encode(["warm up"]).shape[1])

@@ -76,12 +76,18 @@ class RouterModel:
                 continue
             scored += len(batch)
             z = np.maximum(h[None, :] + self.config_features(space, batch), 0.0) @ self.w2 + self.b2
-            for c in batch[z >= _logit(tau)]:
+            passing = batch[z >= _logit(tau)]
+            if not early_stop:  # no count to keep: add all their up-sets at once
+                for i in range(0, len(passing), 32):
+                    low = space.ranks[passing[i : i + 32]]
+                    accepted |= (space.ranks[:, None, :] >= low[None]).all(2).any(1)
+                continue
+            for c in passing:
                 if accepted[c]:
                     continue
                 accepted |= (space.ranks >= space.ranks[c]).all(1)  # its up-set
                 found += 1
-                if early_stop and found >= early_stop:
+                if found >= early_stop:
                     return np.flatnonzero(accepted)
         return np.flatnonzero(accepted)
 
@@ -181,7 +187,7 @@ def cheapest_of(space: Space, configs: np.ndarray) -> int:
 
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975,
-              0.98, 0.985, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999)
+              0.98, 0.985, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999, 0.9995, 0.9998, 0.9999)
 """Candidate thresholds, from permissive to strict."""
 
 
