@@ -31,12 +31,16 @@ Ranking of beam states (exact integer keys, so kernel and reference agree bit fo
     1. Forecast utilization improvement, larger first::
 
            U = sum_m  g[m, min(occ_m + k_m, L-1)] - g[m, min(occ_m, L-1)]
-           g[m, o] = trunc(curves[m, o] / max_o' curves[m, o'] * 2^30)   (0 if the curve is all 0)
+           g[m, o] = trunc(curves[m, o] / max_m',o' curves[m', o'] * 2^30)   (0 if all are 0)
 
        where occ_m is the model's occupancy at the start of the round and k_m the placements
-       the state made on m: the gain in each model's throughput as a share of its peak
-       (its utilization), summed over models. With concave curves this favours engines far
-       from saturation, where one more request adds the most throughput.
+       the state made on m: the requests/second the placements add to the pool, on one scale
+       for every model, summed over models. With concave curves this favours engines far
+       from saturation, where one more request adds the most throughput; and between models
+       it favours the one whose next slot serves the most (a fast small model over a slow
+       large one, until the small one saturates). Scaling each model by its own peak instead
+       made a slot of a 70B model worth as much as a slot of a 3B one, so an idle pool sent
+       work to the slowest model first.
     2. Flexibility preservation, larger first, i.e. the flexibility lost, smaller first::
 
            F_lost = sum over requests placed in the state of

@@ -737,12 +737,14 @@ def run_round(list queue, const int32_t[::1] free_cap, const int32_t[::1] occupa
     if buf.reqs == NULL or buf.spaces == NULL or buf.ready == NULL or buf.gain == NULL:
         raise MemoryError()
 
-    # quantized normalized throughput curves: g[m, o] = trunc(curve[m, o] / max curve[m] * 2^30)
+    # quantized throughput curves, on one scale for the whole pool:
+    # g[m, o] = trunc(curve[m, o] / max over every model and occupancy * 2^30)
+    top = 0.0
     for k in range(M):
-        top = 0.0
         for t in range(L):
             if curves[k, t] > top:
                 top = curves[k, t]
+    for k in range(M):
         for t in range(L):
             buf.gain[<int64_t>k * L + t] = (
                 <int64_t>((curves[k, t] / top) * UTIL_SCALE_D) if top > 0 else 0)

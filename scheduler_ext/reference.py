@@ -29,12 +29,10 @@ class _State:
 
 
 def gain_table(curves: np.ndarray) -> list[list[int]]:
-    """g[m][o] = trunc(curve[m, o] / max_o curve[m, o] * 2^30), 0 for an all-zero curve."""
-    table = []
-    for row in curves.tolist():
-        top = max(row)
-        table.append([int(x / top * UTIL_SCALE) if top > 0 else 0 for x in row])
-    return table
+    """g[m][o] = trunc(curve[m, o] / max over all m', o' of curve[m', o'] * 2^30); all 0 if
+    every curve is 0."""
+    top = max((max(row) for row in curves.tolist()), default=0.0)
+    return [[int(x / top * UTIL_SCALE) if top > 0 else 0 for x in row] for row in curves.tolist()]
 
 
 def reference_round(queue: Sequence[Any], free: np.ndarray, occupancy: np.ndarray,

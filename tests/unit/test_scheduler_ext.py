@@ -43,7 +43,7 @@ def same(a: sx.RoundResult, b: sx.RoundResult) -> bool:
 
 @pytest.mark.parametrize("round_fn", ROUNDS)
 def test_beam_beats_greedy_on_a_two_request_example(round_fn):
-    # models 0, 1, 2; normalized first-slot gains 0.5, 0.667, 1.0
+    # models 0, 1, 2; first-slot gains on the pool scale (peak 3): 0.333, 0.667, 0.333
     curves = np.array([[0, 1, 2, 2], [0, 2, 3, 3], [0, 1, 1, 1]], dtype=np.float64)
     sp = WorkflowSpace.from_candidates([[0, 1], [1, 2]], [0, 1])
     free, occ = i32(1, 1, 1), i32(0, 0, 0)
@@ -51,13 +51,13 @@ def test_beam_beats_greedy_on_a_two_request_example(round_fn):
     def queue():
         return [RoundRequest(sp, arr(0, 1, 2, 3), [0]), RoundRequest(sp, arr(1, 3), [0, 1])]
 
-    # B = 1 is greedy: request 0 takes model 1 (0.667 > 0.5), then request 1's stage 1 (deeper,
+    # B = 1 is greedy: request 0 takes model 1 (0.667 > 0.333), then request 1's stage 1 (deeper,
     # first) takes model 2 and its stage 0 can only use model 1, which is full.
     greedy = round_fn(queue(), free, occ, curves, beam_width=1)
     assert greedy.placements == [Placement(0, 0, 1), Placement(1, 1, 2)]
     assert greedy.configs[0].tolist() == [1, 3]
     assert greedy.configs[1].tolist() == [3]
-    # B = 4 finds the better assignment: 0.5 + 1.0 + 0.667 > 0.667 + 1.0
+    # B = 4 finds the better assignment: 0.333 + 0.333 + 0.667 > 0.667 + 0.333
     beam = round_fn(queue(), free, occ, curves, beam_width=4)
     assert beam.placements == [Placement(0, 0, 0), Placement(1, 1, 2), Placement(1, 0, 1)]
     assert beam.configs[0].tolist() == [0, 2]
@@ -119,6 +119,19 @@ def test_utilization_prefers_the_engine_far_from_saturation(round_fn):
     # occupancy past the curve's end reads its last value: no gain on model 0, still placed there
     only0 = WorkflowSpace.from_candidates([[0]], [0])
     res = round_fn([RoundRequest(only0, arr(0), [0])], i32(1, 0), i32(50, 0), curves)
+    assert res.placements == [Placement(0, 0, 0)]
+
+
+@pytest.mark.parametrize("round_fn", ROUNDS)
+def test_an_idle_pool_places_on_the_model_that_serves_more(round_fn):
+    """Gains share one scale across models: a slot of a fast model adds more requests/second
+    than a slot of a slow one, until the fast one saturates."""
+    sp = WorkflowSpace.from_candidates([[0, 1]], [0])
+    slow_fast = np.array([[0, 2, 4, 4], [0, 10, 20, 20]], dtype=np.float64)
+    res = round_fn([RoundRequest(sp, arr(0, 1), [0])], i32(3, 3), i32(0, 0), slow_fast)
+    assert res.placements == [Placement(0, 0, 1)]
+    # the fast model saturated: the slow one's next slot now adds more
+    res = round_fn([RoundRequest(sp, arr(0, 1), [0])], i32(3, 1), i32(0, 2), slow_fast)
     assert res.placements == [Placement(0, 0, 0)]
 
 
