@@ -33,9 +33,10 @@ many requests are easy for every model and some are hard for all.
 It also sets how much of an outcome is luck (the logistic draw, spread ~1.8 logit) rather
 than difficulty, which the input text shows. At 16, even a router told each request's true
 difficulty could not recover more than 13-78% of the oracle's saving on most workflows
-(the oracle knows the draws); at 64 such a router recovers 87-99% (measured by training the
-router on the true difficulty instead of the embedding). Real prompts are closer to the
-latter: an answer at temperature 0 is a function of the prompt."""
+(the oracle knows the draws); at 64 such a router recovers 87-99% on the chain and
+decomposition workflows and 64% on voting, whose voters keep more luck by design
+(benchmarks/routing_ceiling.py). Real prompts are closer to the former workflows: an
+answer at temperature 0 is a function of the prompt."""
 
 
 UNIT = SLOPE / 16.0
