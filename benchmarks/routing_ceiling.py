@@ -36,7 +36,7 @@ def ceiling(family: str, wid: str) -> dict:
     x = difficulty_features(np.array([it.difficulty for it in items]))
     train = np.array([i for i, it in enumerate(items) if it.split == "train"])
     test = np.array([i for i, it in enumerate(items) if it.split == "test"])
-    router = artifacts.train_router(space, x, prof, train)
+    router, _ = artifacts.train_router(space, x, prof, train)
     cost, largest = space.gpu_seconds, space.largest
     router_saving, oracle_saving, lost = [], [], []
     for i in test:

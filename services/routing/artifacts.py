@@ -140,9 +140,9 @@ def per_workflow_config(space: Space, items: list[Item]) -> tuple[int, dict]:
 
 def train_router(
     space: Space, x: np.ndarray, prof: profiler.Profile, train_rows: np.ndarray
-) -> router_model.RouterModel:
+) -> tuple[router_model.RouterModel, dict]:
     """The router on requests `train_rows` (features `x`), its threshold cross-fitted
-    (FOLDS); the validation figures at that threshold are left in `meta["validation"]`."""
+    (FOLDS), and the out-of-fold figures at that threshold."""
     folds = np.array_split(np.random.default_rng(0).permutation(train_rows), FOLDS)
     chosen = []
     for k, val in enumerate(folds):
@@ -156,8 +156,7 @@ def train_router(
     )
     router = router_model.train(space, x[train_rows], prof.preserving[train_rows])
     router.threshold = tau
-    router.meta = {"validation": figures}
-    return router
+    return router, figures
 
 
 def build(
@@ -180,8 +179,8 @@ def build(
     t0 = time.monotonic()
     pw, pw_figures = per_workflow_config(space, [items[i] for i in train_rows])
     emb = embeddings(root, wid, embedder, items)
-    router = train_router(space, emb, prof, train_rows)
-    tau, val_figures = router.threshold, router.meta.pop("validation")
+    router, val_figures = train_router(space, emb, prof, train_rows)
+    tau = router.threshold
     summary = {
         "workflow": wid,
         "family": family,
