@@ -279,7 +279,12 @@ class Scheduler:
         if entry is not None and not entry.waiters and _stage_or_none(entry.workflow, stage) is None:
             entry = None  # a cached request whose id was admitted again for another workflow
         if entry is None:
-            entry, err = await self._load_entry(rid)
+            loaded, err = await self._load_entry(rid)
+            # While we read Redis, another acquire of this request may have loaded it and a
+            # round placed its stages (moving it to `known`): keep one entry per request, or
+            # the choices made on one are invisible to the other and the request runs a
+            # configuration outside F(r).
+            entry = self.queue.get(rid) or self.known.pop(rid, None) or loaded
             if entry is None:
                 raise StageRejected(grpc.StatusCode.NOT_FOUND, err)
         entry = self.queue.setdefault(rid, entry)
