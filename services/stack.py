@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,6 +37,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_port_outside_ephemeral() -> int:
+    """A free port below the kernel's ephemeral range, for a server that binds it seconds
+    later (Triton): a port from the ephemeral range may meanwhile be handed to another
+    process binding port 0, as the services started after the pool do."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return free_port()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(10001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 def redis_server_binary() -> str:
@@ -167,7 +189,12 @@ class Stack:
             self.redis_url = f"redis://127.0.0.1:{port}/0"
         pool = None
         if not self.triton_url:
-            g, h, m = free_port(), free_port(), free_port()
+            ports: list[int] = []
+            while len(ports) < 3:
+                port = free_port_outside_ephemeral()
+                if port not in ports:
+                    ports.append(port)
+            g, h, m = ports
             env = {"ARAGOG_TRITON_GRPC_PORT": str(g), "ARAGOG_TRITON_HTTP_PORT": str(h),
                    "ARAGOG_TRITON_METRICS_PORT": str(m)}
             if self.time_scale:
