@@ -116,6 +116,11 @@ class SchedulerSettings(BaseSettings):
     beam_width: int = setting(4, "Beam width B of the scheduling round.")
     lease_ttl_s: float = setting(30.0, "A lease not renewed or released within this frees itself.")
     request_cache_size: int = setting(20000, "Idle requests kept in memory between their stages.")
+    routing_wait_s: float = setting(
+        0.05,
+        "A stage whose request is still being routed waits this long for the router's F(r) "
+        "before it is placed from the placeholder (the largest configuration); 0: at once.",
+    )
     pool_file: str = setting(
         "", "Pool YAML path or a shipped pool (llama3, qwen2.5); empty: the embedded llama3."
     )

@@ -54,6 +54,8 @@ ROUND_SECONDS = Histogram(
 )
 
 
+ROUTING_POLL_S = 0.005  # how often queued requests still being routed look for their F(r)
+
 Write = tuple[Any, ...]
 """A queued Redis write: ("S", key, field, value) is HSET, ("D", key, field) is HDEL."""
 
@@ -120,6 +122,8 @@ class Entry:
     waiters: dict[int, Waiter]
     choice_lease: dict[str, str] = dataclasses.field(default_factory=dict)  # stage -> lease that chose
     partial: bool = False  # F(r) is the router's placeholder until its routing finishes
+    seen: float = dataclasses.field(default_factory=time.monotonic)  # when this entry was made
+    hold_over: bool = False  # its wait for the router's F(r) has run out
 
     def renarrow(self) -> None:
         """C(r) = F(r) narrowed by every choice still standing."""
@@ -156,6 +160,7 @@ class Scheduler:
         self.leases: dict[str, Lease] = {}
         self.rounds = 0
         self._kick = asyncio.Event()
+        self._routing_pending = asyncio.Event()  # some queued stage's request is being routed
         # the group commit: Redis writes not yet sent, and what to do once they are recorded
         self._writes: list[Write] = []
         self._commit_script = store.r.register_script(COMMIT_LUA)
@@ -177,7 +182,8 @@ class Scheduler:
         self._publish_gauges()
         log.info("scheduler_started", models=self.pool.names, capacity=self.capacity.tolist(),
                  reloaded_leases=len(self.leases))
-        self._tasks = [asyncio.create_task(self._round_loop()), asyncio.create_task(self._expiry_loop())]
+        self._tasks = [asyncio.create_task(self._round_loop()), asyncio.create_task(self._expiry_loop()),
+                       asyncio.create_task(self._routing_loop())]
 
     async def stop(self) -> None:
         """Stop the loops, record what is still queued for Redis, drop the waiting acquires
@@ -256,7 +262,10 @@ class Scheduler:
             p.hget(k.req(entry.request_id), "routing")
             p.get(k.f(entry.request_id))
             routing, f_raw = await p.execute()
-        if routing == ROUTING_PENDING or f_raw is None:
+        self._apply_routing(entry, routing, f_raw)
+
+    def _apply_routing(self, entry: Entry, routing: bytes | None, f_raw: bytes | None) -> None:
+        if not entry.partial or routing == ROUTING_PENDING or f_raw is None:
             return
         cw = self._workflows[entry.workflow.id]
         admitted = _admitted_configs(f_raw, cw)
@@ -317,6 +326,8 @@ class Scheduler:
         entry.waiters[index] = waiter
         entry.round_request.ready.append(index)
         QUEUED.inc()
+        if entry.partial:
+            self._routing_pending.set()
         self._kick.set()
         try:
             return await waiter.future
@@ -415,7 +426,9 @@ class Scheduler:
 
     def _round(self) -> None:
         """Place what fits now; queue the placements' writes and the grants for the commit."""
-        entries = [e for e in self.queue.values() if e.waiters]
+        held_until = time.monotonic() - self.settings.routing_wait_s
+        entries = [e for e in self.queue.values()
+                   if e.waiters and not (e.partial and e.seen > held_until)]
         if not entries:
             return
         free = np.maximum(self.capacity - self.occupancy, 0).astype(np.int32)
@@ -466,6 +479,44 @@ class Scheduler:
             if not entry.waiters:
                 self._forget(entry)
         self._publish_gauges()
+
+    async def _routing_loop(self) -> None:
+        """Swap the router's F(r) into queued requests as soon as it is written.
+
+        Without this a stage queued on the placeholder F(r) could only ever be placed on the
+        largest model, however long it waited for it. A stage is held back from rounds for
+        at most routing_wait_s (the router's p99 is ~15 ms); past that it is placed from the
+        placeholder, so a slow or dead router costs GPU time, never a request.
+        """
+        while True:
+            await self._routing_pending.wait()
+            await asyncio.sleep(ROUTING_POLL_S)
+            pending = [e for e in self.queue.values() if e.partial and e.waiters]
+            if not pending:
+                self._routing_pending.clear()
+                continue
+            try:
+                await self._refresh_many(pending)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away: the stages are placed from the placeholder
+                log.exception("routing_refresh_failed")
+            held_until = time.monotonic() - self.settings.routing_wait_s
+            for e in pending:
+                if not e.partial or (e.seen <= held_until and not e.hold_over):
+                    e.hold_over = e.seen <= held_until
+                    self._kick.set()
+
+    async def _refresh_many(self, entries: list[Entry]) -> None:
+        """_refresh_partial for many requests in one Redis round trip."""
+        k = self.store.k
+        async with self.store.r.pipeline(transaction=False) as p:
+            for e in entries:
+                p.hget(k.req(e.request_id), "routing")
+                p.get(k.f(e.request_id))
+            replies = await p.execute()
+        for i, entry in enumerate(entries):
+            self._apply_routing(entry, replies[2 * i], replies[2 * i + 1])
 
     async def _expiry_loop(self) -> None:
         period = max(0.05, self.settings.lease_ttl_s / 4)
