@@ -165,6 +165,9 @@ class PoolSettings(BaseSettings):
     triton_http_port: int = setting(8000, "Triton HTTP port.")
     triton_metrics_port: int = setting(8002, "Triton metrics port.")
     max_queue_delay_us: int = setting(2000, "Triton dynamic batcher's wait to fill a batch, us.")
+    batches_per_instance: int = setting(
+        2, "Triton instances per emulated engine: batches one engine decodes at once."
+    )
 
 
 ALL_SETTINGS: tuple[type[BaseSettings], ...] = (

@@ -1,11 +1,12 @@
 """The EMULATED model pool: one real Triton model per pool model, served by nvidia-pytriton.
 
-There are no LLM weights on these machines. Each model's infer function sleeps for the time its
-latency profile gives the batch (`ModelProfile.batch_latency_s` x time scale) and returns the
-deterministic `answer()`. Everything around it is real: Triton's dynamic batcher forms the
-batches, `instances` instances run at once (each is its own pytriton handler thread, and a
-sleeping thread releases the GIL), and Triton's gRPC/HTTP APIs and Prometheus metrics serve
-clients and the load-monitor.
+There are no LLM weights on these machines. Each model's batches wait for the time its latency
+profile gives (`ModelProfile.batch_latency_s` x time scale) on an emulated engine that batches
+continuously, as the vLLM-class servers the profiles were measured on do (`Engine`), and
+return the deterministic `answer()`. Everything around it is real: Triton's dynamic batcher
+forms the batches, and several Triton instances per engine (each its own pytriton handler
+thread; a waiting thread releases the GIL) let a batch start while others decode. Triton's
+gRPC/HTTP APIs and Prometheus metrics serve clients and the load-monitor.
 
 Model I/O contract (the executor relies on it; batch dimension first since max_batch_size > 0):
     inputs   prompt BYTES [1], stage BYTES [1], output_tokens INT32 [1]
@@ -14,12 +15,14 @@ Model I/O contract (the executor relies on it; batch dimension first since max_b
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
 import socket
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Callable
 
@@ -63,9 +66,66 @@ def prompt_tokens(prompt: str) -> int:
     return len(prompt.split())
 
 
-def make_infer(profile: ModelProfile, time_scale: float) -> Callable:
-    """Infer function of one instance: the batch costs the profile's latency for its size, its
-    longest prompt and its longest output, then every request gets its own answer."""
+class Engine:
+    """One emulated model instance (a GPU, or a tensor-parallel group) doing continuous
+    batching, as vLLM-class servers do: requests join and leave the running batch at any
+    time, and each decode step takes the profile's per-token time at the current batch size.
+
+    A batch alone on the engine takes exactly `ModelProfile.batch_latency_s`; batches that
+    overlap slow each other down as one larger batch would. Prefill is charged to the
+    joining batch only (it does not pause the others' decode), a simplification.
+    """
+
+    def __init__(self, profile: ModelProfile, time_scale: float):
+        self.profile = profile
+        self.scale = time_scale
+        self.active = 0  # requests decoding now
+        self.load = 0  # requests decoding or in prefill here (make_infer balances on it)
+        self._remaining: dict[int, float] = {}  # batch id -> decode tokens left
+        self._cv = threading.Condition()
+        self._last = time.monotonic()
+        self._ids = itertools.count()
+
+    def _token_s(self) -> float:
+        """Wall seconds of one decode step at the current batch size."""
+        p, b = self.profile, self.active
+        slow = 1.0 + p.batch_slowdown * (min(b, p.saturation_batch) - 1)
+        return p.tpot_ms / 1000.0 * slow * max(1.0, b / p.saturation_batch) * self.scale
+
+    def _advance(self) -> None:
+        """Charge the time since the last change at the batch size that held during it."""
+        now = time.monotonic()
+        if self.active:
+            steps = (now - self._last) / self._token_s()
+            for k in self._remaining:
+                self._remaining[k] -= steps
+        self._last = now
+
+    def run(self, batch: int, prompt_tokens: int, output_tokens: int) -> None:
+        """Block for as long as `batch` requests of this shape take on this engine now."""
+        p = self.profile
+        prefill_s = p.ttft_ms / 1000.0 + batch * prompt_tokens * p.prefill_ms_per_token / 1000.0
+        time.sleep(prefill_s * self.scale)
+        with self._cv:
+            self._advance()
+            key = next(self._ids)
+            self._remaining[key] = float(output_tokens)
+            self.active += batch
+            self._cv.notify_all()  # the others now decode more slowly
+            try:
+                while self._remaining[key] > 1e-6:
+                    self._cv.wait(self._remaining[key] * self._token_s())
+                    self._advance()
+            finally:
+                del self._remaining[key]
+                self.active -= batch
+                self._cv.notify_all()
+
+
+def make_infer(engines: list[Engine], choosing: threading.Lock) -> Callable:
+    """Infer function of one Triton instance (a concurrency slot): its batch joins the
+    least loaded engine of the model, then every request gets its own answer."""
+    name = engines[0].profile.name
 
     @batch
     def infer(prompt: np.ndarray, stage: np.ndarray, output_tokens: np.ndarray) -> dict:
@@ -73,10 +133,15 @@ def make_infer(profile: ModelProfile, time_scale: float) -> Callable:
         stages = [s.decode("utf-8", "replace") for s in stage.reshape(-1)]
         outs = np.maximum(output_tokens.reshape(-1, 1).astype(np.int32), 0)
         b = len(prompts)
-        longest_prompt = max(prompt_tokens(p) for p in prompts)
-        time.sleep(profile.batch_latency_s(b, longest_prompt, int(outs.max())) * time_scale)
-        texts = [answer(profile.name, s, p).encode("utf-8")
-                 for s, p in zip(stages, prompts, strict=True)]
+        with choosing:
+            engine = min(engines, key=lambda e: e.load)
+            engine.load += b
+        try:
+            engine.run(b, max(prompt_tokens(p) for p in prompts), int(outs.max()))
+        finally:
+            with choosing:
+                engine.load -= b
+        texts = [answer(name, s, p).encode("utf-8") for s, p in zip(stages, prompts, strict=True)]
         return {"text": np.array(texts, dtype=np.object_).reshape(b, 1), "completion_tokens": outs}
 
     return infer
@@ -102,7 +167,7 @@ def triton_config(settings: PoolSettings) -> TritonConfig:
         grpc_port=settings.triton_grpc_port,
         http_port=settings.triton_http_port,
         metrics_port=settings.triton_metrics_port,
-        exit_timeout_secs=5,
+        exit_timeout_secs=20,
         grpc_address=settings.triton_address,
         http_address=settings.triton_address,
         metrics_address=settings.triton_address,
@@ -124,13 +189,17 @@ def check_ports_free(settings: PoolSettings) -> None:
 
 
 def bind_models(triton: Triton, settings: PoolSettings) -> list[str]:
-    """Bind every pool model, `instances` infer functions each; return the model names."""
+    """Bind every pool model: `instances` engines, served by `batches_per_instance` Triton
+    instances each (so a new batch starts while earlier ones decode); return the names."""
     spec = load_pool(settings.pool_file or None)
     scale = settings.time_scale or spec.time_scale
     for profile in spec.models:
+        engines = [Engine(profile, scale) for _ in range(profile.instances)]
+        slots = profile.instances * settings.batches_per_instance
+        choosing = threading.Lock()
         triton.bind(
             model_name=profile.name,
-            infer_func=[make_infer(profile, scale) for _ in range(profile.instances)],
+            infer_func=[make_infer(engines, choosing) for _ in range(slots)],
             inputs=INPUTS,
             outputs=OUTPUTS,
             config=ModelConfig(
