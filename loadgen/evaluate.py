@@ -37,8 +37,11 @@ import yaml
 from aragog import workflows
 from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
-from aragog.loadgen import arrivals, report
+from aragog.common.settings import RouterSettings
+from aragog.loadgen import arrivals, capacity, report
 from aragog.loadgen.runner import run_schedule
+from aragog.routing import artifacts
+from aragog.routing.embedding import Embedder
 from aragog.routing.space import PROMPT_TOKENS
 from aragog.stack import Stack, prepare_routing, shipped_workflow
 from aragog.v1 import scheduler_pb2, scheduler_pb2_grpc
@@ -249,12 +252,23 @@ def idle_latency(stack: Stack, wid: str, n: int = 3) -> float:
 def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> dict:
     runs: list[report.Run] = []
     idle: dict[tuple[str, str], float] = {}
+    bound: dict[tuple[str, str], dict[str, float]] = {}
+    router_settings = RouterSettings.from_env()  # where the stack's router finds its artifacts
+    root = router_settings.artifacts_dir or artifacts.default_dir()
+    embedder = Embedder.from_settings(router_settings)
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="aragog-eval-") as tmp:
         for fi, family in enumerate(plan.families):
             say(f"[{family}] routing artifacts")
             prepare_routing(family, lambda m: say("  " + m), plan.workflows)
             pool_file = scaled_pool_file(family, plan.capacity_scale, tmp)
+            served = dataclasses.replace(load_pool(pool_file), time_scale=plan.time_scale)
+            for wid in plan.workflows:
+                art = artifacts.load(root, load_pool(family), wid)
+                if art is not None:
+                    bound[(family, wid)] = b = capacity.bounds(art, embedder, served)
+                    say(f"[{family}/{wid}] capacity bound, req/s: "
+                        + ", ".join(f"{k} {v:.1f}" for k, v in b.items()))
             stack = Stack(
                 executors=2,
                 time_scale=plan.time_scale,
@@ -330,7 +344,7 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
         f"{plan.capacity_scale:g} and latencies by time scale {plan.time_scale:g}, so that "
         "the pool, not the host, saturates.",
     ]
-    settings = report.Settings(idle_latency_s=idle)
+    settings = report.Settings(idle_latency_s=idle, capacity_bound=bound)
     return report.write_report(
         runs, settings, out_dir, title="Aragog policy comparison", notes=notes
     )

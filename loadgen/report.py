@@ -46,6 +46,12 @@ DEFINITIONS = {
         "p50 and p95 of the end-to-end latency (send to the end of the stream) of the ok "
         "requests in the sweep step with the highest offered rate (the mean if several runs "
         "share that rate)."),
+    "capacity bound": (
+        "The most requests/s the pool could serve under the policy with every model busy all "
+        "the time (aragog.loadgen.capacity): bound-at-arrival policies fix each request's "
+        "load per model; aragog's spreads each request over its router F(r) as well as a "
+        "linear program can. It ignores queueing and latency, so measured throughput stays "
+        "below it; it says what the pool's provisioning allows each policy at best."),
     "goodput under the SLO": (
         "Requests completed ok with latency <= slo_multiple x the idle latency of the largest "
         "configuration for the (family, workflow), per second of the same window as achieved "
@@ -86,11 +92,15 @@ class Run:
 
 @dataclasses.dataclass
 class Settings:
-    """idle_latency_s: (family, workflow) -> the largest configuration's latency at idle."""
+    """idle_latency_s: (family, workflow) -> the largest configuration's latency at idle;
+    capacity_bound: (family, workflow) -> policy -> its fluid capacity bound, requests/s
+    (aragog.loadgen.capacity), shown next to what was measured."""
 
     slo_multiple: float = 5.0
     idle_latency_s: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
     cpu_bound_threshold: float = 0.9
+    capacity_bound: dict[tuple[str, str], dict[str, float]] = dataclasses.field(
+        default_factory=dict)
 
 
 def _pct(xs: Sequence[float], q: float) -> float | None:
@@ -209,8 +219,10 @@ def _ratio(x: float | None, y: float | None) -> float | None:
     return x / y if x is not None and y else None
 
 
-def compare(runs: Sequence[Run], curves: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def compare(runs: Sequence[Run], curves: Sequence[dict[str, Any]],
+            settings: Settings | None = None) -> list[dict[str, Any]]:
     """Per (family, workflow): every policy's figures, and aragog against each baseline."""
+    bound = settings.capacity_bound if settings else {}
     recs: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for run in runs:  # accuracy and GPU-seconds pool every pattern's records
         recs[(run.pool_family, run.workflow)][run.policy] += run.records
@@ -224,6 +236,7 @@ def compare(runs: Sequence[Run], curves: Sequence[dict[str, Any]]) -> list[dict[
                             else (None, 0))
             policies[pol] = {
                 "max_throughput": c.get("max_throughput"), "top_rate": c.get("top_rate"),
+                "capacity_bound": bound.get((fam, wf), {}).get(pol),
                 "p50_at_top_s": c.get("p50_at_top_s"), "p95_at_top_s": c.get("p95_at_top_s"),
                 "accuracy": acc, "gpu_seconds_per_request": gpu_per_request(rs),
                 "gap_to_largest_points": gap, "gap_matched_requests": matched,
@@ -440,10 +453,12 @@ def render_summary(res: dict[str, Any]) -> str:
           _f(v["p50_reduction"], ".1%"), "yes" if v["host_cpu_bound"] else "no"]
          for c in comps for base, v in c["aragog_vs"].items()])
     md += [""] + _table(
-        ["family", "workflow", "policy", "max throughput (req/s)", "top rate (req/s)",
+        ["family", "workflow", "policy", "max throughput (req/s)", "capacity bound (req/s)",
+         "top rate (req/s)",
          "p50 / p95 at top rate (ms)", "accuracy",
          "gap to largest (points, same requests)", "GPU-s / request"],
-        [[c["family"], c["workflow"], pol, _f(p["max_throughput"]), _f(p["top_rate"], "g"),
+        [[c["family"], c["workflow"], pol, _f(p["max_throughput"]), _f(p["capacity_bound"]),
+          _f(p["top_rate"], "g"),
           f"{_f(p['p50_at_top_s'], '.0f', 1e3)} / {_f(p['p95_at_top_s'], '.0f', 1e3)}",
           _f(p["accuracy"], ".1%"),
           f"{_f(p['gap_to_largest_points'], '+.1f')} ({p['gap_matched_requests']})",
@@ -494,7 +509,7 @@ def write_report(runs: list[Run], settings: Settings, out_dir: str,
     out.mkdir(parents=True, exist_ok=True)
     summaries = [summarize(r, settings) for r in runs]
     curves = sweep_curves(summaries)
-    comps = compare(runs, curves)
+    comps = compare(runs, curves, settings)
     res: dict[str, Any] = {
         "title": title, "emulated": EMULATED, "definitions": DEFINITIONS,
         "settings": {"slo_multiple": settings.slo_multiple,

@@ -1,0 +1,41 @@
+"""The fluid capacity bound on hand-computable cases."""
+
+import numpy as np
+import pytest
+from aragog.common.pool import load_pool
+from aragog.common.workflow import parse_workflow
+from aragog.loadgen.capacity import bound_fixed, bound_spread, load_matrix
+from aragog.routing.space import build
+from aragog.stack import shipped_workflow
+
+# configuration 0 puts one unit on model 0, configuration 1 one unit on model 1,
+# configuration 2 two units on model 0
+LOAD = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
+
+
+def test_bound_at_arrival_is_limited_by_the_busiest_model():
+    assert bound_fixed(LOAD, np.array([0, 0])) == pytest.approx(1.0)
+    assert bound_fixed(LOAD, np.array([0, 1])) == pytest.approx(2.0)
+    assert bound_fixed(LOAD, np.array([2, 1])) == pytest.approx(1.0)
+
+
+def test_spreading_balances_the_models_within_each_requests_set():
+    both = np.array([0, 1])
+    assert bound_spread(LOAD, [both, both]) == pytest.approx(2.0)
+    # the first request can only use model 0, so the second goes wholly to model 1
+    assert bound_spread(LOAD, [np.array([0]), both]) == pytest.approx(2.0)
+    assert bound_spread(LOAD, [np.array([2]), both]) == pytest.approx(1.0)
+    # a larger set never lowers the bound
+    assert bound_spread(LOAD, [both, both]) >= bound_fixed(LOAD, np.array([0, 1]))
+
+
+def test_load_matrix_prices_each_stage_on_its_model_per_gpu():
+    pool = load_pool()
+    space = build(parse_workflow(shipped_workflow("chain3"), pool.names), pool)
+    load = load_matrix(space, pool)
+    largest = pool.names.index("llama3-70b")
+    m = pool.model("llama3-70b")
+    per_stage = [m.gpu_seconds(256, s.output_tokens) * pool.time_scale
+                 / (m.instances * m.tensor_parallel) for s in space.workflow.llm_stages]
+    assert load[space.largest, largest] == pytest.approx(sum(per_stage))
+    assert load[space.largest].sum() == pytest.approx(sum(per_stage))
