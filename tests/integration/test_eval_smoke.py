@@ -24,7 +24,7 @@ def scheduled(plan: evaluate.Plan) -> int:
         n += sum(
             len(arrivals.poisson(r, plan.step_s, seed=plan.seed + i)) for i, r in enumerate(rates)
         )
-        if plan.fluctuating and policy in evaluate.SWEPT:
+        if plan.fluctuating and policy in evaluate.FLUCTUATED:
             n += len(
                 arrivals.square_wave(
                     plan.rates[0], plan.rates[-1], plan.fluct_s / 2, plan.fluct_s, plan.seed
