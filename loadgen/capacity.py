@@ -35,6 +35,7 @@ from aragog.common.pool import PoolSpec, load_pool
 from aragog.routing import artifacts
 from aragog.routing.embedding import Embedder
 from aragog.routing.model import cheapest_of
+from aragog.loadgen.report import TRUE_F_SPREAD
 from aragog.routing.space import PROMPT_TOKENS, Space
 
 
@@ -106,7 +107,7 @@ def bounds(art: artifacts.Artifacts, embedder: Embedder, served: PoolSpec) -> di
         # not policies: the router's F(r) bound at arrival, and any router's best
         "router F(r), cheapest bound at arrival": bound_fixed(
             load, np.array([cheapest_of(space, s) for s in routed])),
-        "true F(r), spread": bound_spread(load, true_sets),
+        TRUE_F_SPREAD: bound_spread(load, true_sets),
     }
 
 

@@ -31,6 +31,8 @@ STATUSES = ("ok", "failed", "timeout", "rejected", "error")  # = client.STATUSES
 FLUCTUATING = ("square", "mmpp", "trace")
 BASELINES = ("per-input", "per-workflow")
 THROUGHPUT_TARGETS = {"per-input": 1.43, "per-workflow": 1.78}  # aragog max throughput ratio
+TRUE_F_SPREAD = "true F(r), spread"
+"""Key of Settings.capacity_bound: any router's bound (requests spread over their true F(r))."""
 ACCURACY_GAP_POINTS = 2.0  # aragog within this many points of `largest`
 P50_REDUCTION_TARGET = 0.32  # aragog p50 at the highest swept rate vs per-input
 EMULATED = ("The model pool is EMULATED: each model is a latency profile played on a time "
@@ -52,6 +54,12 @@ DEFINITIONS = {
         "load per model; aragog's spreads each request over its router F(r) as well as a "
         "linear program can. It ignores queueing and latency, so measured throughput stays "
         "below it; it says what the pool's provisioning allows each policy at best."),
+    "bound ratio": (
+        "For a throughput target: aragog's capacity bound over the baseline's (this router), and "
+        "the bound of a perfect spread over each request's true F(r) over the baseline's (any "
+        "router). A bound ratio under the target means the pool's provisioning keeps the target "
+        "out of reach of this router, or of any router, unless the baseline falls short of its "
+        "own bound."),
     "goodput under the SLO": (
         "Requests completed ok with latency <= slo_multiple x the idle latency of the largest "
         "configuration for the (family, workflow), per second of the same window as achieved "
@@ -250,7 +258,8 @@ def compare(runs: Sequence[Run], curves: Sequence[dict[str, Any]],
             vs[base] = {"throughput_ratio": _ratio(a["max_throughput"], b["max_throughput"]),
                         "p50_reduction": None if p50 is None else 1 - p50,
                         "host_cpu_bound": bool(a["cpu_bound_steps"] or b["cpu_bound_steps"])}
-        out.append({"family": fam, "workflow": wf, "policies": policies, "aragog_vs": vs})
+        out.append({"family": fam, "workflow": wf, "policies": policies, "aragog_vs": vs,
+                    "capacity_bound": dict(bound.get((fam, wf), {}))})
     return out
 
 
@@ -271,14 +280,18 @@ def _target(comp: dict, name: str, value: float | None, required: float, unit: s
 
 def targets(comparisons: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The evaluation's goals per (family, workflow); a goal whose policies are absent is left
-    out, one whose figure could not be computed is reported as n/a."""
+    out, one whose figure could not be computed is reported as n/a. A throughput goal carries
+    the capacity-bound ratios that say whether the pool allows it at all."""
     out = []
     for c in comparisons:
-        vs, pols = c["aragog_vs"], c["policies"]
+        vs, pols, cap = c["aragog_vs"], c["policies"], c.get("capacity_bound", {})
         for base, req in THROUGHPUT_TARGETS.items():
             if base in vs:
-                out.append(_target(c, f"max throughput >= {req}x {base}",
-                                   vs[base]["throughput_ratio"], req, "x"))
+                t = _target(c, f"max throughput >= {req}x {base}",
+                            vs[base]["throughput_ratio"], req, "x")
+                t["bound_ratio"] = _ratio(cap.get("aragog"), cap.get(base))
+                t["bound_ratio_true_f"] = _ratio(cap.get(TRUE_F_SPREAD), cap.get(base))
+                out.append(t)
         if "aragog" in pols and "largest" in pols:
             out.append(_target(c, f"accuracy within {ACCURACY_GAP_POINTS:g} points of largest",
                                pols["aragog"]["gap_to_largest_points"], -ACCURACY_GAP_POINTS,
@@ -465,8 +478,11 @@ def render_summary(res: dict[str, Any]) -> str:
           _f(p["gpu_seconds_per_request"], ".3f")]
          for c in comps for pol, p in c["policies"].items()])
     md += ["", "## Targets", ""] + (_table(
-        ["family", "workflow", "target", "value", "result"],
-        [[t["family"], t["workflow"], t["target"], t["shown"], f"**{t['text']}**"]
+        ["family", "workflow", "target", "value", "result",
+         "bound ratio: this router / any router"],
+        [[t["family"], t["workflow"], t["target"], t["shown"], f"**{t['text']}**",
+          f"{_f(t.get('bound_ratio'))}x / {_f(t.get('bound_ratio_true_f'))}x"
+          if "bound_ratio" in t else ""]
          for t in res["targets"]]) if res["targets"] else
         ["No target could be checked: aragog or its baselines are missing."])
     pols = sorted({p for c in comps for p in c["policies"]})

@@ -14,6 +14,7 @@ from aragog.loadgen import arrivals
 from aragog.loadgen.client import STATUSES, RequestRecord, StageRecord
 from aragog.loadgen.report import (
     EMULATED,
+    TRUE_F_SPREAD,
     offered_bound,
     Run,
     Settings,
@@ -241,3 +242,15 @@ def test_missing_policies_and_empty_runs_are_handled(tmp_path):
     md = (tmp_path / "summary.md").read_text()
     assert "No target could be checked" in md and "EMULATED" in md
     assert (tmp_path / f"timeline_{FAM}_{WF}_largest_trace.png").read_bytes()[:8] == PNG
+
+
+def test_throughput_targets_carry_capacity_bound_ratios(tmp_path):
+    bound = {"aragog": 4.0, "per-input": 5.0, TRUE_F_SPREAD: 6.0}
+    settings = Settings(idle_latency_s={(FAM, WF): 0.1}, capacity_bound={(FAM, WF): bound})
+    res = write_report(make_runs(), settings, str(tmp_path))
+    t = {x["target"]: x for x in res["targets"]}
+    tp = t["max throughput >= 1.43x per-input"]
+    assert tp["bound_ratio"] == pytest.approx(0.8)
+    assert tp["bound_ratio_true_f"] == pytest.approx(1.2)
+    assert "bound_ratio" not in t["accuracy within 2 points of largest"]
+    assert "| 0.80x / 1.20x |" in (tmp_path / "summary.md").read_text()
