@@ -124,6 +124,7 @@ class Entry:
     partial: bool = False  # F(r) is the router's placeholder until its routing finishes
     seen: float = dataclasses.field(default_factory=time.monotonic)  # when this entry was made
     hold_over: bool = False  # its wait for the router's F(r) has run out
+    arrival: float = 0.0  # admission time (created_at): its place in the FIFO meta-queue
 
     def renarrow(self) -> None:
         """C(r) = F(r) narrowed by every choice still standing."""
@@ -132,6 +133,10 @@ class Entry:
         for stage, cand in self.chosen.items():
             configs = configs[(configs // space.strides[stage]) % space.radices[stage] == cand]
         self.round_request.configs = configs
+
+
+def _arrival(entry: Entry) -> float:
+    return entry.arrival
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,10 +230,10 @@ class Scheduler:
         """Build a queue entry from Redis: C(r) = F(r) narrowed by the models chosen so far."""
         k = self.store.k
         async with self.store.r.pipeline(transaction=False) as p:
-            p.hmget(k.req(rid), ["workflow_id", "routing"])
+            p.hmget(k.req(rid), ["workflow_id", "routing", "created_at"])
             p.get(k.f(rid))
             p.hgetall(k.chosen(rid))
-            (wid, routing), f_raw, chosen = await p.execute()
+            (wid, routing, created), f_raw, chosen = await p.execute()
         if wid is None or f_raw is None:
             return None, f"no admitted request {rid!r}"
         cw = await self._compiled(wid.decode())
@@ -247,7 +252,7 @@ class Scheduler:
                 continue
         entry = Entry(rid, cw.workflow, admitted, choices,
                       RoundRequest(space=space, configs=admitted, ready=[]), {},
-                      partial=routing == ROUTING_PENDING)
+                      partial=routing == ROUTING_PENDING, arrival=float(created or 0.0))
         entry.renarrow()
         return entry, ""
 
@@ -431,6 +436,11 @@ class Scheduler:
                    if e.waiters and not (e.partial and e.seen > held_until)]
         if not entries:
             return
+        # FIFO by request arrival, not by when a stage became ready: a request's later stage
+        # goes before newer requests' first stages, so under overload requests finish in
+        # order instead of all progressing a little and all timing out. (The dict holds
+        # entries by last enqueue: a few sorted runs, which the stable sort merges cheaply.)
+        entries.sort(key=_arrival)
         free = np.maximum(self.capacity - self.occupancy, 0).astype(np.int32)
         if not free.any():
             return
