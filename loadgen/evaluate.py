@@ -259,6 +259,7 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
     runs: list[report.Run] = []
     idle: dict[tuple[str, str], float] = {}
     bound: dict[tuple[str, str], dict[str, float]] = {}
+    largest_correct: dict[tuple[str, str], dict[int, bool]] = {}
     router_settings = RouterSettings.from_env()  # where the stack's router finds its artifacts
     root = router_settings.artifacts_dir or artifacts.default_dir()
     embedder = Embedder.from_settings(router_settings)
@@ -272,6 +273,10 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
             for wid in plan.workflows:
                 art = artifacts.load(root, load_pool(family), wid)
                 if art is not None:
+                    rows = art.rows
+                    largest_correct[(family, wid)] = {
+                        k: bool(art.profile.largest_correct[rows[it.input]])
+                        for k, it in enumerate(benchmark(wid).split("test"))}
                     bound[(family, wid)] = b = capacity.bounds(art, embedder, served)
                     say(f"[{family}/{wid}] capacity bound, req/s: "
                         + ", ".join(f"{k} {v:.1f}" for k, v in b.items()))
@@ -350,7 +355,8 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
         f"{plan.capacity_scale:g} and latencies by time scale {plan.time_scale:g}, so that "
         "the pool, not the host, saturates.",
     ]
-    settings = report.Settings(idle_latency_s=idle, capacity_bound=bound)
+    settings = report.Settings(idle_latency_s=idle, capacity_bound=bound,
+                               largest_correct=largest_correct)
     return report.write_report(
         runs, settings, out_dir, title="Aragog policy comparison", notes=notes
     )

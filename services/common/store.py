@@ -6,7 +6,7 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 |---|---|---|---|
 | `{ns}:pool` | string | scheduler (start) | the model pool, PoolSpec JSON |
 | `{ns}:workflows` | hash | router | workflow id -> validated YAML (write-once per id) |
-| `{ns}:req:{id}` | hash | router, executor | workflow, policy, tenant, input, state, answer, error, times, `routing` (`pending` until F(r) is final) |
+| `{ns}:req:{id}` | hash | router, executor | workflow, policy, tenant, input, state, answer, error, times (`created_at` also orders the scheduler's meta-queue), `routing` (`pending` until F(r) is final) |
 | `{ns}:req:{id}:f` | string | router | F(r): sorted int64 config indices, or `*` for every configuration |
 | `{ns}:req:{id}:chosen` | hash | scheduler | LLM stage -> model chosen so far (C(r) = F(r) narrowed by it) |
 | `{ns}:req:{id}:stages` | hash | executor | stage -> StageResult (protobuf bytes) |

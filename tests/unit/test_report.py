@@ -174,23 +174,41 @@ def test_targets_met_and_missed_with_margin(report):
     assert p50["met"] and p50["margin"] == pytest.approx((0.6 - 0.32) * 100)
     acc = t["accuracy within 2 points of largest"]
     assert accuracy([r for run in runs if run.policy == "largest" for r in run.records]) == 1.0
-    # largest graded items 0-19 but 9 and 19; aragog's runs of item i are all wrong for i = 3
-    # (its timeout in the square wave too), 3 of 4 wrong for i = 13, and for i = 0-2 and 4 the
-    # 8 req/s step's failures make 1 of 4 wrong
-    gap = 100 * -(1 + 0.75 + 4 * 0.25) / 18
+    # largest graded items 0-19 but 9 and 19 (no profile given: its runs are the reference);
+    # aragog's answered runs of item 3 are all wrong (its failure at 8 req/s and timeout in
+    # the square wave are left out), 3 of 4 wrong for item 13; the failures at 8 req/s of
+    # items 0-2 and 4 are left out too
+    gap = 100 * -(1 + 0.75) / 18
     assert gap < -2 and not acc["met"] and acc["margin"] == pytest.approx(gap + 2)
     assert acc["text"].startswith("missed by") and acc["text"].endswith(" points")
     md = (out / "summary.md").read_text()
     assert "**met by 0.45x**" in md and f"**missed by {abs(gap + 2):.2f} points**" in md
 
 
-def test_gap_to_largest_compares_the_same_requests():
-    largest = [rec(0, "largest", 0.0, 0.5), rec(1, "largest", 1.0, 0.5)]
+def test_gap_to_largest_compares_the_same_answered_items():
     policy = [rec(0, "aragog", 0.0, 0.2), rec(0, "aragog", 5.0, 0.2),  # item 0 twice: right
               rec(1, "aragog", 1.0, 0.2, correct=False), rec(1, "aragog", 6.0, 0.2),
-              rec(2, "aragog", 2.0, 0.2, correct=False)]  # item 2: largest never ran it
-    assert gap_points(policy, largest) == (pytest.approx(100 * (0 - 0.5) / 2), 2)
-    assert gap_points(policy, []) == (None, 0)
+              rec(1, "aragog", 7.0, 0.2, status="timeout"),  # unanswered: left out
+              rec(2, "aragog", 2.0, 0.2, correct=False)]  # item 2: no reference
+    assert gap_points(policy, {0: 1.0, 1: 1.0}) == (pytest.approx(100 * (0 - 0.5) / 2), 2)
+    assert gap_points(policy, {}) == (None, 0)
+
+
+def test_the_profile_is_the_gap_reference_and_the_largest_runs_are_checked(tmp_path):
+    # aragog answers items 0-8 (9 has no expected answer), wrong on 2 and 5; the largest's
+    # run answers items 0-3 right; the profile says the largest gets item 1 wrong
+    runs = [sweep_run("aragog", 1, [], [0.1], correct=lambda i: i not in (2, 5)),
+            sweep_run("largest", 0.4, [], [0.5])]
+    profile = {i: i != 1 for i in range(10)}
+    settings = Settings(idle_latency_s={(FAM, WF): 0.1}, largest_correct={(FAM, WF): profile})
+    res = write_report(runs, settings, str(tmp_path))
+    comp = res["comparisons"][0]
+    assert comp["gap_reference"] == "profile"
+    assert comp["largest_runs_agree_with_profile"] == [3, 4]  # the run got item 1 right
+    aragog = comp["policies"]["aragog"]
+    assert aragog["gap_matched_requests"] == 9
+    assert aragog["gap_to_largest_points"] == pytest.approx(100 * (1 - 1 - 1) / 9)
+    assert "agree with it on 3 of 4 items" in (tmp_path / "summary.md").read_text()
 
 
 def test_summary_states_emulation_and_definitions(report):
