@@ -68,6 +68,21 @@ class Plan:
     capacity_scale: float
     timeout_s: float
     seed: int = 7
+    sweep_of_bound: tuple[float, ...] = ()
+    """If set, each workflow's sweep is these fractions of a top rate of `top_over_bound` x
+    the highest capacity bound of the swept policies (at most `max_rate`), so every policy's
+    curve passes its saturation; `rates` then only serve a workflow without a bound."""
+    top_over_bound: float = 1.2
+    max_rate: float = 12.0  # requests/s the 2-core host sends and serves without saturating
+
+
+def sweep_rates(plan: Plan, bound: dict[str, float] | None) -> list[float]:
+    """The offered rates of one workflow's sweep (ascending)."""
+    known = [bound[p] for p in SWEPT if bound and p in bound]
+    if not plan.sweep_of_bound or not known:
+        return list(plan.rates)
+    top = min(plan.top_over_bound * max(known), plan.max_rate)
+    return [round(f * top, 1) for f in plan.sweep_of_bound]
 
 
 FULL = Plan(
@@ -81,9 +96,10 @@ FULL = Plan(
     0.15,
     0.0625,
     20.0,
+    sweep_of_bound=(0.25, 0.5, 1.0),
 )
-"""Sized so that the sweep's top step overloads per-input (its capacity bound is 3-11
-requests/s on these pools at this scale) while the 2-core host keeps up, and the whole
+"""Sized so that every workflow's top step overloads every swept policy (the pools' capacity
+bounds at this scale are 1-13 requests/s) while the 2-core host keeps up, and the whole
 evaluation fits in 25 minutes."""
 SMOKE = Plan(
     ["llama3"],
@@ -260,6 +276,7 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
     idle: dict[tuple[str, str], float] = {}
     bound: dict[tuple[str, str], dict[str, float]] = {}
     largest_correct: dict[tuple[str, str], dict[int, bool]] = {}
+    sweeps: dict[tuple[str, str], list[float]] = {}
     router_settings = RouterSettings.from_env()  # where the stack's router finds its artifacts
     root = router_settings.artifacts_dir or artifacts.default_dir()
     embedder = Embedder.from_settings(router_settings)
@@ -296,8 +313,9 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
                         f"{idle[(family, wid)]:.2f}s"
                     )
                     price = gpu_seconds_fn(family)
+                    swept = sweeps[(family, wid)] = sweep_rates(plan, bound.get((family, wid)))
                     for policy in plan.policies:
-                        rates = plan.rates if policy in SWEPT else plan.rates[:1]
+                        rates = swept if policy in SWEPT else swept[:1]
                         for i, rate in enumerate(rates):
                             sched = arrivals.poisson(rate, plan.step_s, seed=plan.seed + i)
                             run = one_run(
@@ -322,7 +340,7 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
                                 f"{s['by_status']}"
                             )
                         if plan.fluctuating and policy in FLUCTUATED:
-                            low, high = plan.rates[0], plan.rates[-1]
+                            low, high = swept[0], swept[-1]
                             if plan.fluctuating == "square":
                                 sched = arrivals.square_wave(
                                     low, high, plan.fluct_s / 2, plan.fluct_s, plan.seed
@@ -349,6 +367,8 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
     elapsed = time.monotonic() - t_start
     notes = [
         f"Plan: {json.dumps(dataclasses.asdict(plan))}.",
+        "Swept rates (requests/s): " + "; ".join(
+            f"{f}/{w} {', '.join(f'{r:g}' for r in rs)}" for (f, w), rs in sweeps.items()) + ".",
         f"Wall time of the whole evaluation: {elapsed / 60:.1f} min on this host "
         f"({os.cpu_count()} cores).",
         f"Emulated pool: each family's shipped profiles with saturation batches scaled by "
@@ -369,7 +389,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--families", help="comma-separated pool families")
     ap.add_argument("--workflows", help="comma-separated workflows")
     ap.add_argument("--policies", help="comma-separated policies")
-    ap.add_argument("--rates", help="comma-separated offered rates of the sweep, requests/s")
+    ap.add_argument("--rates", help="comma-separated offered rates of every workflow's sweep, "
+                    "requests/s (default: fractions of each workflow's capacity bound)")
     ap.add_argument("--step-s", type=float, help="seconds of arrivals per sweep step")
     ap.add_argument("--time-scale", type=float, help="emulated latency multiplier")
     ap.add_argument("--capacity-scale", type=float, help="saturation batch multiplier")
@@ -382,6 +403,7 @@ def main(argv: list[str] | None = None) -> None:
             setattr(plan, name, getattr(args, name).split(","))
     if args.rates:
         plan.rates = [float(r) for r in args.rates.split(",")]
+        plan.sweep_of_bound = ()
     for name in ("step_s", "time_scale", "capacity_scale"):
         if getattr(args, name) is not None:
             setattr(plan, name, getattr(args, name))

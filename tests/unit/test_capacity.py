@@ -1,9 +1,12 @@
 """The fluid capacity bound on hand-computable cases."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from aragog.common.pool import load_pool
 from aragog.common.workflow import parse_workflow
+from aragog.loadgen import evaluate
 from aragog.loadgen.capacity import bound_fixed, bound_spread, load_matrix
 from aragog.routing.space import build
 from aragog.stack import shipped_workflow
@@ -39,3 +42,14 @@ def test_load_matrix_prices_each_stage_on_its_model_per_gpu():
                  / (m.instances * m.tensor_parallel) for s in space.workflow.llm_stages]
     assert load[space.largest, largest] == pytest.approx(sum(per_stage))
     assert load[space.largest].sum() == pytest.approx(sum(per_stage))
+
+
+def test_the_sweep_reaches_past_the_highest_capacity_bound():
+    plan = evaluate.FULL
+    bound = {"aragog": 2.0, "per-input": 5.0, "per-workflow": 1.0, "cheapest": 40.0}
+    top = plan.top_over_bound * 5.0  # cheapest is not swept: its bound does not count
+    assert evaluate.sweep_rates(plan, bound) == [round(f * top, 1) for f in plan.sweep_of_bound]
+    assert evaluate.sweep_rates(plan, {"per-input": 100.0})[-1] == plan.max_rate
+    assert evaluate.sweep_rates(plan, None) == plan.rates  # no artifacts: the fixed rates
+    fixed = dataclasses.replace(plan, sweep_of_bound=())
+    assert evaluate.sweep_rates(fixed, bound) == plan.rates
