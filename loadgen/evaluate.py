@@ -81,7 +81,7 @@ def sweep_rates(plan: Plan, bound: dict[str, float] | None) -> list[float]:
     known = [bound[p] for p in SWEPT if bound and p in bound]
     if not plan.sweep_of_bound or not known:
         return list(plan.rates)
-    top = min(plan.top_over_bound * max(known), plan.max_rate)
+    top = min(plan.top_over_bound * float(max(known)), plan.max_rate)
     return [round(f * top, 1) for f in plan.sweep_of_bound]
 
 

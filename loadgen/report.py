@@ -438,7 +438,7 @@ def _write_plots(runs: Sequence[Run], curves: Sequence[dict], comps: Sequence[di
 
 def _write_csvs(runs: Sequence[Run], summaries: Sequence[dict], out: Path) -> None:
     with (out / "runs.csv").open("w", newline="", encoding="utf-8") as f:
-        rows = [{**{k: json.dumps(v) if isinstance(v, dict | list) else v
+        rows = [{**{k: json.dumps(v, default=_plain) if isinstance(v, dict | list) else v
                     for k, v in s.items() if k != "by_status"},
                  **{f"n_{k}": v for k, v in s["by_status"].items()}} for s in summaries]
         cols = list(dict.fromkeys(k for row in rows for k in row))
@@ -542,6 +542,13 @@ def render_summary(res: dict[str, Any]) -> str:
     return "\n".join(md) + "\n"
 
 
+def _plain(x: Any) -> Any:
+    """JSON for the numpy scalars that figures computed from numpy values turn into."""
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"{type(x).__name__} is not JSON serializable")
+
+
 def write_report(runs: list[Run], settings: Settings, out_dir: str,
                  title: str = "Aragog evaluation (emulated model pool)",
                  notes: Sequence[str] = ()) -> dict[str, Any]:
@@ -563,7 +570,8 @@ def write_report(runs: list[Run], settings: Settings, out_dir: str,
         "incoherent_runs": [s["run"] for s in summaries if not s["coherent"]],
         "plots": _write_plots(runs, curves, comps, out),
     }
-    (out / "results.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
-    _write_csvs(runs, summaries, out)
+    _write_csvs(runs, summaries, out)  # first: the records survive whatever follows
+    (out / "results.json").write_text(json.dumps(res, indent=2, default=_plain),
+                                      encoding="utf-8")
     (out / "summary.md").write_text(render_summary(res), encoding="utf-8")
     return res

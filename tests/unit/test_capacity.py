@@ -48,7 +48,9 @@ def test_the_sweep_reaches_past_the_highest_capacity_bound():
     plan = evaluate.FULL
     bound = {"aragog": 2.0, "per-input": 5.0, "per-workflow": 1.0, "cheapest": 40.0}
     top = plan.top_over_bound * 5.0  # cheapest is not swept: its bound does not count
-    assert evaluate.sweep_rates(plan, bound) == [round(f * top, 1) for f in plan.sweep_of_bound]
+    rates = evaluate.sweep_rates(plan, {k: np.float64(v) for k, v in bound.items()})
+    assert rates == [round(f * top, 1) for f in plan.sweep_of_bound]
+    assert all(type(r) is float for r in rates)  # numpy scalars broke the report's JSON
     assert evaluate.sweep_rates(plan, {"per-input": 100.0})[-1] == plan.max_rate
     assert evaluate.sweep_rates(plan, None) == plan.rates  # no artifacts: the fixed rates
     fixed = dataclasses.replace(plan, sweep_of_bound=())

@@ -5,6 +5,7 @@ it), which makes throughput, max throughput, ratios and latency medians hand-com
 """
 
 import csv
+import dataclasses
 import json
 from collections import Counter
 
@@ -264,8 +265,11 @@ def test_missing_policies_and_empty_runs_are_handled(tmp_path):
 
 def test_throughput_targets_carry_capacity_bound_ratios(tmp_path):
     bound = {"aragog": 4.0, "per-input": 5.0, TRUE_F_SPREAD: 6.0}
+    runs = make_runs()
+    runs[0] = dataclasses.replace(runs[0], rate=np.float64(runs[0].rate))  # numpy figures
     settings = Settings(idle_latency_s={(FAM, WF): 0.1}, capacity_bound={(FAM, WF): bound})
-    res = write_report(make_runs(), settings, str(tmp_path))
+    res = write_report(runs, settings, str(tmp_path))
+    assert json.loads((tmp_path / "results.json").read_text())["runs"]
     t = {x["target"]: x for x in res["targets"]}
     tp = t["max throughput >= 1.43x per-input"]
     assert tp["bound_ratio"] == pytest.approx(0.8)
