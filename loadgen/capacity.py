@@ -32,10 +32,10 @@ import scipy.sparse
 from aragog import workflows
 from aragog.bench.generate import benchmark
 from aragog.common.pool import PoolSpec, load_pool
+from aragog.loadgen.report import TRUE_F_SPREAD
 from aragog.routing import artifacts
 from aragog.routing.embedding import Embedder
 from aragog.routing.model import cheapest_of
-from aragog.loadgen.report import TRUE_F_SPREAD
 from aragog.routing.space import PROMPT_TOKENS, Space
 
 

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 import grpc
@@ -133,10 +134,6 @@ class Entry:
         for stage, cand in self.chosen.items():
             configs = configs[(configs // space.strides[stage]) % space.radices[stage] == cand]
         self.round_request.configs = configs
-
-
-def _arrival(entry: Entry) -> float:
-    return entry.arrival
 
 
 @dataclasses.dataclass(frozen=True)
@@ -440,7 +437,7 @@ class Scheduler:
         # goes before newer requests' first stages, so under overload requests finish in
         # order instead of all progressing a little and all timing out. (The dict holds
         # entries by last enqueue: a few sorted runs, which the stable sort merges cheaply.)
-        entries.sort(key=_arrival)
+        entries.sort(key=attrgetter("arrival"))
         free = np.maximum(self.capacity - self.occupancy, 0).astype(np.int32)
         if not free.any():
             return
