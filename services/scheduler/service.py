@@ -433,14 +433,14 @@ class Scheduler:
                    if e.waiters and not (e.partial and e.seen > held_until)]
         if not entries:
             return
+        free = np.maximum(self.capacity - self.occupancy, 0).astype(np.int32)
+        if not free.any():
+            return
         # FIFO by request arrival, not by when a stage became ready: a request's later stage
         # goes before newer requests' first stages, so under overload requests finish in
         # order instead of all progressing a little and all timing out. (The dict holds
         # entries by last enqueue: a few sorted runs, which the stable sort merges cheaply.)
         entries.sort(key=attrgetter("arrival"))
-        free = np.maximum(self.capacity - self.occupancy, 0).astype(np.int32)
-        if not free.any():
-            return
         t0 = time.perf_counter()
         result = schedule_round(
             [e.round_request for e in entries], free, self.occupancy.copy(), self.curves,
