@@ -2,7 +2,7 @@
 
 The oracle knows each request's true F(r), draws of luck included; a router sees only the
 text. This trains the router exactly as `aragog-routing build` does (same MLP, same
-cross-fitted threshold), but on the request's true latent difficulty instead of its text
+cross-fitted risk weight), but on the request's true latent difficulty instead of its text
 embedding (a radial encoding of it): what it recovers on the held-out split is the ceiling
 that luck alone leaves to any text router. It is how the benchmark's SLOPE was chosen
 (aragog/bench/specs.py).
@@ -48,7 +48,7 @@ def ceiling(family: str, wid: str) -> dict:
     return {
         "family": family,
         "workflow": wid,
-        "threshold": router.threshold,
+        "risk_weight": router.risk_weight,
         "recovered": float(np.mean(router_saving) / max(np.mean(oracle_saving), 1e-12)),
         "oracle_saving_share": float(np.mean(oracle_saving) / cost[largest]),
         "accuracy_lost_points": 100 * float(np.mean(lost)),
@@ -60,12 +60,13 @@ def main() -> None:
     p.add_argument("--family", action="append", choices=["llama3", "qwen2.5"])
     p.add_argument("--workflow", action="append", choices=workflows.BENCHMARKED)
     args = p.parse_args()
-    print("| pool | workflow | threshold | oracle saving / largest | ceiling recovered | accuracy lost (pts) |")
+    print("| pool | workflow | risk weight | oracle saving / largest | ceiling recovered | "
+          "accuracy lost (pts) |")
     print("|---|---|---|---|---|---|")
     for family in args.family or ["llama3", "qwen2.5"]:
         for wid in args.workflow or workflows.BENCHMARKED:
             r = ceiling(family, wid)
-            print(f"| {family} | {wid} | {r['threshold']} | {r['oracle_saving_share']:.2f} | "
+            print(f"| {family} | {wid} | {r['risk_weight']:.3g} | {r['oracle_saving_share']:.2f} | "
                   f"{r['recovered']:.0%} | {r['accuracy_lost_points']:.2f} |", flush=True)
 
 

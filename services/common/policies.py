@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef, WorkflowError
+from aragog.routing.model import cheapest_of
 
 if TYPE_CHECKING:
     from aragog.routing.context import Routing
@@ -83,7 +84,7 @@ class PerInputPolicy(Policy, name="per-input"):
                 f"policy per-input binds the cheapest configuration of the request's profiled "
                 f"F(r); this input is not a request of workflow {workflow.id}'s benchmark"
             )
-        return self.one(int(truth[np.argmin(art.space.flops[truth])]))
+        return self.one(cheapest_of(art.space, truth))
 
 
 class PerWorkflowPolicy(Policy, name="per-workflow"):

@@ -99,9 +99,6 @@ class RouterSettings(BaseSettings):
     embedding_int8: bool = setting(True, "Quantize the embedding model's weights to int8 (faster).")
     embedding_threads: int = setting(2, "Threads ONNX Runtime uses for one embedding.")
     routing_budget: int = setting(4096, "Configurations the router scores at most per request.")
-    routing_early_stop: int = setting(
-        0, "Stop routing once this many configurations are accepted (0: never)."
-    )
     routing_overlap: bool = setting(
         True, "Hand a request to executors before F(r) is ready (its first stage may then "
         "run on the largest configuration's model)."

@@ -103,9 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         embedder = Embedder.from_settings(settings)
         reports = []
         for art in arts.values():
-            reports.append(
-                evaluate(art, embedder, settings.routing_budget, settings.routing_early_stop)
-            )
+            reports.append(evaluate(art, embedder, settings.routing_budget))
             say(json.dumps(reports[-1]))
         text = json.dumps(reports, indent=1)
         if args.out:

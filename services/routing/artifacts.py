@@ -1,7 +1,7 @@
 """Routing artifacts per (pool family, workflow): the profile, the trained router, a summary.
 
     {dir}/{family}/{workflow}/profile.npz   which configurations preserve accuracy, per request
-    {dir}/{family}/{workflow}/router.npz    the MLP and its threshold
+    {dir}/{family}/{workflow}/router.npz    the MLP and its risk weight
     {dir}/{family}/{workflow}/summary.json  per-workflow configuration, training figures, fingerprint
     {dir}/embeddings/{workflow}-{embedder}.npy   embeddings of the benchmark's inputs
 
@@ -17,6 +17,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -35,8 +36,8 @@ from aragog.routing.space import Space
 from aragog.routing.space import build as build_space
 
 MAX_LOSS = 0.005
-"""Accuracy the threshold may give up on the validation requests (the target allows 1 point;
-the rest is margin: choosing the best of many thresholds on the same requests is optimistic,
+"""Accuracy the risk weight may give up on the validation requests (the target allows 1 point;
+the rest is margin: choosing the best of many weights on the same requests is optimistic,
 and held-out losses ran up to twice the validation loss)."""
 WEIGHT_DECAYS = (1e-4, 3e-3)
 """The MLP's weight decay is picked per workflow from these by out-of-fold saving: with ~1,000
@@ -44,7 +45,7 @@ training requests for 384 embedding dimensions, the strong one made the chain an
 decomposition routers less overconfident (10-21 points more of the oracle's saving at the
 same loss), while voting, whose labels are mostly luck, did better with the light one."""
 FOLDS = 4
-"""The threshold is fitted on out-of-fold routes over the whole training split (each fold
+"""The risk weight is fitted on out-of-fold routes over the whole training split (each fold
 routed by a router trained on the others): four times the validation requests of a single
 held-back quarter, so a loss of half a point is measured on ~7 requests, not ~2."""
 
@@ -58,7 +59,8 @@ def fingerprint(wid: str, family: str) -> str:
     training settings would."""
     bench = benchmark(wid)
     h = hashlib.sha256(repr(SPECS[wid]).encode())
-    h.update(repr((MAX_LOSS, FOLDS, WEIGHT_DECAYS, inspect.signature(router_model.train))).encode())
+    h.update(repr((MAX_LOSS, FOLDS, WEIGHT_DECAYS, router_model.RISK_WEIGHTS,
+                   inspect.signature(router_model.train))).encode())
     h.update(json.dumps(calibration.fit(wid, family)).encode())
     for it in bench.items:
         h.update(f"{it.id}\0{it.input}\0{it.answer}\0{it.difficulty:.6f}\0{it.split}".encode())
@@ -150,11 +152,11 @@ def per_workflow_config(space: Space, items: list[Item]) -> tuple[int, dict]:
 def train_router(
     space: Space, x: np.ndarray, prof: profiler.Profile, train_rows: np.ndarray
 ) -> tuple[router_model.RouterModel, dict]:
-    """The router on requests `train_rows` (features `x`), its weight decay and threshold
+    """The router on requests `train_rows` (features `x`), its weight decay and risk weight
     cross-fitted (FOLDS), and the out-of-fold figures at that choice."""
     folds = np.array_split(np.random.default_rng(0).permutation(train_rows), FOLDS)
     val = np.concatenate(folds)
-    best: tuple[float, float, dict] | None = None  # weight decay, threshold, figures
+    best: tuple[float, float, dict] | None = None  # weight decay, risk weight, figures
     for decay in WEIGHT_DECAYS:
         chosen = []
         for k, fold in enumerate(folds):
@@ -162,17 +164,17 @@ def train_router(
             fold_router = router_model.train(space, x[fit], prof.preserving[fit],
                                              weight_decay=decay)
             chosen.append(router_model.chosen_configs(fold_router, space, x[fold]))
-        tau, figures = router_model.choose_threshold(
+        lam, figures = router_model.choose_risk_weight(
             space, np.concatenate(chosen, axis=1), prof.preserving[val],
             prof.largest_correct[val], MAX_LOSS,
         )
         if best is None or figures["saving"] > best[2]["saving"]:
-            best = (decay, tau, figures)
+            best = (decay, lam, figures)
     assert best is not None
-    decay, tau, figures = best
+    decay, lam, figures = best
     router = router_model.train(space, x[train_rows], prof.preserving[train_rows],
                                 weight_decay=decay)
-    router.threshold = tau
+    router.risk_weight = lam
     return router, {**figures, "weight_decay": decay}
 
 
@@ -197,7 +199,7 @@ def build(
     pw, pw_figures = per_workflow_config(space, [items[i] for i in train_rows])
     emb = embeddings(root, wid, embedder, items)
     router, val_figures = train_router(space, emb, prof, train_rows)
-    tau = router.threshold
+    lam = router.risk_weight
     summary = {
         "workflow": wid,
         "family": family,
@@ -207,7 +209,7 @@ def build(
         "per_workflow_config": pw,
         "per_workflow_models": space.models(pw),
         **{f"per_workflow_{k}": v for k, v in pw_figures.items()},
-        "threshold": tau,
+        "risk_weight": lam if math.isfinite(lam) else None,
         "validation": val_figures,
         "profiling": {
             "requests": len(train_rows),
@@ -223,7 +225,7 @@ def build(
     with open(os.path.join(d, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
     say(
-        f"{family}/{wid}: per-workflow {space.models(pw)}, threshold {tau}, validation {val_figures}, "
-        f"trained in {time.monotonic() - t0:.1f}s"
+        f"{family}/{wid}: per-workflow {space.models(pw)}, risk weight {lam:.3g}, "
+        f"validation {val_figures}, trained in {time.monotonic() - t0:.1f}s"
     )
     return Artifacts(space, prof, router, summary)

@@ -75,6 +75,4 @@ class Routing:
     def route(self, art: Artifacts, request_input: str) -> np.ndarray:
         """Predicted F(r) (blocking: call it off the event loop)."""
         emb = self.embedder.encode([request_input])[0]
-        return art.router.route(
-            emb, art.space, self.settings.routing_budget, self.settings.routing_early_stop
-        )
+        return art.router.route(emb, art.space, self.settings.routing_budget)

@@ -20,7 +20,7 @@ from aragog.routing.embedding import Embedder
 from aragog.routing.model import cheapest_of
 
 
-def evaluate(art: Artifacts, embedder: Embedder, budget: int = 4096, early_stop: int = 0) -> dict:
+def evaluate(art: Artifacts, embedder: Embedder, budget: int = 4096) -> dict:
     space = art.space
     items = benchmark(space.workflow.id).split("test")
     rows = art.rows
@@ -31,7 +31,7 @@ def evaluate(art: Artifacts, embedder: Embedder, budget: int = 4096, early_stop:
     for it in items:
         t0 = time.perf_counter()
         emb = embedder.encode([it.input])[0]
-        f_hat = art.router.route(emb, space, budget=budget, early_stop=early_stop)
+        f_hat = art.router.route(emb, space, budget=budget)
         latency.append(time.perf_counter() - t0)
         truth = art.profile.preserving[rows[it.input]]
         true_f = np.flatnonzero(truth)
@@ -75,6 +75,6 @@ def evaluate(art: Artifacts, embedder: Embedder, budget: int = 4096, early_stop:
             "p50": float(np.percentile(lat_ms, 50)),
             "p99": float(np.percentile(lat_ms, 99)),
         },
-        "threshold": art.router.threshold,
+        "risk_weight": art.router.risk_weight,
         "embedder": embedder.id,
     }

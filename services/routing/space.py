@@ -4,6 +4,11 @@ Configurations are numbered as in aragog.common.workflow (mixed radix over the L
 `ranks[c, s]` is the size rank of configuration c's model at stage s (0 = smallest
 candidate), so c dominates c' when every stage's rank is at least as large; accuracy is
 near-monotonic along that order, which the profiler and the router both exploit.
+
+Cost is GPU-seconds per request (each stage's model at its saturation batch, tensor-parallel
+GPUs included), the quantity serving spends and the evaluation reports. The paper orders by
+FLOPs, which ignore how many GPUs a model holds and how well it batches; `flops` is kept for
+the profiler's tie-breaks.
 """
 
 from __future__ import annotations
@@ -37,12 +42,12 @@ class Space:
 
     @property
     def cheapest(self) -> int:
-        return int(np.argmin(self.flops))
+        return int(np.argmin(self.gpu_seconds))
 
     @functools.cached_property
     def cost_order(self) -> np.ndarray:
-        """Configurations from cheapest to most expensive (ties by index)."""
-        return np.lexsort((np.arange(self.size), self.flops))
+        """Configurations from cheapest to most expensive in GPU-seconds (ties by index)."""
+        return np.lexsort((np.arange(self.size), self.gpu_seconds))
 
     @functools.cached_property
     def dominates(self) -> np.ndarray:

@@ -12,6 +12,7 @@ import redis
 from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.routing import artifacts
+from aragog.routing.model import cheapest_of
 from aragog.stack import shipped_workflow
 from aragog.v1 import common_pb2
 
@@ -66,7 +67,7 @@ def test_aragog_routes_each_request_to_a_narrower_f(stack, art):
 def test_per_input_binds_the_cheapest_configuration_of_the_profiled_f(stack, art):
     it = benchmark(WORKFLOW).split("test")[0]
     truth = art.true_f(it.input)
-    cheapest = int(truth[np.argmin(art.space.flops[truth])])
+    cheapest = cheapest_of(art.space, truth)
     status = final(stack.submit(WORKFLOW, it.input, policy="per-input")[0])
     assert [s.model for s in status.stages] == art.space.models(cheapest)
     assert status.admitted_configurations == 1

@@ -8,7 +8,7 @@ from aragog import workflows
 from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.routing import profiler
-from aragog.routing.model import THRESHOLDS, RouterModel, cheapest_of, choose_threshold
+from aragog.routing.model import RISK_WEIGHTS, RouterModel, cheapest_of, choose_risk_weight
 from aragog.routing.space import build
 
 
@@ -53,7 +53,7 @@ def test_preserving_means_answering_as_the_largest_does(sql_space):
     assert wrong_largest  # the sample holds requests the largest configuration gets wrong
 
 
-def _toy_router(space, stage_bias: np.ndarray, threshold: float = 0.5) -> RouterModel:
+def _toy_router(space, stage_bias: np.ndarray, risk_weight: float = 2.0) -> RouterModel:
     """An MLP whose score rises with the models' sizes: bias + sum of per-stage rank weights."""
     stages, ranks = space.ranks.shape[1], int(space.ranks.max()) + 1
     w_c = np.zeros((stages, ranks, 1), dtype=np.float32)
@@ -65,35 +65,56 @@ def _toy_router(space, stage_bias: np.ndarray, threshold: float = 0.5) -> Router
         b1=np.array([10.0], np.float32),
         w2=np.array([1.0], np.float32),
         b2=-12.0,
-        threshold=threshold,
+        risk_weight=risk_weight,
         meta={},
     )
 
 
-def test_route_accepts_up_sets_keeps_the_largest_and_respects_budget(sql_space):
+def _reference_f(router, space, emb) -> set[int]:
+    """F(r) by brute force over the whole space: the best trade-off, and every configuration
+    cheaper than its score and at least as safe, closed upwards."""
+    rel = space.gpu_seconds / space.gpu_seconds[space.largest]
+    risk = 1.0 - router.probabilities(emb, space, np.arange(space.size)).astype(np.float64)
+    score = rel + router.risk_weight * risk
+    score[space.largest] = 1.0
+    best = int(np.argmin(score))
+    if best == space.largest:
+        return {space.largest}
+    safe = ((rel < score[best]) & (risk <= risk[best])) | (np.arange(space.size) == best)
+    return set(np.flatnonzero(space.dominates[:, safe].any(1))) | {space.largest}
+
+
+@pytest.mark.parametrize("weight", [0.5, 2.0, 8.0, 50.0])
+def test_route_takes_the_best_trade_off_and_its_safer_up_sets(sql_space, weight):
     s = sql_space
-    router = _toy_router(s, np.array([0.1, 0.5, 2.0, 0.5]))
+    router = _toy_router(s, np.array([0.1, 0.5, 2.0, 0.5]), weight)
     emb = np.zeros(4, np.float32)
     f = router.route(emb, s)
-    assert s.largest in f
+    assert set(f) == _reference_f(router, s, emb)
     accepted = np.zeros(s.size, bool)
     accepted[f] = True
     for c in f:  # closed upwards
         assert accepted[s.dominates[:, c]].all()
-    p = router.probabilities(emb, s, np.arange(s.size))
-    assert (p[f] >= 0.5).all() or len(f) == 1
-    cheapest = cheapest_of(s, f)
-    assert s.flops[cheapest] < s.flops[s.largest]
-    # a budget of 1 scores only the cheapest configuration: here rejected, so F = {largest}
-    assert list(router.route(emb, s, budget=1)) == [s.largest]
-    # early stop after the first acceptance: a subset of the full answer
-    early = router.route(emb, s, early_stop=1)
-    assert set(early) <= set(f) and s.largest in early
-    # an impossible threshold leaves only the largest
-    assert list(router.route(emb, s, threshold=1.0)) == [s.largest]
+    # the early stop is exact: scoring one configuration at a time gives the same F(r)
+    assert list(router.route(emb, s, chunk=1)) == list(f)
 
 
-def test_threshold_takes_the_largest_saving_within_the_loss_budget(sql_space):
+def test_route_weighs_risk_against_saving(sql_space):
+    s = sql_space
+    router = _toy_router(s, np.array([0.1, 0.5, 2.0, 0.5]))
+    emb = np.zeros(4, np.float32)
+    costs = [s.gpu_seconds[cheapest_of(s, router.route(emb, s, risk_weight=w))]
+             for w in (0.0, 0.5, 2.0, 8.0, 50.0)]
+    assert costs == sorted(costs) and costs[0] < costs[-1]  # the stricter, the dearer
+    # no weight on risk: the cheapest configuration, and with it every configuration
+    assert len(router.route(emb, s, risk_weight=0.0)) == s.size
+    assert s.flops[cheapest_of(s, router.route(emb, s, risk_weight=2.0))] < s.flops[s.largest]
+    # an infinite weight leaves only the largest, as does a budget too small to find a saving
+    assert list(router.route(emb, s, risk_weight=np.inf)) == [s.largest]
+    assert list(router.route(emb, s, budget=1, risk_weight=8.0)) == [s.largest]
+
+
+def test_risk_weight_takes_the_largest_saving_within_the_loss_budget(sql_space):
     s = sql_space
     cheap = int(s.cost_order[0])
     n = 200
@@ -101,17 +122,18 @@ def test_threshold_takes_the_largest_saving_within_the_loss_budget(sql_space):
     preserving[:, s.largest] = True
     preserving[:150, cheap] = True  # the cheap configuration is right on 150 of 200
     largest_correct = np.ones(n, bool)
-    chosen = np.full((len(THRESHOLDS), n), s.largest)
-    loose, strict = 0, THRESHOLDS.index(0.99)
+    chosen = np.full((len(RISK_WEIGHTS), n), s.largest)
+    loose, strict = 0, 30
     chosen[loose, :] = cheap  # permissive: cheap everywhere, 25% lost
     chosen[strict, :150] = cheap  # strict: cheap only where it preserves
-    tau, fig = choose_threshold(s, chosen, preserving, largest_correct, max_loss=0.01)
-    assert tau == 0.99 and fig["loss"] == 0.0
+    lam, fig = choose_risk_weight(s, chosen, preserving, largest_correct, max_loss=0.01)
+    assert lam == RISK_WEIGHTS[strict] and fig["loss"] == 0.0
     assert fig["saving"] == pytest.approx(0.75 * (s.gpu_seconds[s.largest] - s.gpu_seconds[cheap]))
-    # with room for the loss, the permissive threshold saves more
-    assert choose_threshold(s, chosen, preserving, largest_correct, max_loss=0.3)[0] == 0.5
+    # with room for the loss, the permissive weight saves more
+    roomy = choose_risk_weight(s, chosen, preserving, largest_correct, max_loss=0.3)
+    assert roomy[0] == RISK_WEIGHTS[0]
     # where the largest is wrong, answering otherwise loses nothing
-    assert choose_threshold(s, chosen, preserving, np.arange(n) < 150, max_loss=0.0)[0] == 0.5
+    assert choose_risk_weight(s, chosen, preserving, np.arange(n) < 150, 0.0)[0] == RISK_WEIGHTS[0]
     # nothing within the budget: F(r) stays the largest alone
-    none = np.full((len(THRESHOLDS), n), cheap)
-    assert choose_threshold(s, none, preserving, largest_correct, max_loss=0.0)[0] == 1.0
+    none = np.full((len(RISK_WEIGHTS), n), cheap)
+    assert choose_risk_weight(s, none, preserving, largest_correct, max_loss=0.0)[0] == np.inf
