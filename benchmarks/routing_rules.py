@@ -1,0 +1,119 @@
+"""What the router's acceptance rule is worth: one probability threshold against a risk weight.
+
+Both rules read the same MLP's probabilities and are fitted the same way (out-of-fold over
+the training split's 4 folds, the largest saving whose loss stays under MAX_LOSS); only what
+they accept differs:
+
+- threshold (the paper's): F(r) is every configuration with P(preserves) >= t, closed
+  upwards; its cheapest is the one that runs.
+- risk weight (`RouterModel.route`): the configuration minimising relative cost +
+  w x P(does not preserve), with the configurations at least as safe.
+
+Each is scored on the held-out split: the share of the oracle's GPU-second saving it
+recovers and the accuracy it loses (requests where the largest configuration is right and
+the chosen one answers otherwise). Training seeds vary, as the held-out figures move a lot
+with them. Needs the routing artifacts (`aragog-routing build`); EMULATED answers.
+
+    python benchmarks/routing_rules.py [--family llama3] [--workflow voting] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from aragog import workflows
+from aragog.bench.generate import benchmark
+from aragog.common.pool import load_pool
+from aragog.common.settings import RouterSettings
+from aragog.routing import artifacts
+from aragog.routing import model as router_model
+from aragog.routing.embedding import Embedder
+
+THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975,
+              0.98, 0.985, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999, 0.9995, 0.9998, 0.9999)
+"""The thresholds the router chose from before the risk weight."""
+
+
+def threshold_choices(router, space, x: np.ndarray) -> np.ndarray:
+    """[len(THRESHOLDS), requests]: the cheapest configuration with P >= t (or the largest)."""
+    out = np.empty((len(THRESHOLDS), len(x)), dtype=np.int64)
+    every = np.arange(space.size)
+    for i, e in enumerate(x):
+        p = router.probabilities(e, space, every)
+        p[space.largest] = 1.0
+        for t, tau in enumerate(THRESHOLDS):
+            out[t, i] = router_model.cheapest_of(space, np.flatnonzero(p >= tau))
+    return out
+
+
+def pick(space, chosen, prof, rows) -> int:
+    """Index of the rule setting with the largest saving within MAX_LOSS on `rows` (-1: none)."""
+    cost = space.gpu_seconds
+    best, best_saving = -1, 0.0
+    for k in range(len(chosen)):
+        lost = np.mean(prof.largest_correct[rows] & ~prof.preserving[rows, chosen[k]])
+        saving = np.mean(cost[space.largest] - cost[chosen[k]])
+        if lost <= artifacts.MAX_LOSS and saving > best_saving:
+            best, best_saving = k, saving
+    return best
+
+
+def compare(art: artifacts.Artifacts, x: np.ndarray, seeds: int) -> dict[str, list]:
+    space, prof = art.space, art.profile
+    items = benchmark(space.workflow.id).items
+    train = np.array([i for i, it in enumerate(items) if it.split == "train"])
+    test = np.array([i for i, it in enumerate(items) if it.split == "test"])
+    decay = art.summary["validation"]["weight_decay"]
+    folds = np.array_split(np.random.default_rng(0).permutation(train), artifacts.FOLDS)
+    val = np.concatenate(folds)
+    cost, largest = space.gpu_seconds, space.largest
+    oracle = np.mean([cost[largest] - cost[router_model.cheapest_of(
+        space, np.flatnonzero(prof.preserving[i]))] for i in test])
+    rules = {"threshold": threshold_choices, "risk weight": router_model.chosen_configs}
+    out: dict[str, list] = {name: [] for name in rules}
+    for seed in range(seeds):
+        fold_models = []
+        for k in range(len(folds)):
+            fit = np.concatenate([f for j, f in enumerate(folds) if j != k])
+            fold_models.append(router_model.train(space, x[fit], prof.preserving[fit],
+                                                  weight_decay=decay, seed=seed))
+        final = router_model.train(space, x[train], prof.preserving[train],
+                                   weight_decay=decay, seed=seed)
+        for name, choices in rules.items():
+            oof = np.concatenate([choices(m, space, x[f]) for m, f in zip(fold_models, folds,
+                                                                          strict=True)], axis=1)
+            k = pick(space, oof, prof, val)
+            held = choices(final, space, x[test])[k] if k >= 0 else np.full(len(test), largest)
+            lost = np.mean(prof.largest_correct[test] & ~prof.preserving[test, held])
+            saving = np.mean(cost[largest] - cost[held])
+            out[name].append((saving / oracle, 100 * lost))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--family", action="append", choices=["llama3", "qwen2.5"])
+    p.add_argument("--workflow", action="append", choices=workflows.BENCHMARKED)
+    p.add_argument("--seeds", type=int, default=3)
+    args = p.parse_args()
+    settings = RouterSettings.from_env()
+    root = settings.artifacts_dir or artifacts.default_dir()
+    embedder = Embedder.from_settings(settings)
+    print("| pool | workflow | threshold: recovered (lost pts), per seed | risk weight: same | "
+          "mean recovered: threshold / risk weight |")
+    print("|---|---|---|---|---|")
+    for family in args.family or ["llama3", "qwen2.5"]:
+        for wid in args.workflow or workflows.BENCHMARKED:
+            art = artifacts.load(root, load_pool(family), wid)
+            if art is None:
+                raise SystemExit(f"no artifacts for {family}/{wid}: run aragog-routing build")
+            x = artifacts.embeddings(root, wid, embedder, list(benchmark(wid).items))
+            r = compare(art, x, args.seeds)
+            cells = [", ".join(f"{s:.0%} ({lost:.2f})" for s, lost in r[n]) for n in r]
+            means = " / ".join(f"{np.mean([s for s, _ in r[n]]):.0%}" for n in r)
+            print(f"| {family} | {wid} | {cells[0]} | {cells[1]} | {means} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
