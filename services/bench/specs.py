@@ -33,10 +33,11 @@ many requests are easy for every model and some are hard for all.
 It also sets how much of an outcome is luck (the logistic draw, spread ~1.8 logit) rather
 than difficulty, which the input text shows. At 16, even a router told each request's true
 difficulty could not recover more than 13-78% of the oracle's saving on most workflows
-(the oracle knows the draws); at 64 such a router recovers 87-98% on the chain and
-decomposition workflows and 80-86% on voting, whose voters keep more luck by design
-(benchmarks/routing_ceiling.py, risk-weight router). Real prompts are closer to the former workflows: an
-answer at temperature 0 is a function of the prompt."""
+(the oracle knows the draws; measured with the threshold router of the time); at 64 such a
+router recovers 87-98% on the chain and decomposition workflows and 80-86% on voting, whose
+voters keep more luck by design (benchmarks/routing_ceiling.py, risk-weight router). Real
+prompts are closer to the former workflows: an answer at temperature 0 is a function of
+the prompt."""
 
 
 UNIT = SLOPE / 16.0

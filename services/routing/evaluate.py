@@ -10,6 +10,7 @@ the router recovers, and router latency p50/p99.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -75,6 +76,6 @@ def evaluate(art: Artifacts, embedder: Embedder, budget: int = 4096) -> dict:
             "p50": float(np.percentile(lat_ms, 50)),
             "p99": float(np.percentile(lat_ms, 99)),
         },
-        "risk_weight": art.router.risk_weight,
+        "risk_weight": art.router.risk_weight if math.isfinite(art.router.risk_weight) else None,
         "embedder": embedder.id,
     }

@@ -14,11 +14,12 @@ configurations in cost order, score each, and take the one that minimises
 (relative cost: GPU-seconds over the largest configuration's; the largest itself scores 1, as
 it preserves by definition). The search stops early and exactly once a configuration's cost
 alone reaches the best score, as no later one can beat it, or when the work budget
-(configurations scored) is spent. F(r) is then every configuration cheaper than that score
-and at least as likely to preserve as the best one, with (near-monotonicity) every
+(configurations scored) is spent. F(r) is then every scored configuration cheaper than that
+score and at least as likely to preserve as the best one, with (near-monotonicity) every
 configuration that uses models at least as large at every stage of one of them, without
-scoring those; the largest is always in it. So the
-cheapest of F(r) is the best trade-off, and any other member the scheduler takes is no riskier.
+scoring those; the largest is always in it. So the cheapest of F(r) is the best trade-off,
+and any other member the scheduler takes is no riskier: by the MLP for the scored members,
+by near-monotonicity for the up-sets.
 
 Why not the paper's single probability threshold: it prices all savings alike, so a strict
 threshold forgoes the large savings of the cheapest configurations to avoid small risks,
@@ -73,7 +74,8 @@ class RouterModel:
         chunk: int = 256,
         risk_weight: float | None = None,
     ) -> np.ndarray:
-        """F(r): sorted configuration indices predicted to preserve accuracy."""
+        """F(r), sorted: the best risk-weighted configuration, the scored ones cheaper than its
+        score and at least as safe, their up-sets, and the largest."""
         lam = self.risk_weight if risk_weight is None else risk_weight
         largest = space.largest
         if not math.isfinite(lam):
@@ -104,8 +106,11 @@ class RouterModel:
         seen, risk = np.concatenate(seen), np.concatenate(risks)
         # what a one-at-a-time search would have scored: the same F(r) whatever the chunk
         safe = seen[((rel[seen] < best_score) & (risk <= best_risk)) | (seen == best)]
-        accepted = space.dominates[:, safe].any(1)  # their up-sets
+        accepted = np.zeros(space.size, dtype=bool)
         accepted[largest] = True
+        for i in range(0, len(safe), 32):  # their up-sets, in slices: spaces may be large
+            low = space.ranks[safe[i : i + 32]]
+            accepted |= (space.ranks[:, None, :] >= low[None]).all(2).any(1)
         return np.flatnonzero(accepted)
 
     # persistence --------------------------------------------------------------------

@@ -9,7 +9,7 @@ from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.routing import profiler
 from aragog.routing.model import RISK_WEIGHTS, RouterModel, cheapest_of, choose_risk_weight
-from aragog.routing.space import build
+from aragog.routing.space import Space, build
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,9 @@ def sql_space():
 def test_space_orders_costs_and_dominance(sql_space):
     s = sql_space
     assert s.size == 81
-    assert s.flops[s.largest] == s.flops.max() and s.flops[s.cheapest] == s.flops.min()
+    assert s.gpu_seconds[s.largest] == s.gpu_seconds.max()
+    assert s.gpu_seconds[s.cheapest] == s.gpu_seconds.min()
+    assert (np.diff(s.gpu_seconds[s.cost_order]) >= 0).all()
     assert s.dominates[s.largest].all() and s.dominates[:, s.cheapest].all()
     # more expensive never dominated by cheaper
     i, j = np.nonzero(s.dominates)
@@ -70,33 +72,79 @@ def _toy_router(space, stage_bias: np.ndarray, risk_weight: float = 2.0) -> Rout
     )
 
 
-def _reference_f(router, space, emb) -> set[int]:
-    """F(r) by brute force over the whole space: the best trade-off, and every configuration
-    cheaper than its score and at least as safe, closed upwards."""
+def _reference_f(router, space, emb, candidates=None) -> set[int]:
+    """F(r) by brute force over `candidates` (default: the whole space): the best trade-off,
+    and every candidate cheaper than its score and at least as safe, closed upwards."""
+    cand = np.zeros(space.size, bool)
+    cand[np.arange(space.size) if candidates is None else candidates] = True
+    cand[space.largest] = False
     rel = space.gpu_seconds / space.gpu_seconds[space.largest]
     risk = 1.0 - router.probabilities(emb, space, np.arange(space.size)).astype(np.float64)
-    score = rel + router.risk_weight * risk
-    score[space.largest] = 1.0
+    score = np.where(cand, rel + router.risk_weight * risk, np.inf)
     best = int(np.argmin(score))
-    if best == space.largest:
+    if score[best] >= 1.0:
         return {space.largest}
-    safe = ((rel < score[best]) & (risk <= risk[best])) | (np.arange(space.size) == best)
+    safe = cand & (((rel < score[best]) & (risk <= risk[best])) | (np.arange(space.size) == best))
     return set(np.flatnonzero(space.dominates[:, safe].any(1))) | {space.largest}
 
 
-@pytest.mark.parametrize("weight", [0.5, 2.0, 8.0, 50.0])
+@pytest.mark.parametrize("weight", [0.5, 2.0, 4.0, 8.0])
 def test_route_takes_the_best_trade_off_and_its_safer_up_sets(sql_space, weight):
     s = sql_space
     router = _toy_router(s, np.array([0.1, 0.5, 2.0, 0.5]), weight)
     emb = np.zeros(4, np.float32)
     f = router.route(emb, s)
     assert set(f) == _reference_f(router, s, emb)
+    assert 1 < len(f) < s.size
     accepted = np.zeros(s.size, bool)
     accepted[f] = True
     for c in f:  # closed upwards
         assert accepted[s.dominates[:, c]].all()
-    # the early stop is exact: scoring one configuration at a time gives the same F(r)
+    # chunks only batch the work: one configuration at a time gives the same F(r)
     assert list(router.route(emb, s, chunk=1)) == list(f)
+    # a budget scores a prefix of the cost order
+    for budget in (2, 7, 30):
+        expected = _reference_f(router, s, emb, s.cost_order[:budget])
+        assert set(router.route(emb, s, budget=budget)) == expected
+        assert set(router.route(emb, s, budget=budget, chunk=1)) == expected
+
+
+def test_route_stops_once_cost_alone_reaches_the_best_score(sql_space):
+    s = sql_space
+    router = _toy_router(s, np.array([0.1, 0.5, 2.0, 0.5]), 4.0)
+    emb = np.zeros(4, np.float32)
+    scored = []
+    features = router.config_features
+    router.config_features = lambda space, configs: scored.append(len(configs)) or features(
+        space, configs
+    )
+    f = router.route(emb, s, chunk=1)
+    n_scored = sum(scored)
+    rel = s.gpu_seconds / s.gpu_seconds[s.largest]
+    risk = 1.0 - router.probabilities(emb, s, f).astype(np.float64)
+    best_score = (rel[f] + 4.0 * risk).min()
+    assert n_scored == int((rel < best_score).sum()) < s.size - 1
+
+
+def test_route_leaves_out_safer_configurations_dearer_than_the_best_score():
+    """Two stages of two sizes. (1, 0) is the best trade-off; (0, 1) is safer but costs more
+    than that score and is not in its up-set, so F(r) leaves it out, however it was scored."""
+    ranks = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.int8)
+    cost = np.array([0.2, 0.4, 0.9, 1.0])
+    space = Space(None, None, ranks, cost, cost)
+    router = RouterModel(
+        w_x=np.zeros((4, 1), np.float32),
+        w_c=np.array([[[0.0], [4.0]], [[0.0], [6.0]]], np.float32),  # logits -2, 2, 4, 8
+        b1=np.array([10.0], np.float32),
+        w2=np.array([1.0], np.float32),
+        b2=-12.0,
+        risk_weight=1.0,
+        meta={},
+    )
+    emb = np.zeros(4, np.float32)
+    for chunk in (1, 256):
+        assert list(router.route(emb, space, chunk=chunk)) == [1, 3]
+    assert list(router.route(emb, space, risk_weight=0.05)) == [0, 1, 2, 3]
 
 
 def test_route_weighs_risk_against_saving(sql_space):
@@ -108,7 +156,8 @@ def test_route_weighs_risk_against_saving(sql_space):
     assert costs == sorted(costs) and costs[0] < costs[-1]  # the stricter, the dearer
     # no weight on risk: the cheapest configuration, and with it every configuration
     assert len(router.route(emb, s, risk_weight=0.0)) == s.size
-    assert s.flops[cheapest_of(s, router.route(emb, s, risk_weight=2.0))] < s.flops[s.largest]
+    chosen = cheapest_of(s, router.route(emb, s, risk_weight=2.0))
+    assert s.gpu_seconds[chosen] < s.gpu_seconds[s.largest]
     # an infinite weight leaves only the largest, as does a budget too small to find a saving
     assert list(router.route(emb, s, risk_weight=np.inf)) == [s.largest]
     assert list(router.route(emb, s, budget=1, risk_weight=8.0)) == [s.largest]
