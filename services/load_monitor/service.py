@@ -85,15 +85,23 @@ class LoadMonitor:
             return r.read().decode()
 
     async def cluster_counts(self) -> tuple[dict[str, int], dict[str, int]]:
-        """(leased per model from the scheduler's leases, in flight per model from executors)."""
+        """(leased per model from the scheduler's leases, in flight per model from executors),
+        read in one transaction: an executor counts a stage in flight only while it holds the
+        stage's lease, and separate reads would catch stages started after the leases were
+        read in flight without their leases."""
         k = self.store.k
+        keys = [key async for key in self.store.r.scan_iter(match=k.inflight_pattern, count=200)]
+        async with self.store.r.pipeline(transaction=True) as p:
+            p.hgetall(k.leases)
+            for key in keys:
+                p.hgetall(key)
+            leases, *per_executor = await p.execute()
         leased: dict[str, int] = defaultdict(int)
-        for raw in (await self.store.r.hgetall(k.leases)).values():
-            lease = json.loads(raw)
-            leased[str(lease["model"])] += 1
+        for raw in leases.values():
+            leased[str(json.loads(raw)["model"])] += 1
         inflight: dict[str, int] = defaultdict(int)
-        async for key in self.store.r.scan_iter(match=k.inflight_pattern, count=200):
-            for model, n in (await self.store.r.hgetall(key)).items():
+        for counts in per_executor:
+            for model, n in counts.items():
                 inflight[model.decode()] += int(n)
         return leased, inflight
 
