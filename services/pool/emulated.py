@@ -52,7 +52,7 @@ OUTPUTS = [
     Tensor(name="completion_tokens", dtype=np.int32, shape=(1,)),
 ]
 POLL_S = 1.0
-START_ATTEMPTS = 3
+START_ATTEMPTS = 5
 # Statistics stay readable without pytriton's access token (monitoring reads them); loading,
 # unloading, shared memory, trace and logging keep needing it.
 RESTRICTED_ENDPOINTS = [e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"]
@@ -276,7 +276,9 @@ def _start(settings: PoolSettings) -> tuple[Triton, list[str]]:
     """Start Triton with the pool's models, retrying a failed start.
 
     Under load, a model's Python stub sometimes finds pytriton's handshake socket not yet
-    listening (ConnectionRefusedError) and the model fails to load; a fresh start succeeds.
+    listening (ConnectionRefusedError) and the model fails to load; a fresh start succeeds,
+    once the load has passed: the attempts back off (1, 2, 4, 8 s; three quick ones in a row
+    were seen to fail on a busy 2-core host).
     """
     for attempt in range(1, START_ATTEMPTS + 1):
         triton = Triton(config=triton_config(settings),
@@ -295,4 +297,5 @@ def _start(settings: PoolSettings) -> tuple[Triton, list[str]]:
             if attempt == START_ATTEMPTS:
                 raise
             log.warning("pool_start_failed_retrying", attempt=attempt, exc_info=True)
+            time.sleep(2.0 ** (attempt - 1))
     raise AssertionError("unreachable")
