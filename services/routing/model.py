@@ -80,7 +80,7 @@ class RouterModel:
         largest = space.largest
         if not math.isfinite(lam):
             return np.array([largest])
-        rel = space.gpu_seconds / space.gpu_seconds[largest]
+        rel = space.relative_cost
         order = space.cost_order
         h = (embedding @ self.w_x + self.b1).astype(np.float32)
         best, best_score, best_risk = largest, 1.0, 0.0

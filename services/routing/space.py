@@ -36,9 +36,14 @@ class Space:
     def size(self) -> int:
         return len(self.flops)
 
-    @property
+    @functools.cached_property
     def largest(self) -> int:
         return int(np.flatnonzero((self.ranks == self.ranks.max(0)).all(1))[0])
+
+    @functools.cached_property
+    def relative_cost(self) -> np.ndarray:
+        """GPU-seconds over the largest configuration's."""
+        return self.gpu_seconds / self.gpu_seconds[self.largest]
 
     @property
     def cheapest(self) -> int:
