@@ -47,18 +47,6 @@ def threshold_choices(router, space, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def pick(space, chosen, prof, rows) -> int:
-    """Index of the rule setting with the largest saving within MAX_LOSS on `rows` (-1: none)."""
-    cost = space.gpu_seconds
-    best, best_saving = -1, 0.0
-    for k in range(len(chosen)):
-        lost = np.mean(prof.largest_correct[rows] & ~prof.preserving[rows, chosen[k]])
-        saving = np.mean(cost[space.largest] - cost[chosen[k]])
-        if lost <= artifacts.MAX_LOSS and saving > best_saving:
-            best, best_saving = k, saving
-    return best
-
-
 def compare(art: artifacts.Artifacts, x: np.ndarray, seeds: int) -> dict[str, list]:
     space, prof = art.space, art.profile
     items = benchmark(space.workflow.id).items
@@ -83,7 +71,8 @@ def compare(art: artifacts.Artifacts, x: np.ndarray, seeds: int) -> dict[str, li
         for name, choices in rules.items():
             oof = np.concatenate([choices(m, space, x[f]) for m, f in zip(fold_models, folds,
                                                                           strict=True)], axis=1)
-            k = pick(space, oof, prof, val)
+            k, _ = router_model.best_within_loss(space, oof, prof.preserving[val],
+                                                 prof.largest_correct[val], artifacts.MAX_LOSS)
             held = choices(final, space, x[test])[k] if k >= 0 else np.full(len(test), largest)
             lost = np.mean(prof.largest_correct[test] & ~prof.preserving[test, held])
             saving = np.mean(cost[largest] - cost[held])

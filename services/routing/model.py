@@ -220,6 +220,30 @@ def chosen_configs(
     return out
 
 
+def best_within_loss(
+    space: Space,
+    chosen: np.ndarray,
+    preserving: np.ndarray,
+    largest_correct: np.ndarray,
+    max_loss: float,
+) -> tuple[int, dict]:
+    """Of the rows of `chosen` ([settings, requests]: the configuration each setting runs per
+    validation request), the one with the largest GPU-second saving whose accuracy loss is
+    at most `max_loss`, and its figures; -1 if none saves anything within it.
+
+    Accuracy is lost where the largest is right and the chosen configuration does not
+    answer as it does; where the largest is wrong, a different answer loses nothing."""
+    largest_cost = space.gpu_seconds[space.largest]
+    rows = np.arange(chosen.shape[1])
+    best = (-1, {"loss": 0.0, "saving": 0.0})
+    for t in range(len(chosen)):
+        loss = float(np.mean(largest_correct & ~preserving[rows, chosen[t]]))
+        saving = float(np.mean(largest_cost - space.gpu_seconds[chosen[t]]))
+        if loss <= max_loss and saving > best[1]["saving"]:
+            best = (t, {"loss": loss, "saving": saving})
+    return best
+
+
 def choose_risk_weight(
     space: Space,
     chosen: np.ndarray,
@@ -227,19 +251,8 @@ def choose_risk_weight(
     largest_correct: np.ndarray,
     max_loss: float,
 ) -> tuple[float, dict]:
-    """The risk weight with the largest GPU-second saving whose accuracy loss on these
-    validation requests (`chosen` from `chosen_configs` by a model that did not train on
-    them) is at most `max_loss`; the figures at that weight (inf if none qualifies: F(r)
-    is then the largest configuration alone).
-
-    Accuracy is lost where the largest is right and the chosen configuration does not
-    answer as it does; where the largest is wrong, a different answer loses nothing."""
-    largest_cost = space.gpu_seconds[space.largest]
-    rows = np.arange(chosen.shape[1])
-    best = (math.inf, {"loss": 0.0, "saving": 0.0})
-    for t, lam in enumerate(RISK_WEIGHTS):
-        loss = float(np.mean(largest_correct & ~preserving[rows, chosen[t]]))
-        saving = float(np.mean(largest_cost - space.gpu_seconds[chosen[t]]))
-        if loss <= max_loss and saving > best[1]["saving"]:
-            best = (lam, {"loss": loss, "saving": saving})
-    return best
+    """The risk weight with the largest saving within `max_loss` on these validation requests
+    (`chosen` from `chosen_configs` by a model that did not train on them), and its figures
+    (inf if none qualifies: F(r) is then the largest configuration alone)."""
+    t, figures = best_within_loss(space, chosen, preserving, largest_correct, max_loss)
+    return (RISK_WEIGHTS[t] if t >= 0 else math.inf), figures
