@@ -8,7 +8,13 @@ from aragog import workflows
 from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.routing import profiler
-from aragog.routing.model import RISK_WEIGHTS, RouterModel, cheapest_of, choose_risk_weight
+from aragog.routing.model import (
+    RISK_WEIGHTS,
+    RouterModel,
+    cheapest_of,
+    choose_risk_weight,
+    chosen_configs,
+)
 from aragog.routing.space import Space, build
 
 
@@ -161,6 +167,40 @@ def test_route_weighs_risk_against_saving(sql_space):
     # an infinite weight leaves only the largest, as does a budget too small to find a saving
     assert list(router.route(emb, s, risk_weight=np.inf)) == [s.largest]
     assert list(router.route(emb, s, budget=1, risk_weight=8.0)) == [s.largest]
+
+
+@pytest.mark.parametrize("wid", ["text-to-sql", "voting"])  # voting: voters of equal cost
+def test_chosen_configs_are_what_route_runs_at_every_weight(wid):
+    """The weight fit scores each request once for all weights; it must pick exactly the
+    cheapest configuration of the F(r) that `route` returns, budgets included."""
+    pool = load_pool("llama3")
+    space = build(workflows.load(wid, pool.names), pool)
+    rng = np.random.default_rng(7)
+    stages, ranks, dim, hidden = space.ranks.shape[1], int(space.ranks.max()) + 1, 8, 16
+    router = RouterModel(
+        w_x=rng.normal(0, 1, (dim, hidden)).astype(np.float32),
+        w_c=(rng.normal(0, 1, (stages, ranks, hidden))
+             + np.arange(ranks)[None, :, None]).astype(np.float32),  # larger: safer
+        b1=rng.normal(0, 1, hidden).astype(np.float32),
+        w2=np.abs(rng.normal(0, 1, hidden)).astype(np.float32),
+        b2=0.0,
+        risk_weight=1.0,
+        meta={},
+    )
+    emb = rng.normal(0, 1, (12, dim)).astype(np.float32)
+    p = np.clip([router.probabilities(e, space, space.cost_order[:1])[0] for e in emb], 1e-6, 0.999)
+    router.b2 = -float(np.median(np.log(p / (1 - p))))  # the cheapest: a coin toss
+    picked = []
+    for budget in (4096, 40, 5, 1):
+        fast = chosen_configs(router, space, emb, budget=budget)
+        slow = [[cheapest_of(space, router.route(e, space, budget=budget, risk_weight=w))
+                 for e in emb] for w in RISK_WEIGHTS]
+        assert fast.tolist() == slow
+        picked.append(fast)
+    # the sample spans many choices, the largest among them, so the check is not vacuous
+    picked = np.concatenate(picked, axis=1)
+    assert len(np.unique(picked)) > 5 and (picked == space.largest).any()
+    assert (picked[0] != picked[-1]).any()  # and the weight moves them
 
 
 def test_risk_weight_takes_the_largest_saving_within_the_loss_budget(sql_space):
