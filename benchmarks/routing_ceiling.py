@@ -18,8 +18,10 @@ import numpy as np
 from aragog import workflows
 from aragog.bench.generate import benchmark
 from aragog.common.pool import load_pool
+from aragog.common.settings import RouterSettings
 from aragog.routing import artifacts, profiler
 from aragog.routing import model as router_model
+from aragog.routing.embedding import Embedder
 from aragog.routing.space import build as build_space
 
 
@@ -28,14 +30,61 @@ def difficulty_features(d: np.ndarray, width: float = 0.05, n: int = 24) -> np.n
     return np.exp(-(((d[:, None] - centers[None]) / width) ** 2)).astype(np.float32)
 
 
-def ceiling(family: str, wid: str) -> dict:
+RIDGE_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, alpha: float):
+    mu, y0 = x.mean(0), y.mean()
+    w = np.linalg.solve((x - mu).T @ (x - mu) + alpha * np.eye(x.shape[1]), (x - mu).T @ (y - y0))
+    return lambda z: (z - mu) @ w + y0
+
+
+def _cross_fitted(x: np.ndarray, y: np.ndarray, alpha: float, folds: int = 5) -> np.ndarray:
+    out = np.empty(len(y))
+    for f in np.array_split(np.random.default_rng(1).permutation(len(y)), folds):
+        fit = np.setdiff1d(np.arange(len(y)), f)
+        out[f] = _ridge(x[fit], y[fit], alpha)(x[f])
+    return out
+
+
+def text_difficulty(x: np.ndarray, d: np.ndarray, train: np.ndarray, test: np.ndarray):
+    """The difficulty as a ridge regression reads it from embeddings `x` (its alpha chosen
+    by cross-validation on `train`): cross-fitted on `train`, fitted on all of it for
+    `test`; and its R^2 on `test`."""
+    x = x.astype(np.float64)
+
+    def mse(alpha):
+        return np.mean((_cross_fitted(x[train], d[train], alpha) - d[train]) ** 2)
+
+    alpha = min(RIDGE_ALPHAS, key=mse)
+    est = np.empty(len(d))
+    est[train] = _cross_fitted(x[train], d[train], alpha)
+    est[test] = _ridge(x[train], d[train], alpha)(x[test])
+    r2 = 1 - np.mean((est[test] - d[test]) ** 2) / np.var(d[test])
+    return np.clip(est, 0.0, 1.0), float(r2)
+
+
+def ceiling(family: str, wid: str, text: bool = False, noise: float = 0.0) -> dict:
+    """The bound on the true difficulty, on the difficulty read from the text (`text`), or
+    on the true one blurred by Gaussian `noise`."""
     pool = load_pool(family)
     space = build_space(workflows.load(wid, pool.names), pool)
     items = list(benchmark(wid).items)
     prof = profiler.profile(space, items)
-    x = difficulty_features(np.array([it.difficulty for it in items]))
+    d = np.array([it.difficulty for it in items])
     train = np.array([i for i, it in enumerate(items) if it.split == "train"])
     test = np.array([i for i, it in enumerate(items) if it.split == "test"])
+    r2 = 1.0
+    if text:
+        settings = RouterSettings.from_env()
+        root = settings.artifacts_dir or artifacts.default_dir()
+        emb = artifacts.embeddings(root, wid, Embedder.from_settings(settings), items)
+        d, r2 = text_difficulty(emb, d, train, test)
+    elif noise:
+        blurred = np.clip(d + np.random.default_rng(2).normal(0.0, noise, len(d)), 0.0, 1.0)
+        r2 = 1 - np.mean((blurred[test] - d[test]) ** 2) / np.var(d[test])
+        d = blurred
+    x = difficulty_features(d)
     router, _ = artifacts.train_router(space, x, prof, train)
     cost, largest = space.gpu_seconds, space.largest
     router_saving, oracle_saving, lost = [], [], []
@@ -52,6 +101,7 @@ def ceiling(family: str, wid: str) -> dict:
         "recovered": float(np.mean(router_saving) / max(np.mean(oracle_saving), 1e-12)),
         "oracle_saving_share": float(np.mean(oracle_saving) / cost[largest]),
         "accuracy_lost_points": 100 * float(np.mean(lost)),
+        "difficulty_r2": r2,
     }
 
 
@@ -59,15 +109,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--family", action="append", choices=["llama3", "qwen2.5"])
     p.add_argument("--workflow", action="append", choices=workflows.BENCHMARKED)
+    p.add_argument("--text", action="store_true",
+                   help="train on the difficulty read from the text, not the true one")
+    p.add_argument("--noise", type=float, default=0.0, metavar="SD",
+                   help="train on the true difficulty plus Gaussian noise of this spread")
     args = p.parse_args()
-    print("| pool | workflow | risk weight | oracle saving / largest | ceiling recovered | "
-          "accuracy lost (pts) |")
-    print("|---|---|---|---|---|---|")
+    print("| pool | workflow | difficulty R^2 | risk weight | oracle saving / largest | "
+          "ceiling recovered | accuracy lost (pts) |")
+    print("|---|---|---|---|---|---|---|")
     for family in args.family or ["llama3", "qwen2.5"]:
         for wid in args.workflow or workflows.BENCHMARKED:
-            r = ceiling(family, wid)
-            print(f"| {family} | {wid} | {r['risk_weight']:.3g} | {r['oracle_saving_share']:.2f} | "
-                  f"{r['recovered']:.0%} | {r['accuracy_lost_points']:.2f} |", flush=True)
+            r = ceiling(family, wid, text=args.text, noise=args.noise)
+            print(f"| {family} | {wid} | {r['difficulty_r2']:.2f} | {r['risk_weight']:.3g} | "
+                  f"{r['oracle_saving_share']:.2f} | {r['recovered']:.0%} | "
+                  f"{r['accuracy_lost_points']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
