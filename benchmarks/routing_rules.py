@@ -1,18 +1,22 @@
-"""What the router's acceptance rule is worth: one probability threshold against a risk weight.
+"""What the router's acceptance rule and its served model are worth (EMULATED answers).
 
-Both rules read the same MLP's probabilities and are fitted the same way (out-of-fold over
-the training split's 4 folds, the largest saving whose loss stays under MAX_LOSS); only what
-they accept differs:
+Two acceptance rules read the same MLP's probabilities and are fitted the same way
+(out-of-fold over the training split's 4 folds, the largest saving whose loss stays under
+MAX_LOSS); only what they accept differs:
 
 - threshold (the paper's): F(r) is every configuration with P(preserves) >= t, closed
   upwards; its cheapest is the one that runs.
 - risk weight (`RouterModel.route`): the configuration minimising relative cost +
   w x P(does not preserve), with the configurations at least as safe.
 
+And two ways to serve what was fitted: the average of the 4 fold routers the rule was
+fitted on (what `aragog-routing build` ships), or one router retrained on the whole
+training split with the fitted rule (how it was built before 2026-11-27).
+
 Each is scored on the held-out split: the share of the oracle's GPU-second saving it
 recovers and the accuracy it loses (requests where the largest configuration is right and
-the chosen one answers otherwise). Training seeds vary, as the held-out figures move a lot
-with them. Needs the routing artifacts (`aragog-routing build`); EMULATED answers.
+the chosen one answers otherwise). Training seeds vary, as the held-out figures move with
+them. Needs the routing artifacts (`aragog-routing build`).
 
     python benchmarks/routing_rules.py [--family llama3] [--workflow voting] [--seeds 3]
 """
@@ -47,7 +51,12 @@ def threshold_choices(router, space, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def compare(art: artifacts.Artifacts, x: np.ndarray, seeds: int) -> dict[str, list]:
+WAYS = (("threshold", "fold average"), ("risk weight", "retrained"),
+        ("risk weight", "fold average"))
+"""(rule, served model) pairs compared; the last is the shipped one."""
+
+
+def compare(art: artifacts.Artifacts, x: np.ndarray, seeds: int) -> dict[tuple, list]:
     space, prof = art.space, art.profile
     items = benchmark(space.workflow.id).items
     train = np.array([i for i, it in enumerate(items) if it.split == "train"])
@@ -59,24 +68,29 @@ def compare(art: artifacts.Artifacts, x: np.ndarray, seeds: int) -> dict[str, li
     oracle = np.mean([cost[largest] - cost[router_model.cheapest_of(
         space, np.flatnonzero(prof.preserving[i]))] for i in test])
     rules = {"threshold": threshold_choices, "risk weight": router_model.chosen_configs}
-    out: dict[str, list] = {name: [] for name in rules}
+    out: dict[tuple, list] = {way: [] for way in WAYS}
     for seed in range(seeds):
         fold_models = []
         for k in range(len(folds)):
             fit = np.concatenate([f for j, f in enumerate(folds) if j != k])
             fold_models.append(router_model.train(space, x[fit], prof.preserving[fit],
                                                   weight_decay=decay, seed=seed))
-        final = router_model.train(space, x[train], prof.preserving[train],
-                                   weight_decay=decay, seed=seed)
-        for name, choices in rules.items():
+        served = {
+            "fold average": router_model.RouterModel.average(fold_models),
+            "retrained": router_model.train(space, x[train], prof.preserving[train],
+                                            weight_decay=decay, seed=seed),
+        }
+        for rule, how in WAYS:
+            choices = rules[rule]
             oof = np.concatenate([choices(m, space, x[f]) for m, f in zip(fold_models, folds,
                                                                           strict=True)], axis=1)
             k, _ = router_model.best_within_loss(space, oof, prof.preserving[val],
                                                  prof.largest_correct[val], artifacts.MAX_LOSS)
-            held = choices(final, space, x[test])[k] if k >= 0 else np.full(len(test), largest)
+            held = (choices(served[how], space, x[test])[k] if k >= 0
+                    else np.full(len(test), largest))
             lost = np.mean(prof.largest_correct[test] & ~prof.preserving[test, held])
             saving = np.mean(cost[largest] - cost[held])
-            out[name].append((saving / oracle, 100 * lost))
+            out[rule, how].append((saving / oracle, 100 * lost))
     return out
 
 
@@ -89,9 +103,10 @@ def main() -> None:
     settings = RouterSettings.from_env()
     root = settings.artifacts_dir or artifacts.default_dir()
     embedder = Embedder.from_settings(settings)
-    print("| pool | workflow | threshold: recovered (lost pts), per seed | risk weight: same | "
-          "mean recovered: threshold / risk weight |")
-    print("|---|---|---|---|---|")
+    heads = [f"{rule}, {how}" for rule, how in WAYS]
+    print("| pool | workflow | " + " | ".join(f"{h}: recovered (lost pts) per seed" for h in heads)
+          + " | mean recovered: " + " / ".join(heads) + " |")
+    print("|---|---|" + "---|" * (len(WAYS) + 1))
     for family in args.family or ["llama3", "qwen2.5"]:
         for wid in args.workflow or workflows.BENCHMARKED:
             art = artifacts.load(root, load_pool(family), wid)
@@ -99,9 +114,9 @@ def main() -> None:
                 raise SystemExit(f"no artifacts for {family}/{wid}: run aragog-routing build")
             x = artifacts.embeddings(root, wid, embedder, list(benchmark(wid).items))
             r = compare(art, x, args.seeds)
-            cells = [", ".join(f"{s:.0%} ({lost:.2f})" for s, lost in r[n]) for n in r]
-            means = " / ".join(f"{np.mean([s for s, _ in r[n]]):.0%}" for n in r)
-            print(f"| {family} | {wid} | {cells[0]} | {cells[1]} | {means} |", flush=True)
+            cells = [", ".join(f"{s:.0%} ({lost:.2f})" for s, lost in r[w]) for w in WAYS]
+            means = " / ".join(f"{np.mean([s for s, _ in r[w]]):.0%}" for w in WAYS)
+            print(f"| {family} | {wid} | " + " | ".join(cells) + f" | {means} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ benchmarks/README.md).
 
 The risk weight is chosen on out-of-fold routes of the training split
 (aragog.routing.artifacts): the largest saving whose accuracy loss (requests where the chosen
-cheapest configuration does not preserve accuracy) stays under `max_loss`.
+cheapest configuration does not preserve accuracy) stays under `max_loss`. The router that
+serves is the average of those fold routers (`RouterModel.average`), so the weight is fitted
+to the models that apply it.
 """
 
 from __future__ import annotations
@@ -112,6 +114,20 @@ class RouterModel:
             low = space.ranks[safe[i : i + 32]]
             accepted |= (space.ranks[:, None, :] >= low[None]).all(2).any(1)
         return np.flatnonzero(accepted)
+
+    @classmethod
+    def average(cls, models: list[RouterModel]) -> RouterModel:
+        """One MLP whose logit is the mean of `models`' logits: their hidden units side by
+        side, the output weights divided by their number (the risk weight is not carried)."""
+        return cls(
+            w_x=np.concatenate([m.w_x for m in models], axis=1),
+            w_c=np.concatenate([m.w_c for m in models], axis=2),
+            b1=np.concatenate([m.b1 for m in models]),
+            w2=np.concatenate([m.w2 for m in models]) / len(models),
+            b2=float(np.mean([m.b2 for m in models])),
+            risk_weight=math.inf,
+            meta={},
+        )
 
     # persistence --------------------------------------------------------------------
     def save(self, path: str) -> None:

@@ -203,6 +203,35 @@ def test_chosen_configs_are_what_route_runs_at_every_weight(wid):
     assert (picked[0] != picked[-1]).any()  # and the weight moves them
 
 
+def test_averaged_router_scores_the_mean_logit_of_its_members(sql_space):
+    rng = np.random.default_rng(3)
+    stages, ranks = sql_space.ranks.shape[1], int(sql_space.ranks.max()) + 1
+
+    def member(hidden):
+        return RouterModel(
+            w_x=rng.normal(0, 1, (6, hidden)).astype(np.float32),
+            w_c=rng.normal(0, 1, (stages, ranks, hidden)).astype(np.float32),
+            b1=rng.normal(0, 1, hidden).astype(np.float32),
+            w2=rng.normal(0, 1, hidden).astype(np.float32),
+            b2=float(rng.normal()),
+            risk_weight=2.0,
+            meta={},
+        )
+
+    members = [member(5), member(5), member(5)]
+    mean = RouterModel.average(members)
+    emb, every = rng.normal(0, 1, 6).astype(np.float32), np.arange(sql_space.size)
+
+    def logit(m):
+        p = m.probabilities(emb, sql_space, every).astype(np.float64)
+        return np.log(p / (1 - p))
+
+    assert mean.w_x.shape == (6, 15)
+    np.testing.assert_allclose(logit(mean), np.mean([logit(m) for m in members], axis=0),
+                               atol=2e-3)
+    assert mean.risk_weight == np.inf  # fitted afterwards, for the average itself
+
+
 def test_risk_weight_takes_the_largest_saving_within_the_loss_budget(sql_space):
     s = sql_space
     cheap = int(s.cost_order[0])
