@@ -59,8 +59,9 @@ def fingerprint(wid: str, family: str) -> str:
     training settings would."""
     bench = benchmark(wid)
     h = hashlib.sha256(repr(SPECS[wid]).encode())
+    served = "fold-average"  # how train_router makes the router it ships
     h.update(repr((MAX_LOSS, FOLDS, WEIGHT_DECAYS, router_model.RISK_WEIGHTS,
-                   inspect.signature(router_model.train), "fold-average")).encode())
+                   inspect.signature(router_model.train), served)).encode())
     h.update(json.dumps(calibration.fit(wid, family)).encode())
     for it in bench.items:
         h.update(f"{it.id}\0{it.input}\0{it.answer}\0{it.difficulty:.6f}\0{it.split}".encode())
