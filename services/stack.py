@@ -291,7 +291,7 @@ class Stack:
 
 def prepare_routing(family: str, say=print, wids: list[str] | None = None) -> None:
     """Profile the benchmarks and train the router for the pool's family, unless already done
-    (the first time: about 5 min on 2 cores; cached in ARAGOG_ARTIFACTS_DIR)."""
+    (the first time: about 4-5 min on 2 cores; cached in ARAGOG_ARTIFACTS_DIR)."""
     from aragog.common.settings import RouterSettings
     from aragog.routing.__main__ import FAMILIES, ensure
 
