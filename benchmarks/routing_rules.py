@@ -80,13 +80,15 @@ def compare(art: artifacts.Artifacts, x: np.ndarray, seeds: int) -> dict[tuple, 
             "retrained": router_model.train(space, x[train], prof.preserving[train],
                                             weight_decay=decay, seed=seed),
         }
-        for rule, how in WAYS:
-            choices = rules[rule]
+        fitted = {}  # rule -> its setting's row, fitted on the fold routers' routes
+        for rule, choices in rules.items():
             oof = np.concatenate([choices(m, space, x[f]) for m, f in zip(fold_models, folds,
                                                                           strict=True)], axis=1)
-            k, _ = router_model.best_within_loss(space, oof, prof.preserving[val],
-                                                 prof.largest_correct[val], artifacts.MAX_LOSS)
-            held = (choices(served[how], space, x[test])[k] if k >= 0
+            fitted[rule], _ = router_model.best_within_loss(
+                space, oof, prof.preserving[val], prof.largest_correct[val], artifacts.MAX_LOSS)
+        for rule, how in WAYS:
+            k = fitted[rule]
+            held = (rules[rule](served[how], space, x[test])[k] if k >= 0
                     else np.full(len(test), largest))
             lost = np.mean(prof.largest_correct[test] & ~prof.preserving[test, held])
             saving = np.mean(cost[largest] - cost[held])
