@@ -52,13 +52,10 @@ def text_difficulty(x: np.ndarray, d: np.ndarray, train: np.ndarray, test: np.nd
     by cross-validation on `train`): cross-fitted on `train`, fitted on all of it for
     `test`; and its R^2 on `test`."""
     x = x.astype(np.float64)
-
-    def mse(alpha):
-        return np.mean((_cross_fitted(x[train], d[train], alpha) - d[train]) ** 2)
-
-    alpha = min(RIDGE_ALPHAS, key=mse)
+    fits = {a: _cross_fitted(x[train], d[train], a) for a in RIDGE_ALPHAS}
+    alpha = min(fits, key=lambda a: np.mean((fits[a] - d[train]) ** 2))
     est = np.empty(len(d))
-    est[train] = _cross_fitted(x[train], d[train], alpha)
+    est[train] = fits[alpha]
     est[test] = _ridge(x[train], d[train], alpha)(x[test])
     r2 = 1 - np.mean((est[test] - d[test]) ** 2) / np.var(d[test])
     return np.clip(est, 0.0, 1.0), float(r2)

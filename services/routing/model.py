@@ -68,6 +68,17 @@ class RouterModel:
         z = np.maximum(h[None, :] + self.config_features(space, configs), 0.0) @ self.w2 + self.b2
         return 1.0 / (1.0 + np.exp(-z))
 
+    def _hidden(self, embedding: np.ndarray) -> np.ndarray:
+        """The request's share of the first layer: computed once per request."""
+        return (embedding @ self.w_x + self.b1).astype(np.float32)
+
+    def _risk(self, hidden: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """P(does not preserve) per configuration (`features` from config_features), in
+        float64 as 1 - sigmoid(z) is exact near 1: `route` and `chosen_configs` both score
+        through here, so they rank configurations identically."""
+        z = np.maximum(hidden[None, :] + features, 0.0) @ self.w2 + self.b2
+        return np.exp(-np.logaddexp(0.0, z.astype(np.float64)))
+
     def route(
         self,
         embedding: np.ndarray,
@@ -84,7 +95,7 @@ class RouterModel:
             return np.array([largest])
         rel = space.relative_cost
         order = space.cost_order
-        h = (embedding @ self.w_x + self.b1).astype(np.float32)
+        h = self._hidden(embedding)
         best, best_score, best_risk = largest, 1.0, 0.0
         seen, risks = [], []
         pos = scored = 0
@@ -95,8 +106,7 @@ class RouterModel:
             if not len(batch):
                 break  # in cost order: no later configuration can either
             scored += len(batch)
-            z = np.maximum(h[None, :] + self.config_features(space, batch), 0.0) @ self.w2 + self.b2
-            risk = np.exp(-np.logaddexp(0.0, z.astype(np.float64)))  # 1 - sigmoid(z), exact near 1
+            risk = self._risk(h, self.config_features(space, batch))
             score = rel[batch] + lam * risk
             i = int(np.argmin(score))
             if score[i] < best_score:
@@ -245,10 +255,7 @@ def chosen_configs(
         return out
     rows = np.arange(len(lams))
     for i, e in enumerate(embeddings):
-        h = (e @ model.w_x + model.b1).astype(np.float32)
-        z = np.maximum(h[None, :] + features, 0.0) @ model.w2 + model.b2
-        risk = np.exp(-np.logaddexp(0.0, z.astype(np.float64)))
-        score = rel + lams * risk  # [weights, prefix]
+        score = rel + lams * model._risk(model._hidden(e), features)  # [weights, prefix]
         best = score.argmin(1)
         out[:, i] = np.where(score[rows, best] < 1.0, prefix[best], space.largest)
     return out
