@@ -93,6 +93,23 @@ def benchmark(workflow: str, size: int = SIZE) -> Benchmark:
     return Benchmark(spec, items)
 
 
+def feature_levels(workflow: str) -> list[list[float]]:
+    """Each request's text feature levels (texts.render_with_levels), replayed from its own
+    text stream: all a reader of its text could learn of its difficulty (for bounds only)."""
+    bench = benchmark(workflow)
+    out = []
+    for i, it in enumerate(bench.items):
+        text_rng = np.random.default_rng([bench.spec.seed, i])
+        for _ in range(100):  # as generated: rerendered past duplicates
+            text, levels = texts.render_with_levels(bench.spec.domain, text_rng, it.difficulty)
+            if text == it.input:
+                out.append(levels)
+                break
+        else:
+            raise RuntimeError(f"{it.id}: its text stream no longer renders its input")
+    return out
+
+
 @functools.cache
 def index() -> dict[str, Item]:
     """Every shipped benchmark request by its input text."""

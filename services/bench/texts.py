@@ -48,9 +48,18 @@ def _pick(rng: np.random.Generator, seq):
     return seq[int(rng.random() * len(seq))]
 
 
+def _level(rng: np.random.Generator, s: float, sd: float) -> float:
+    """A feature's raw level: the surface difficulty plus this feature's own noise (kept when
+    `rng` is a `_LevelsKept`). Every feature is drawn through here."""
+    x = s + sd * rng.normal()
+    if isinstance(rng, _LevelsKept):
+        rng.levels.append(x)
+    return x
+
+
 def _lv(rng: np.random.Generator, s: float, sd: float = FEATURE_SD) -> float:
-    """A feature's level: the surface difficulty plus this feature's own noise."""
-    return min(1.0, max(0.0, s + sd * rng.normal()))
+    """A feature's level, clipped to [0, 1]."""
+    return min(1.0, max(0.0, _level(rng, s, sd)))
 
 
 def _n(rng: np.random.Generator, s: float, lo: int, hi: int, sd: float = FEATURE_SD) -> int:
@@ -61,7 +70,7 @@ def _n(rng: np.random.Generator, s: float, lo: int, hi: int, sd: float = FEATURE
 def _at(rng: np.random.Generator, s: float, n: int, sd: float) -> int:
     """An index into n ordered items near the position s sets (reflected at the ends, so the
     first and last items are not over-drawn)."""
-    x = abs(s + sd * rng.normal())
+    x = abs(_level(rng, s, sd))
     return min(n - 1, int((2.0 - x if x > 1.0 else x) * n))
 
 
@@ -618,3 +627,29 @@ def render(domain: str, rng: np.random.Generator, difficulty: float) -> str:
     s = rng.random() if rng.random() < MISLABEL else min(1.0, max(0.0, float(difficulty)))
     text = fn(rng, float(s))
     return text if len(text) >= 40 else text + PAD[domain]
+
+
+class _LevelsKept:
+    """Passes a Generator's draws through and keeps the feature levels drawn with them."""
+
+    def __init__(self, rng: np.random.Generator):
+        self._rng, self.levels = rng, []
+
+    def random(self) -> float:
+        return self._rng.random()
+
+    def normal(self) -> float:
+        return self._rng.normal()
+
+
+def render_with_levels(
+    domain: str, rng: np.random.Generator, difficulty: float
+) -> tuple[str, list[float]]:
+    """`render`'s text, and the raw levels (before clipping) its features were drawn at.
+
+    The text depends on the difficulty only through these levels (every feature is drawn
+    through `_level`; the rest of the text is drawn whatever the difficulty), so no reader of
+    the text can learn more of the difficulty than they hold: benchmarks/routing_ceiling.py
+    --levels bounds every text router with them."""
+    kept = _LevelsKept(rng)
+    return render(domain, kept, difficulty), kept.levels

@@ -41,6 +41,14 @@ def test_benchmark_is_deterministic_split_and_unique(wid):
     assert all(find_item(f"Question: {it.input}\nmore") is it for it in bench.items[:50])
 
 
+@pytest.mark.parametrize("wid", workflows.BENCHMARKED)
+def test_feature_levels_replay_every_request_text(wid):
+    levels = generate.feature_levels(wid)  # raises if a text stream no longer renders its input
+    d = np.array([it.difficulty for it in benchmark(wid).items])
+    assert len(levels) == len(d) and min(map(len, levels)) >= 2
+    assert np.corrcoef([np.mean(lv) for lv in levels], d)[0, 1] > 0.8
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("wid", workflows.BENCHMARKED)
 def test_cheap_configurations_match_the_largest_on_many_requests_but_not_all(wid, family):

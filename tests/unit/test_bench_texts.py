@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from aragog.bench.texts import DOMAINS, render
+from aragog.bench import texts
+from aragog.bench.texts import DOMAINS, render, render_with_levels
 from scipy.stats import spearmanr
 
 N, TRAIN, SEED = 900, 600, 20240611
@@ -86,6 +87,23 @@ def test_embedding_predicts_difficulty_noisily(domain, corpora, embedder):
     rho = spearmanr(pred, ds[TRAIN:])[0]
     print(f"{domain}: Spearman(ridge on MiniLM, d) = {rho:.3f}")
     assert 0.85 <= rho <= 0.95, rho
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_levels_are_all_the_text_tells_of_difficulty(domain, corpora, monkeypatch):
+    # the same text as render, with one level per feature drawn around the difficulty
+    rng = np.random.default_rng(SEED)
+    ds = rng.random(N)
+    drawn = [render_with_levels(domain, rng, float(d)) for d in ds]
+    assert [t for t, _ in drawn] == corpora[domain][1]
+    assert all(len(lv) >= 2 for _, lv in drawn)
+    means = [np.mean(lv) for _, lv in drawn]
+    assert spearmanr(means, ds)[0] > 0.8
+    # with the levels cut from the difficulty, every difficulty writes the same text: the
+    # text depends on it only through them (what routing_ceiling.py --levels relies on)
+    monkeypatch.setattr(texts, "_level", lambda rng, s, sd: 0.5 + sd * rng.normal())
+    for seed in range(40):
+        assert len({render(domain, np.random.default_rng(seed), d) for d in (0.0, 0.4, 1.0)}) == 1
 
 
 def test_unknown_domain():
