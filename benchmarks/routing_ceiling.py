@@ -7,7 +7,17 @@ embedding (a radial encoding of it): what it recovers on the held-out split is t
 that luck alone leaves to any text router. It is how the benchmark's SLOPE was chosen
 (aragog/bench/specs.py).
 
+The other signals bound a router that reads the text:
+- `--levels`: the levels the text's features were drawn at (aragog.bench.texts
+  .render_with_levels; their mean and count, which is all they tell of the difficulty). The
+  text depends on the difficulty only through them, so no text reader, with any embedding,
+  knows more: what this recovers bounds every text router;
+- `--text`: the difficulty as a ridge regression reads it from the router's own embedding,
+  fitted on the training split's true difficulties (which no router has);
+- `--noise SD`: the true difficulty blurred by Gaussian noise (how exact a reading must be).
+
     python benchmarks/routing_ceiling.py [--family llama3] [--workflow voting]
+        [--levels | --text | --noise SD]
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ import argparse
 
 import numpy as np
 from aragog import workflows
-from aragog.bench.generate import benchmark
+from aragog.bench.generate import benchmark, feature_levels
 from aragog.common.pool import load_pool
 from aragog.common.settings import RouterSettings
 from aragog.routing import artifacts, profiler
@@ -61,9 +71,20 @@ def text_difficulty(x: np.ndarray, d: np.ndarray, train: np.ndarray, test: np.nd
     return np.clip(est, 0.0, 1.0), float(r2)
 
 
-def ceiling(family: str, wid: str, text: bool = False, noise: float = 0.0) -> dict:
-    """The bound on the true difficulty, on the difficulty read from the text (`text`), or
-    on the true one blurred by Gaussian `noise`."""
+def levels_features(levels: list[list[float]]) -> np.ndarray:
+    """Mean and count of each request's feature levels: with equal, independent Gaussian
+    noise per feature they are sufficient for the surface difficulty the levels were drawn
+    around."""
+    mean = np.clip([np.mean(lv) for lv in levels], 0.0, 1.0)
+    count = np.array([len(lv) for lv in levels])
+    onehot = (count[:, None] == np.arange(1, count.max() + 1)[None]).astype(np.float32)
+    return np.hstack([difficulty_features(mean), onehot])
+
+
+def ceiling(family: str, wid: str, text: bool = False, noise: float = 0.0,
+            levels: bool = False) -> dict:
+    """The bound on the true difficulty, on the text's feature levels (`levels`), on the
+    difficulty read from the text (`text`), or on the true one blurred by Gaussian `noise`."""
     pool = load_pool(family)
     space = build_space(workflows.load(wid, pool.names), pool)
     items = list(benchmark(wid).items)
@@ -72,7 +93,13 @@ def ceiling(family: str, wid: str, text: bool = False, noise: float = 0.0) -> di
     train = np.array([i for i, it in enumerate(items) if it.split == "train"])
     test = np.array([i for i, it in enumerate(items) if it.split == "test"])
     r2 = 1.0
-    if text:
+    x = None
+    if levels:
+        lv = feature_levels(wid)
+        x = levels_features(lv)
+        mean = np.clip([np.mean(v) for v in lv], 0.0, 1.0)
+        r2 = 1 - np.mean((mean[test] - d[test]) ** 2) / np.var(d[test])
+    elif text:
         settings = RouterSettings.from_env()
         root = settings.artifacts_dir or artifacts.default_dir()
         emb = artifacts.embeddings(root, wid, Embedder.from_settings(settings), items)
@@ -81,7 +108,8 @@ def ceiling(family: str, wid: str, text: bool = False, noise: float = 0.0) -> di
         blurred = np.clip(d + np.random.default_rng(2).normal(0.0, noise, len(d)), 0.0, 1.0)
         r2 = 1 - np.mean((blurred[test] - d[test]) ** 2) / np.var(d[test])
         d = blurred
-    x = difficulty_features(d)
+    if x is None:
+        x = difficulty_features(d)
     router, _ = artifacts.train_router(space, x, prof, train)
     cost, largest = space.gpu_seconds, space.largest
     router_saving, oracle_saving, lost = [], [], []
@@ -106,6 +134,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--family", action="append", choices=["llama3", "qwen2.5"])
     p.add_argument("--workflow", action="append", choices=workflows.BENCHMARKED)
+    p.add_argument("--levels", action="store_true",
+                   help="train on the text's feature levels (the bound on any text router)")
     p.add_argument("--text", action="store_true",
                    help="train on the difficulty read from the text, not the true one")
     p.add_argument("--noise", type=float, default=0.0, metavar="SD",
@@ -116,7 +146,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for family in args.family or ["llama3", "qwen2.5"]:
         for wid in args.workflow or workflows.BENCHMARKED:
-            r = ceiling(family, wid, text=args.text, noise=args.noise)
+            r = ceiling(family, wid, text=args.text, noise=args.noise, levels=args.levels)
             print(f"| {family} | {wid} | {r['difficulty_r2']:.2f} | {r['risk_weight']:.3g} | "
                   f"{r['oracle_saving_share']:.2f} | {r['recovered']:.0%} | "
                   f"{r['accuracy_lost_points']:.2f} |", flush=True)
