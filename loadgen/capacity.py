@@ -96,7 +96,7 @@ def bounds(art: artifacts.Artifacts, embedder: Embedder, served: PoolSpec) -> di
     true_sets, routed = [], []
     for it in benchmark(wid).split("test"):
         true_sets.append(art.true_f(it.input))
-        routed.append(art.router.route(embedder.encode([it.input])[0], space))
+        routed.append(art.router.route(art.features([it.input], embedder)[0], space))
     n = len(true_sets)
     return {
         "aragog": bound_spread(load, routed),

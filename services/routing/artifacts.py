@@ -1,6 +1,7 @@
 """Routing artifacts per (pool family, workflow): the profile, the trained router, a summary.
 
     {dir}/{family}/{workflow}/profile.npz   which configurations preserve accuracy, per request
+    {dir}/{family}/{workflow}/lexicon.npz   the lexical embedding the router reads too
     {dir}/{family}/{workflow}/router.npz    the MLP and its risk weight
     {dir}/{family}/{workflow}/summary.json  per-workflow configuration, training figures, fingerprint
     {dir}/embeddings/{workflow}-{embedder}.npy   embeddings of the benchmark's inputs
@@ -30,8 +31,9 @@ from aragog.bench.run import Runner
 from aragog.bench.specs import SPECS
 from aragog.common.pool import PoolSpec, load_pool
 from aragog.routing import model as router_model
-from aragog.routing import profiler
+from aragog.routing import lexical, profiler
 from aragog.routing.embedding import Embedder
+from aragog.routing.lexical import Lexicon
 from aragog.routing.space import Space
 from aragog.routing.space import build as build_space
 
@@ -61,7 +63,8 @@ def fingerprint(wid: str, family: str) -> str:
     h = hashlib.sha256(repr(SPECS[wid]).encode())
     served = "fold-average"  # how train_router makes the router it ships
     h.update(repr((MAX_LOSS, FOLDS, WEIGHT_DECAYS, router_model.RISK_WEIGHTS,
-                   inspect.signature(router_model.train), served)).encode())
+                   inspect.signature(router_model.train), served,
+                   ("lexicon", lexical.DIM, lexical.MIN_DF))).encode())
     h.update(json.dumps(calibration.fit(wid, family)).encode())
     for it in bench.items:
         h.update(f"{it.id}\0{it.input}\0{it.answer}\0{it.difficulty:.6f}\0{it.split}".encode())
@@ -75,7 +78,12 @@ class Artifacts:
     space: Space
     profile: profiler.Profile
     router: router_model.RouterModel
+    lexicon: Lexicon
     summary: dict
+
+    def features(self, texts: list[str], embedder: Embedder) -> np.ndarray:
+        """What the router reads of each text."""
+        return router_input(embedder.encode(texts), self.lexicon, texts)
 
     @functools.cached_property
     def rows(self) -> dict[str, int]:
@@ -109,11 +117,17 @@ def load(root: str, pool: PoolSpec, wid: str) -> Artifacts | None:
         space = build_space(wf, pool)
         prof = profiler.Profile.load(os.path.join(d, "profile.npz"))
         router = router_model.RouterModel.load(os.path.join(d, "router.npz"))
+        lexicon = Lexicon.load(os.path.join(d, "lexicon.npz"))
     except (OSError, KeyError, ValueError):
         return None
     if prof.preserving.shape[1] != space.size:
         return None
-    return Artifacts(space, prof, router, summary)
+    return Artifacts(space, prof, router, lexicon, summary)
+
+
+def router_input(embeddings: np.ndarray, lexicon: Lexicon, texts: list[str]) -> np.ndarray:
+    """The router's input: each text's MiniLM embedding, then its lexical one."""
+    return np.hstack([embeddings, lexicon.embed(texts)]).astype(np.float32)
 
 
 def embeddings(root: str, wid: str, embedder: Embedder, items: list[Item]) -> np.ndarray:
@@ -151,7 +165,7 @@ def per_workflow_config(space: Space, items: list[Item]) -> tuple[int, dict]:
 
 
 def train_router(
-    space: Space, x: np.ndarray, prof: profiler.Profile, train_rows: np.ndarray
+    space: Space, x: np.ndarray, prof: profiler.Profile, train_rows: np.ndarray, seed: int = 0
 ) -> tuple[router_model.RouterModel, dict]:
     """The router for requests `train_rows` (features `x`): FOLDS routers, each trained on
     all folds but one, their weight decay and risk weight cross-fitted on the routes each
@@ -171,7 +185,7 @@ def train_router(
         for k, fold in enumerate(folds):
             fit = np.concatenate([f for j, f in enumerate(folds) if j != k])
             routers.append(router_model.train(space, x[fit], prof.preserving[fit],
-                                              weight_decay=decay))
+                                              weight_decay=decay, seed=seed))
             chosen.append(router_model.chosen_configs(routers[-1], space, x[fold]))
         lam, figures = router_model.choose_risk_weight(
             space, np.concatenate(chosen, axis=1), prof.preserving[val],
@@ -205,14 +219,17 @@ def build(
     )
     t0 = time.monotonic()
     pw, pw_figures = per_workflow_config(space, [items[i] for i in train_rows])
-    emb = embeddings(root, wid, embedder, items)
-    router, val_figures = train_router(space, emb, prof, train_rows)
+    texts = [it.input for it in items]
+    lexicon = Lexicon.fit([texts[i] for i in train_rows])
+    x = router_input(embeddings(root, wid, embedder, items), lexicon, texts)
+    router, val_figures = train_router(space, x, prof, train_rows)
     lam = router.risk_weight
     summary = {
         "workflow": wid,
         "family": family,
         "fingerprint": fingerprint(wid, family),
         "embedder": embedder.id,
+        "lexicon": {"dim": lexicon.dim, "grams": len(lexicon.vocabulary)},
         "configurations": space.size,
         "per_workflow_config": pw,
         "per_workflow_models": space.models(pw),
@@ -230,10 +247,11 @@ def build(
     os.makedirs(d, exist_ok=True)
     prof.save(os.path.join(d, "profile.npz"))
     router.save(os.path.join(d, "router.npz"))
+    lexicon.save(os.path.join(d, "lexicon.npz"))
     with open(os.path.join(d, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
     say(
         f"{family}/{wid}: per-workflow {space.models(pw)}, risk weight {lam:.3g}, "
         f"validation {val_figures}, trained in {time.monotonic() - t0:.1f}s"
     )
-    return Artifacts(space, prof, router, summary)
+    return Artifacts(space, prof, router, lexicon, summary)

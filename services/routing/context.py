@@ -74,5 +74,5 @@ class Routing:
 
     def route(self, art: Artifacts, request_input: str) -> np.ndarray:
         """Predicted F(r) (blocking: call it off the event loop)."""
-        emb = self.embedder.encode([request_input])[0]
-        return art.router.route(emb, art.space, self.settings.routing_budget)
+        x = art.features([request_input], self.embedder)[0]
+        return art.router.route(x, art.space, self.settings.routing_budget)

@@ -31,8 +31,8 @@ def evaluate(art: Artifacts, embedder: Embedder, budget: int = 4096) -> dict:
     sizes, recall, precision, latency, router_saving, oracle_saving = [], [], [], [], [], []
     for it in items:
         t0 = time.perf_counter()
-        emb = embedder.encode([it.input])[0]
-        f_hat = art.router.route(emb, space, budget=budget)
+        x = art.features([it.input], embedder)[0]
+        f_hat = art.router.route(x, space, budget=budget)
         latency.append(time.perf_counter() - t0)
         truth = art.profile.preserving[rows[it.input]]
         true_f = np.flatnonzero(truth)

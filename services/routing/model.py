@@ -1,10 +1,11 @@
 """The learned one-time router: per configuration, "does it preserve accuracy on r?".
 
-Model: an MLP over [embedding(r), configuration] -> P(preserves). Its first layer is linear
-in the concatenation, so it splits into E(r) @ W_x (once per request) plus one learned
-vector per (stage, model size rank) summed over the configuration's stages: scoring a
-configuration then costs O(hidden x stages), and spaces far larger than the training
-labels' width stay tractable.
+Model: an MLP over [embedding(r), configuration] -> P(preserves), where embedding(r) is the
+text's MiniLM embedding followed by its lexical one (aragog.routing.artifacts.router_input,
+aragog.routing.lexical). Its first layer is linear in the concatenation, so it splits into
+E(r) @ W_x (once per request) plus one learned vector per (stage, model size rank) summed
+over the configuration's stages: scoring a configuration then costs O(hidden x stages), and
+spaces far larger than the training labels' width stay tractable.
 
 Prediction (`route`) follows the paper's search, with one change to what it accepts: visit
 configurations in cost order, score each, and take the one that minimises

@@ -1,0 +1,89 @@
+"""A lexical embedding of a workflow's prompts, which the router reads next to MiniLM's.
+
+Tf-idf over the words and word pairs of the workflow's training prompts, projected onto
+their top singular directions (latent semantic analysis) and normalised. Why: MiniLM's
+mean-pooled sentence embedding blurs the few words that show how hard a request is (a
+specialist term, one more constraint) among the words every prompt of the workflow shares;
+weighting words by how rare they are across the workflow's own prompts keeps them. Fitted on
+the training split only, when the router is trained, and stored with it.
+
+The tf-idf follows scikit-learn's `TfidfVectorizer(ngram_range=(1, 2), min_df=2,
+sublinear_tf=True)` (a test checks it against that), but is computed here, with numpy,
+so serving needs neither scikit-learn nor a pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+DIM = 96
+"""Singular directions kept. On the EMULATED benchmarks 96 recovered more of the oracle's
+saving than 32 on four of six workflows tried (benchmarks/README.md, "Routing evaluation")."""
+MIN_DF = 2
+"""A word or pair must appear in this many training prompts to count."""
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+
+
+def grams(text: str) -> Counter:
+    """Counts of the text's lower-cased words (two characters or more) and adjacent pairs."""
+    words = _TOKEN.findall(text.lower())
+    return Counter(words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)])
+
+
+@dataclasses.dataclass
+class Lexicon:
+    vocabulary: dict[str, int]  # gram -> column
+    idf: np.ndarray  # [grams]
+    components: np.ndarray  # [DIM, grams]: the projection
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], dim: int = DIM, min_df: int = MIN_DF) -> Lexicon:
+        counts = [grams(t) for t in texts]
+        df = Counter(g for c in counts for g in c)
+        kept = sorted(g for g, n in df.items() if n >= min_df)
+        if not kept:
+            raise ValueError(f"no word appears in {min_df} of the {len(texts)} training prompts")
+        vocabulary = {g: j for j, g in enumerate(kept)}
+        n = len(texts)
+        idf = np.log((1.0 + n) / (1.0 + np.array([df[g] for g in kept]))) + 1.0
+        lex = cls(vocabulary, idf, np.zeros((0, len(kept))))
+        _, _, vt = np.linalg.svd(lex.tfidf(texts, counts), full_matrices=False)
+        lex.components = vt[:dim]
+        return lex
+
+    @property
+    def dim(self) -> int:
+        return int(self.components.shape[0])
+
+    def tfidf(self, texts: Sequence[str], counts: Sequence[Counter] | None = None) -> np.ndarray:
+        """[len(texts), grams]: each text's (1 + log count) x idf over the vocabulary, unit norm."""
+        out = np.zeros((len(texts), len(self.vocabulary)))
+        for i, c in enumerate(counts if counts is not None else map(grams, texts)):
+            for g, k in c.items():
+                j = self.vocabulary.get(g)
+                if j is not None:
+                    out[i, j] = (1.0 + np.log(k)) * self.idf[j]
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1.0)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """[len(texts), dim] float32, unit norm (zero for a text with no known word)."""
+        z = self.tfidf(texts) @ self.components.T
+        norms = np.linalg.norm(z, axis=1, keepdims=True)
+        return (z / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+    def save(self, path: str) -> None:
+        grams_ = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
+        np.savez_compressed(path, grams=np.array(grams_, dtype=str), idf=self.idf,
+                            components=self.components.astype(np.float32))
+
+    @classmethod
+    def load(cls, path: str) -> Lexicon:
+        with np.load(path, allow_pickle=False) as z:
+            vocabulary = {str(g): j for j, g in enumerate(z["grams"])}
+            return cls(vocabulary, z["idf"], z["components"].astype(np.float64))
