@@ -114,10 +114,9 @@ def main() -> None:
             art = artifacts.load(root, load_pool(family), wid)
             if art is None:
                 raise SystemExit(f"no artifacts for {family}/{wid}: run aragog-routing build")
-            texts = [it.input for it in benchmark(wid).items]
-            x = artifacts.router_input(
-                artifacts.embeddings(root, wid, embedder, list(benchmark(wid).items)),
-                art.lexicon, texts)
+            items = list(benchmark(wid).items)
+            x = artifacts.router_input(artifacts.embeddings(root, wid, embedder, items),
+                                       art.lexicon, [it.input for it in items])
             r = compare(art, x, args.seeds)
             cells = [", ".join(f"{s:.0%} ({lost:.2f})" for s, lost in r[w]) for w in WAYS]
             means = " / ".join(f"{np.mean([s for s, _ in r[w]]):.0%}" for w in WAYS)
