@@ -23,7 +23,7 @@ import numpy as np
 
 DIM = 96
 """Singular directions kept. On the EMULATED benchmarks 96 recovered more of the oracle's
-saving than 32 on four of six workflows tried (benchmarks/README.md, "Routing evaluation")."""
+saving than 32 on four of six (pool, workflow) pairs tried (a one-off comparison)."""
 MIN_DF = 2
 """A word or pair must appear in this many training prompts to count."""
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
