@@ -71,14 +71,14 @@ def text_difficulty(x: np.ndarray, d: np.ndarray, train: np.ndarray, test: np.nd
     return np.clip(est, 0.0, 1.0), float(r2)
 
 
-def levels_features(levels: list[list[float]]) -> np.ndarray:
-    """Mean and count of each request's feature levels: with equal, independent Gaussian
+def levels_features(levels: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and count of each request's feature levels (with equal, independent Gaussian
     noise per feature they are sufficient for the surface difficulty the levels were drawn
-    around."""
+    around) as router input; and the mean."""
     mean = np.clip([np.mean(lv) for lv in levels], 0.0, 1.0)
     count = np.array([len(lv) for lv in levels])
     onehot = (count[:, None] == np.arange(1, count.max() + 1)[None]).astype(np.float32)
-    return np.hstack([difficulty_features(mean), onehot])
+    return np.hstack([difficulty_features(mean), onehot]), mean
 
 
 def ceiling(family: str, wid: str, text: bool = False, noise: float = 0.0,
@@ -95,9 +95,7 @@ def ceiling(family: str, wid: str, text: bool = False, noise: float = 0.0,
     r2 = 1.0
     x = None
     if levels:
-        lv = feature_levels(wid)
-        x = levels_features(lv)
-        mean = np.clip([np.mean(v) for v in lv], 0.0, 1.0)
+        x, mean = levels_features(feature_levels(wid))
         r2 = 1 - np.mean((mean[test] - d[test]) ** 2) / np.var(d[test])
     elif text:
         settings = RouterSettings.from_env()

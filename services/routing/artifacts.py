@@ -33,7 +33,6 @@ from aragog.common.pool import PoolSpec, load_pool
 from aragog.routing import model as router_model
 from aragog.routing import lexical, profiler
 from aragog.routing.embedding import Embedder
-from aragog.routing.lexical import Lexicon
 from aragog.routing.space import Space
 from aragog.routing.space import build as build_space
 
@@ -78,7 +77,7 @@ class Artifacts:
     space: Space
     profile: profiler.Profile
     router: router_model.RouterModel
-    lexicon: Lexicon
+    lexicon: lexical.Lexicon
     summary: dict
 
     def features(self, texts: list[str], embedder: Embedder) -> np.ndarray:
@@ -117,7 +116,7 @@ def load(root: str, pool: PoolSpec, wid: str) -> Artifacts | None:
         space = build_space(wf, pool)
         prof = profiler.Profile.load(os.path.join(d, "profile.npz"))
         router = router_model.RouterModel.load(os.path.join(d, "router.npz"))
-        lexicon = Lexicon.load(os.path.join(d, "lexicon.npz"))
+        lexicon = lexical.Lexicon.load(os.path.join(d, "lexicon.npz"))
     except (OSError, KeyError, ValueError):
         return None
     if prof.preserving.shape[1] != space.size:
@@ -125,7 +124,7 @@ def load(root: str, pool: PoolSpec, wid: str) -> Artifacts | None:
     return Artifacts(space, prof, router, lexicon, summary)
 
 
-def router_input(embeddings: np.ndarray, lexicon: Lexicon, texts: list[str]) -> np.ndarray:
+def router_input(embeddings: np.ndarray, lexicon: lexical.Lexicon, texts: list[str]) -> np.ndarray:
     """The router's input: each text's MiniLM embedding, then its lexical one."""
     return np.hstack([embeddings, lexicon.embed(texts)]).astype(np.float32)
 
@@ -220,7 +219,7 @@ def build(
     t0 = time.monotonic()
     pw, pw_figures = per_workflow_config(space, [items[i] for i in train_rows])
     texts = [it.input for it in items]
-    lexicon = Lexicon.fit([texts[i] for i in train_rows])
+    lexicon = lexical.Lexicon.fit([texts[i] for i in train_rows])
     x = router_input(embeddings(root, wid, embedder, items), lexicon, texts)
     router, val_figures = train_router(space, x, prof, train_rows)
     lam = router.risk_weight

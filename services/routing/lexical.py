@@ -60,20 +60,29 @@ class Lexicon:
     def dim(self) -> int:
         return int(self.components.shape[0])
 
+    def _weights(self, counts: Counter) -> tuple[np.ndarray, np.ndarray]:
+        """A text's known grams (columns) and their (1 + log count) x idf, unit norm."""
+        known = [(j, k) for g, k in counts.items() if (j := self.vocabulary.get(g)) is not None]
+        cols = np.array([j for j, _ in known], dtype=int)
+        vals = (1.0 + np.log(np.array([k for _, k in known], dtype=float))) * self.idf[cols]
+        norm = np.linalg.norm(vals)
+        return cols, vals / norm if norm > 0 else vals
+
     def tfidf(self, texts: Sequence[str], counts: Sequence[Counter] | None = None) -> np.ndarray:
         """[len(texts), grams]: each text's (1 + log count) x idf over the vocabulary, unit norm."""
         out = np.zeros((len(texts), len(self.vocabulary)))
         for i, c in enumerate(counts if counts is not None else map(grams, texts)):
-            for g, k in c.items():
-                j = self.vocabulary.get(g)
-                if j is not None:
-                    out[i, j] = (1.0 + np.log(k)) * self.idf[j]
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms > 0, norms, 1.0)
+            cols, vals = self._weights(c)
+            out[i, cols] = vals
+        return out
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """[len(texts), dim] float32, unit norm (zero for a text with no known word)."""
-        z = self.tfidf(texts) @ self.components.T
+        """[len(texts), dim] float32, unit norm (zero for a text with no known word). Only the
+        text's own columns of the projection are read: this runs per request."""
+        z = np.zeros((len(texts), self.dim))
+        for i, text in enumerate(texts):
+            cols, vals = self._weights(grams(text))
+            z[i] = self.components[:, cols] @ vals
         norms = np.linalg.norm(z, axis=1, keepdims=True)
         return (z / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
