@@ -8,7 +8,7 @@ that luck alone leaves to any text router. It is how the benchmark's SLOPE was c
 (aragog/bench/specs.py).
 
 The other signals bound a router that reads the text:
-- `--levels`: the levels the text's features were drawn at (aragog.bench.texts
+- `--levels`: the levels the text's features were drawn at (aragog.emulation.texts
   .render_with_levels; their mean and count, which is all they tell of the difficulty). The
   text depends on the difficulty only through them, so no text reader, with any embedding,
   knows more: what this recovers bounds every text router;
@@ -26,7 +26,7 @@ import argparse
 
 import numpy as np
 from aragog import workflows
-from aragog.bench.generate import benchmark, feature_levels
+from aragog.emulation.generate import benchmark, feature_levels
 from aragog.common.pool import load_pool
 from aragog.common.settings import RouterSettings
 from aragog.routing import artifacts, profiler

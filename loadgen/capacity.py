@@ -30,7 +30,7 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 from aragog import workflows
-from aragog.bench.generate import benchmark
+from aragog.emulation.generate import benchmark
 from aragog.common.pool import PoolSpec, load_pool
 from aragog.loadgen.report import TRUE_F_SPREAD
 from aragog.routing import artifacts

@@ -35,7 +35,7 @@ import grpc
 import redis
 import yaml
 from aragog import workflows
-from aragog.bench.generate import benchmark
+from aragog.emulation.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.common.settings import RouterSettings
 from aragog.loadgen import arrivals, capacity, report

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 import grpc
 from aragog import workflows
-from aragog.bench.generate import benchmark
+from aragog.emulation.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.routing.artifacts import default_dir as default_artifacts_dir
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc

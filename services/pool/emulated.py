@@ -40,7 +40,7 @@ from pytriton.triton import (
 from aragog.common.logs import configure_logging
 from aragog.common.pool import ModelProfile, load_pool
 from aragog.common.settings import PoolSettings
-from aragog.pool.answer import answer
+from aragog.emulation.answer import answer
 
 INPUTS = [
     Tensor(name="prompt", dtype=bytes, shape=(1,)),

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 from aragog import workflows
-from aragog.bench.generate import benchmark
+from aragog.emulation.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.common.settings import RouterSettings
 from aragog.routing import artifacts, profiler

@@ -25,10 +25,10 @@ from collections.abc import Callable
 
 import numpy as np
 from aragog import workflows
-from aragog.bench import calibration
-from aragog.bench.generate import Item, benchmark
-from aragog.bench.run import Runner
-from aragog.bench.specs import SPECS
+from aragog.emulation import calibration
+from aragog.emulation.generate import Item, benchmark
+from aragog.emulation.run import Runner
+from aragog.emulation.specs import SPECS
 from aragog.common.pool import PoolSpec, load_pool
 from aragog.routing import model as router_model
 from aragog.routing import lexical, profiler

@@ -14,8 +14,8 @@ import math
 import time
 
 import numpy as np
-from aragog.bench.generate import benchmark
-from aragog.bench.run import Runner
+from aragog.emulation.generate import benchmark
+from aragog.emulation.run import Runner
 from aragog.routing.artifacts import Artifacts
 from aragog.routing.embedding import Embedder
 from aragog.routing.model import cheapest_of

@@ -5,7 +5,7 @@ of the most expensive configuration (DESIGN, issue 4). Measuring that exhaustive
 |configs| x |LLM stages| stage executions per request. Two savings:
 
 1. A configuration tree: a stage's output depends only on its own and its ancestors'
-   models, so configurations sharing those share the execution (aragog.bench.run).
+   models, so configurations sharing those share the execution (aragog.emulation.run).
 2. Near-monotonicity: a configuration whose models are all at least as large as a
    preserving one almost always preserves too, and one below a non-preserving one does not.
    The profiler runs the largest configuration, then the cheapest (on most requests it
@@ -24,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from aragog.bench.generate import Item
-from aragog.bench.run import Runner
+from aragog.emulation.generate import Item
+from aragog.emulation.run import Runner
 from aragog.routing.space import Space
 
 

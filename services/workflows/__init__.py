@@ -6,7 +6,7 @@ import importlib.resources
 from collections.abc import Sequence
 
 BENCHMARKED = ("self-refine", "text-to-sql", "voting", "task-decomposition")
-"""The paper's workflow shapes, each with a generated benchmark (aragog.bench)."""
+"""The paper's workflow shapes, each with a generated benchmark (aragog.emulation)."""
 
 
 def shipped_yaml(wid: str) -> str:

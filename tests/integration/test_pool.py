@@ -23,7 +23,7 @@ import tritonclient.grpc as tgrpc
 import yaml
 
 from aragog.common.pool import PoolSpec, load_pool
-from aragog.pool.answer import answer
+from aragog.emulation.answer import answer
 from aragog.stack import free_port
 
 pytestmark = pytest.mark.integration

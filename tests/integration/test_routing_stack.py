@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 import redis
-from aragog.bench.generate import benchmark
+from aragog.emulation.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.routing import artifacts
 from aragog.routing.model import cheapest_of

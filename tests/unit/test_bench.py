@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 from aragog import workflows
-from aragog.bench import generate
-from aragog.bench.generate import SIZE, benchmark
-from aragog.bench.run import Runner
+from aragog.emulation import generate
+from aragog.emulation.generate import SIZE, benchmark
+from aragog.emulation.run import Runner
 from aragog.common.pool import load_pool
-from aragog.pool.answer import answer, find_item
+from aragog.emulation.answer import answer, find_item
 
 FAMILIES = ("qwen2.5", "llama3")
 SAMPLE = 300
@@ -127,7 +127,7 @@ def test_accuracy_is_near_monotonic_in_model_size(family):
 
 def test_committed_calibration_matches_published_gaps():
     data = json.loads(
-        importlib.resources.files("aragog.bench").joinpath("calibration.json").read_text()
+        importlib.resources.files("aragog.emulation").joinpath("calibration.json").read_text()
     )
     for wid in workflows.BENCHMARKED:
         for family in FAMILIES:

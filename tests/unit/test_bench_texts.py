@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from aragog.bench import texts
-from aragog.bench.texts import DOMAINS, render, render_with_levels
+from aragog.emulation import texts
+from aragog.emulation.texts import DOMAINS, render, render_with_levels
 from scipy.stats import spearmanr
 
 N, TRAIN, SEED = 900, 600, 20240611

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from aragog.bench.generate import benchmark
+from aragog.emulation.generate import benchmark
 from aragog.routing.lexical import Lexicon
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from aragog import workflows
-from aragog.bench.generate import benchmark
+from aragog.emulation.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.routing import profiler
 from aragog.routing.model import (
@@ -45,7 +45,7 @@ def test_accelerated_profile_agrees_with_exhaustive_at_a_tenth_of_the_work(sql_s
 
 
 def test_preserving_means_answering_as_the_largest_does(sql_space):
-    from aragog.bench.run import Runner
+    from aragog.emulation.run import Runner
 
     s = sql_space
     wrong_largest = 0

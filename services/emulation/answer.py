@@ -3,8 +3,8 @@
 One pure, deterministic function of (model, stage, prompt), shared by the Triton-hosted
 emulated models and by the profiler, so what the profiler measures is what the pool serves.
 
-For a prompt that carries a shipped benchmark request (aragog.bench), the model answers it
-correctly with the probability its stage's logistic model gives (aragog.bench.specs):
+For a prompt that carries a shipped benchmark request (aragog.emulation), the model answers it
+correctly with the probability its stage's logistic model gives (aragog.emulation.specs):
 larger models, easier requests and good upstream outputs raise it. The draw is a common
 random number per (request, stage) plus a small per-model jitter, so a larger model is
 almost always right when a smaller one is (accuracy is near-monotonic in model size, as
@@ -23,9 +23,9 @@ import hashlib
 import math
 import re
 
-from aragog.bench import calibration, skills
-from aragog.bench.generate import LETTERS, Item, index, unit
-from aragog.bench.specs import DEFAULT_STAGE, SPECS, StageSpec
+from aragog.emulation import calibration, skills
+from aragog.emulation.generate import LETTERS, Item, index, unit
+from aragog.emulation.specs import DEFAULT_STAGE, SPECS, StageSpec
 
 PREVIEW_WORDS = 6
 JITTER = 0.03

@@ -1,6 +1,6 @@
 """The shipped benchmarks, generated from a seed (nothing but this code is kept on disk).
 
-Each workflow's benchmark has `SIZE` requests: an input text (aragog.bench.texts, whose
+Each workflow's benchmark has `SIZE` requests: an input text (aragog.emulation.texts, whose
 surface carries real but noisy signal of the request's difficulty), a ground-truth answer,
 a latent difficulty in [0, 1] (never shown to the router; the emulated models use it) and a
 split: `train` (profiling and router training) or `test` (held out).
@@ -16,8 +16,8 @@ import functools
 import hashlib
 
 import numpy as np
-from aragog.bench import texts
-from aragog.bench.specs import SPECS, BenchSpec
+from aragog.emulation import texts
+from aragog.emulation.specs import SPECS, BenchSpec
 
 SIZE = 2000
 TRAIN_SHARE = 0.7

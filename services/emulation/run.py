@@ -11,7 +11,7 @@ import functools
 from collections.abc import Sequence
 
 from aragog.common.workflow import WorkflowDef
-from aragog.pool.answer import answer
+from aragog.emulation.answer import answer
 
 StageCache = dict[tuple[str, tuple[str, ...]], str]
 

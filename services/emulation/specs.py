@@ -1,6 +1,6 @@
 """How each shipped workflow's EMULATED models behave: the knobs of the benchmark generator.
 
-The emulated models (aragog.pool.answer) answer a benchmark request correctly with a
+The emulated models (aragog.emulation.answer) answer a benchmark request correctly with a
 probability set per stage by a logistic model (see `StageSpec.logit`):
 
     logit = offset + scale * k * (skill(model) - skill(smallest))
@@ -15,7 +15,7 @@ probability set per stage by a logistic model (see `StageSpec.logit`):
 - `skill(model)` = logit of the model's published accuracy on the domain's reference
   benchmark (aragog/pool/pools/accuracy.yaml), so the gaps between sizes follow the
   published gaps of the family; `offset` and `scale` are fitted per workflow and family by
-  `aragog.bench.calibrate` so the one-model configurations' end-to-end accuracies match the
+  `aragog.emulation.calibrate` so the one-model configurations' end-to-end accuracies match the
   published ones (results in calibration.json, checked by tests).
 
 Voting aggregators take the plurality of the voters' answers (so independent voters help);
@@ -67,7 +67,7 @@ class BenchSpec:
     difficulty from a Beta distribution (`tiers`)."""
 
     workflow: str
-    domain: str  # aragog.bench.texts domain of the input text
+    domain: str  # aragog.emulation.texts domain of the input text
     reference: str  # benchmark in accuracy.yaml the family's gaps come from (see SPECS)
     stages: dict[str, StageSpec]
     mix: tuple[float, float, float] = (0.5, 0.3, 0.2)

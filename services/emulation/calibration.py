@@ -1,13 +1,13 @@
 """Fit each workflow's emulation to the published accuracies of a model family.
 
 For every shipped workflow and family, `offset` and `scale` of the stage logits
-(aragog.bench.specs) are chosen so the one-model configurations (the same model at every
+(aragog.emulation.specs) are chosen so the one-model configurations (the same model at every
 stage) reach the family's published accuracy on the workflow's reference benchmark: offset
 pins the largest model, scale the smallest, by nested bisection on a sample of the training
 split. The fit is deterministic; its result is committed as calibration.json, and a test
 checks that the committed file matches a fresh fit.
 
-    python -m aragog.bench.calibration --out services/bench/calibration.json
+    python -m aragog.emulation.calibration --out services/emulation/calibration.json
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _override: dict[tuple[str, str], tuple[float, float]] = {}
 
 @functools.cache
 def _committed() -> dict[str, dict[str, dict]]:
-    path = importlib.resources.files("aragog.bench").joinpath(FILE)
+    path = importlib.resources.files("aragog.emulation").joinpath(FILE)
     return json.loads(path.read_text("utf-8")) if path.is_file() else {}
 
 
@@ -41,8 +41,8 @@ def uniform_accuracy(workflow: str, models: list[str], sample: int = SAMPLE) -> 
     """End-to-end accuracy of each one-model configuration on the training split's first
     `sample` requests, under the current fit."""
     from aragog import workflows
-    from aragog.bench.generate import benchmark
-    from aragog.bench.run import Runner
+    from aragog.emulation.generate import benchmark
+    from aragog.emulation.run import Runner
 
     wf = workflows.load(workflow, models)
     items = benchmark(workflow).split("train")[:sample]
@@ -66,8 +66,8 @@ def _bisect(f, lo: float, hi: float, target: float, steps: int = 14) -> float:
 
 def fit_family(workflow: str, family: str, models: list[str]) -> dict:
     """Fit (offset, scale) for `models` (smallest first) of one family."""
-    from aragog.bench import skills
-    from aragog.bench.specs import SPECS
+    from aragog.emulation import skills
+    from aragog.emulation.specs import SPECS
 
     ref = SPECS[workflow].reference
     targets = {m: skills.accuracy(m, ref) for m in models}
@@ -96,7 +96,7 @@ def fit_family(workflow: str, family: str, models: list[str]) -> dict:
 
 
 def fit_all() -> dict[str, dict[str, dict]]:
-    from aragog.bench.specs import SPECS
+    from aragog.emulation.specs import SPECS
     from aragog.common.pool import load_pool
 
     out: dict[str, dict[str, dict]] = {}
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     # Run the imported module, not this __main__ copy: the answer function reads the fit
-    # overrides of `aragog.bench.calibration`.
-    from aragog.bench import calibration
+    # overrides of `aragog.emulation.calibration`.
+    from aragog.emulation import calibration
 
     calibration.main()

@@ -1,1 +1,0 @@
-"""Seeded benchmark generation for the shipped workflows."""
