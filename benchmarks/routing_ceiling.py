@@ -26,13 +26,15 @@ import argparse
 
 import numpy as np
 from aragog import workflows
-from aragog.emulation.generate import benchmark, feature_levels
 from aragog.common.pool import load_pool
 from aragog.common.settings import RouterSettings
-from aragog.routing import artifacts, profiler
+from aragog.emulation.generate import benchmark, feature_levels
+from aragog.routing import artifacts
 from aragog.routing import model as router_model
 from aragog.routing.embedding import Embedder
 from aragog.routing.space import build as build_space
+from aragog.training import build as builder
+from aragog.training import dataset, graders, profiler
 
 
 def difficulty_features(d: np.ndarray, width: float = 0.05, n: int = 24) -> np.ndarray:
@@ -88,7 +90,8 @@ def ceiling(family: str, wid: str, text: bool = False, noise: float = 0.0,
     pool = load_pool(family)
     space = build_space(workflows.load(wid, pool.names), pool)
     items = list(benchmark(wid).items)
-    prof = profiler.profile(space, items)
+    prof = profiler.profile(space, dataset.from_benchmark(wid),
+                            graders.make(builder.BENCHMARK_GRADER))
     d = np.array([it.difficulty for it in items])
     train = np.array([i for i, it in enumerate(items) if it.split == "train"])
     test = np.array([i for i, it in enumerate(items) if it.split == "test"])
@@ -100,7 +103,7 @@ def ceiling(family: str, wid: str, text: bool = False, noise: float = 0.0,
     elif text:
         settings = RouterSettings.from_env()
         root = settings.artifacts_dir or artifacts.default_dir()
-        emb = artifacts.embeddings(root, wid, Embedder.from_settings(settings), items)
+        emb = builder.embeddings(root, Embedder.from_settings(settings), [it.input for it in items])
         d, r2 = text_difficulty(emb, d, train, test)
     elif noise:
         blurred = np.clip(d + np.random.default_rng(2).normal(0.0, noise, len(d)), 0.0, 1.0)
@@ -114,7 +117,7 @@ def ceiling(family: str, wid: str, text: bool = False, noise: float = 0.0,
         for i in test])
     runs = []  # (risk weight, recovered, lost points) per training seed
     for seed in range(seeds):
-        router, _ = artifacts.train_router(space, x, prof, train, seed=seed)
+        router, _ = builder.train_router(space, x, prof, train, seed=seed)
         chosen = np.array([router_model.cheapest_of(space, router.route(x[i], space))
                            for i in test])
         lost = np.mean(prof.largest_correct[test] & ~prof.preserving[test, chosen])

@@ -27,12 +27,14 @@ import argparse
 
 import numpy as np
 from aragog import workflows
-from aragog.emulation.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.common.settings import RouterSettings
+from aragog.emulation.generate import benchmark
 from aragog.routing import artifacts
 from aragog.routing import model as router_model
 from aragog.routing.embedding import Embedder
+from aragog.training import build as builder
+from aragog.training import learn
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975,
               0.98, 0.985, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999, 0.9995, 0.9998, 0.9999)
@@ -62,30 +64,30 @@ def compare(art: artifacts.Artifacts, x: np.ndarray, seeds: int) -> dict[tuple, 
     train = np.array([i for i, it in enumerate(items) if it.split == "train"])
     test = np.array([i for i, it in enumerate(items) if it.split == "test"])
     decay = art.summary["validation"]["weight_decay"]
-    folds = np.array_split(np.random.default_rng(0).permutation(train), artifacts.FOLDS)
+    folds = np.array_split(np.random.default_rng(0).permutation(train), builder.FOLDS)
     val = np.concatenate(folds)
     cost, largest = space.gpu_seconds, space.largest
     oracle = np.mean([cost[largest] - cost[router_model.cheapest_of(
         space, np.flatnonzero(prof.preserving[i]))] for i in test])
-    rules = {"threshold": threshold_choices, "risk weight": router_model.chosen_configs}
+    rules = {"threshold": threshold_choices, "risk weight": learn.chosen_configs}
     out: dict[tuple, list] = {way: [] for way in WAYS}
     for seed in range(seeds):
         fold_models = []
         for k in range(len(folds)):
             fit = np.concatenate([f for j, f in enumerate(folds) if j != k])
-            fold_models.append(router_model.train(space, x[fit], prof.preserving[fit],
+            fold_models.append(learn.train(space, x[fit], prof.preserving[fit],
                                                   weight_decay=decay, seed=seed))
         served = {
             "fold average": router_model.RouterModel.average(fold_models),
-            "retrained": router_model.train(space, x[train], prof.preserving[train],
+            "retrained": learn.train(space, x[train], prof.preserving[train],
                                             weight_decay=decay, seed=seed),
         }
         fitted = {}  # rule -> its setting's row, fitted on the fold routers' routes
         for rule, choices in rules.items():
             oof = np.concatenate([choices(m, space, x[f]) for m, f in zip(fold_models, folds,
                                                                           strict=True)], axis=1)
-            fitted[rule], _ = router_model.best_within_loss(
-                space, oof, prof.preserving[val], prof.largest_correct[val], artifacts.MAX_LOSS)
+            fitted[rule], _ = learn.best_within_loss(
+                space, oof, prof.preserving[val], prof.largest_correct[val], builder.MAX_LOSS)
         for rule, how in WAYS:
             k = fitted[rule]
             held = (rules[rule](served[how], space, x[test])[k] if k >= 0
@@ -111,11 +113,12 @@ def main() -> None:
     print("|---|---|" + "---|" * (len(WAYS) + 1))
     for family in args.family or ["llama3", "qwen2.5"]:
         for wid in args.workflow or workflows.BENCHMARKED:
-            art = artifacts.load(root, load_pool(family), wid)
+            pool = load_pool(family)
+            art, why = artifacts.load(root, pool, workflows.load(wid, pool.names))
             if art is None:
-                raise SystemExit(f"no artifacts for {family}/{wid}: run aragog-routing build")
+                raise SystemExit(f"{family}/{wid}: {why}; run aragog-routing build")
             items = list(benchmark(wid).items)
-            x = artifacts.router_input(artifacts.embeddings(root, wid, embedder, items),
+            x = artifacts.router_input(builder.embeddings(root, embedder, [it.input for it in items]),
                                        art.lexicon, [it.input for it in items])
             r = compare(art, x, args.seeds)
             cells = [", ".join(f"{s:.0%} ({lost:.2f})" for s, lost in r[w]) for w in WAYS]

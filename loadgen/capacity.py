@@ -30,8 +30,8 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 from aragog import workflows
-from aragog.emulation.generate import benchmark
 from aragog.common.pool import PoolSpec, load_pool
+from aragog.emulation.generate import benchmark
 from aragog.loadgen.report import TRUE_F_SPREAD
 from aragog.routing import artifacts
 from aragog.routing.embedding import Embedder
@@ -131,10 +131,10 @@ def main() -> None:
         print(f"\n{family} (GPUs per model: {gpus}; saturation batches x{args.capacity_scale:g}, "
               f"time scale {args.time_scale:g}): requests/s, and the ratio to per-input\n")
         for wid in args.workflow or workflows.BENCHMARKED:
-            art = artifacts.load(artifacts.default_dir(), load_pool(family), wid)
+            pool = load_pool(family)
+            art, why = artifacts.load(artifacts.default_dir(), pool, workflows.load(wid, pool.names))
             if art is None:
-                raise SystemExit(f"no routing artifacts for {family}/{wid}: "
-                                 "run aragog-routing build")
+                raise SystemExit(f"{family}/{wid}: {why}; run aragog-routing build")
             b = bounds(art, embedder, served)
             ref = b["per-input"]
             print(f"{wid}: " + "; ".join(f"{k} {v:.2f} ({v / ref:.2f}x)" for k, v in b.items()),

@@ -35,9 +35,9 @@ import grpc
 import redis
 import yaml
 from aragog import workflows
-from aragog.emulation.generate import benchmark
 from aragog.common.pool import load_pool
 from aragog.common.settings import RouterSettings
+from aragog.emulation.generate import benchmark
 from aragog.loadgen import arrivals, capacity, report
 from aragog.loadgen.runner import run_schedule
 from aragog.routing import artifacts
@@ -288,11 +288,12 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
             pool_file = scaled_pool_file(family, plan.capacity_scale, tmp)
             served = dataclasses.replace(load_pool(pool_file), time_scale=plan.time_scale)
             for wid in plan.workflows:
-                art = artifacts.load(root, load_pool(family), wid)
+                fam_pool = load_pool(family)
+                art, _ = artifacts.load(root, fam_pool, workflows.load(wid, fam_pool.names))
                 if art is not None:
                     rows = art.rows
                     largest_correct[(family, wid)] = {
-                        k: bool(art.profile.largest_correct[rows[it.input]])
+                        k: bool(art.profile.largest_correct[rows[artifacts.input_digest(it.input)]])
                         for k, it in enumerate(benchmark(wid).split("test"))}
                     bound[(family, wid)] = b = capacity.bounds(art, embedder, served)
                     say(f"[{family}/{wid}] capacity bound, req/s: "

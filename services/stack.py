@@ -293,7 +293,7 @@ def prepare_routing(family: str, say=print, wids: list[str] | None = None) -> No
     """Profile the benchmarks and train the router for the pool's family, unless already done
     (the first time: about 4-5 min on 2 cores; cached in ARAGOG_ARTIFACTS_DIR)."""
     from aragog.common.settings import RouterSettings
-    from aragog.routing.__main__ import FAMILIES, ensure
+    from aragog.training.__main__ import FAMILIES, ensure
 
     if family not in FAMILIES:
         say(f"pool family {family!r} has no benchmark calibration: policy aragog admits every "

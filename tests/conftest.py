@@ -13,7 +13,6 @@ import uuid
 
 import pytest
 import redis
-
 from aragog.stack import Stack, free_port, redis_server_binary
 
 
@@ -74,11 +73,11 @@ voters start together, which exercises the scheduler's placeholder F(r) under co
 def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Routing artifacts (profile + trained router) for ROUTED, built once per session
     from the generated benchmark and real MiniLM embeddings (~1-2 min: 5 trainings)."""
-    from aragog.routing import artifacts
     from aragog.routing.embedding import Embedder
+    from aragog.training.build import build_benchmark
 
     root = str(tmp_path_factory.mktemp("artifacts"))
-    artifacts.build(root, *ROUTED, Embedder(), say=lambda m: None)
+    build_benchmark(root, *ROUTED, Embedder(), say=lambda m: None)
     return root
 
 

@@ -25,8 +25,14 @@ class PolicyError(ValueError):
     """Unknown policy, or one that cannot serve this workflow; the message says why."""
 
 
+class ArtifactsUnavailable(PolicyError):
+    """The policy needs routing artifacts that are missing or stale for this workflow and
+    pool: a precondition the operator fixes by building them, not a bad request."""
+
+
 ALL = None
-"""F(r) = every configuration of the workflow (stored compactly, not enumerated)."""
+"""F(r) = every configuration of the workflow (stored compactly, not enumerated); no shipped
+policy admits it today, the store and scheduler keep the form."""
 
 
 class Policy:
@@ -59,15 +65,14 @@ class Policy:
 class AragogPolicy(Policy, name="aragog"):
     """The paper's just-in-time policy. F(r) comes from the learned router (embedding of the
     input -> MLP per configuration, visited in cost order); the scheduler then picks among
-    F(r) per stage by load. Without trained artifacts for the workflow, F(r) is every
-    configuration (the scheduler then picks by load alone, with no accuracy guarantee)."""
+    F(r) per stage by load. Without current artifacts for the workflow it refuses the request
+    (ArtifactsUnavailable): admitting every configuration would drop the accuracy guarantee
+    silently."""
 
     learned = True
 
     def admit(self, workflow, pool, request_input="", routing=None):
-        art = routing.artifacts(workflow, pool) if routing else None
-        if art is None:
-            return ALL
+        art = _artifacts(self, workflow, pool, routing)
         return routing.route(art, request_input)
 
 
@@ -107,10 +112,10 @@ class PerWorkflowPolicy(Policy, name="per-workflow"):
 def _artifacts(policy: Policy, workflow, pool, routing):
     art = routing.artifacts(workflow, pool) if routing else None
     if art is None:
-        raise PolicyError(
+        why = routing.unavailable(workflow, pool) if routing else "no routing context"
+        raise ArtifactsUnavailable(
             f"policy {policy.name} needs routing artifacts for workflow {workflow.id} on pool "
-            f"{pool.family or '?'}; build them with `aragog-routing build`"
-        )
+            f"{pool.family or 'default'}: {why}")
     return art
 
 

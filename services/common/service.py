@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
-
 from aragog.common.logs import configure_logging
 from aragog.common.rpc import create_server, install_sigterm, set_serving, start_metrics
 from aragog.common.settings import BaseSettings

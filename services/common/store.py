@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef, parse_workflow
 from aragog.v1 import common_pb2

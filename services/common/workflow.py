@@ -8,6 +8,7 @@ fastest), which is the compact form F(r) and C(r) are stored in (int64 index arr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import string
 from collections.abc import Mapping, Sequence
@@ -15,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-
 from aragog.v1 import common_pb2
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -143,6 +143,19 @@ class WorkflowDef:
         if self.per_workflow:
             data["per_workflow"] = list(self.per_workflow)
         return yaml.safe_dump(data, sort_keys=False)
+
+
+@functools.cache
+def stage_ancestry(wf: WorkflowDef) -> dict[str, tuple[int, ...]]:
+    """LLM stage -> the configuration digits (LLM stage indices) its output depends on: its
+    own and its ancestors'. Configurations that agree on those share the stage's output,
+    which is what lets a profiler run shared prefixes of the DAG once."""
+    llm = {s.name: i for i, s in enumerate(wf.llm_stages)}
+    closure: dict[str, set[int]] = {}
+    for s in wf.stages:
+        deps = set().union(*(closure[d] for d in s.depends_on)) if s.depends_on else set()
+        closure[s.name] = deps | ({llm[s.name]} if s.name in llm else set())
+    return {name: tuple(sorted(ix)) for name, ix in closure.items() if name in llm}
 
 
 def _placeholders(template: str) -> set[str]:

@@ -1,41 +1,35 @@
-"""Run a workflow in-process on the emulated models' answer function (no Triton, no sleep).
+"""Run a workflow in-process on the EMULATED models' answer function (no Triton, no sleep).
 
-The profiler and the calibration use it; the executor runs the same prompts through Triton.
-A stage's output depends only on its own model and its ancestors' models, so outputs are
-cached by (stage, those models): configurations sharing a prefix of the DAG share its work.
+The profiler's fast path on the generated benchmarks, and the calibration, use it; the
+executor (and the profiler's serving path) run the same prompts through Triton. A stage's
+output depends only on its own model and its ancestors' models, so outputs are cached by
+(stage, those models): configurations sharing a prefix of the DAG share its work.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
-from aragog.common.workflow import WorkflowDef
+from aragog.common.workflow import WorkflowDef, stage_ancestry
 from aragog.emulation.answer import answer
 
 StageCache = dict[tuple[str, tuple[str, ...]], str]
 
 
-@functools.cache
-def _ancestry(wf: WorkflowDef) -> dict[str, tuple[int, ...]]:
-    """LLM stage -> configuration digits (LLM stage indices) its output depends on."""
-    llm = {s.name: i for i, s in enumerate(wf.llm_stages)}
-    closure: dict[str, set[int]] = {}
-    for s in wf.stages:
-        deps = set().union(*(closure[d] for d in s.depends_on)) if s.depends_on else set()
-        closure[s.name] = deps | ({llm[s.name]} if s.name in llm else set())
-    return {name: tuple(sorted(ix)) for name, ix in closure.items() if name in llm}
-
-
 class Runner:
-    """Runs configurations of one request, counting the stage executions it really made."""
+    """Runs configurations of one request, counting the stage executions it really made
+    (`executed`: model, stage and prompt of each, for the profiler's cost accounting)."""
 
     def __init__(self, wf: WorkflowDef, request_input: str):
         self.wf = wf
         self.input = request_input
         self.cache: StageCache = {}
-        self.executions = 0
-        self._ancestry = _ancestry(wf)
+        self.executed: list[tuple[str, str, str]] = []
+        self._ancestry = stage_ancestry(wf)
+
+    @property
+    def executions(self) -> int:
+        return len(self.executed)
 
     def missing(self, models: Sequence[str]) -> int:
         """Stage executions `answer(models)` would still have to make."""
@@ -57,7 +51,7 @@ class Runner:
             out = self.cache.get(key)
             if out is None:
                 out = self.cache[key] = answer(models[llm], st.name, prompt)
-                self.executions += 1
+                self.executed.append((models[llm], st.name, prompt))
             outputs[st.name] = out
             llm += 1
         return outputs[self.wf.sink.name]

@@ -29,6 +29,12 @@ class ModelClient:
         except InferenceServerException:
             return False
 
+    async def model_ready(self, model: str) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(model))
+        except InferenceServerException:
+            return False
+
     async def generate(self, model: str, stage: str, prompt: str, output_tokens: int,
                        timeout_s: float, request_id: str = "") -> str:
         inputs = [

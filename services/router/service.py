@@ -153,6 +153,9 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 f_r = await asyncio.to_thread(policy.admit, wf, pool, request.input, self.routing)
             else:
                 f_r = policy.admit(wf, pool, request.input, self.routing)
+        except policies.ArtifactsUnavailable as e:
+            REJECTED.labels("artifacts").inc()
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         except (policies.PolicyError, WorkflowError) as e:
             await self._reject(context, "policy", str(e))
         admitted = wf.num_configurations if f_r is None else len(f_r)

@@ -1,14 +1,17 @@
-"""Routing artifacts per (pool family, workflow): the profile, the trained router, a summary.
+"""Routing artifacts per (pool family, workflow): what the router serves from, and the
+manifest that says what they were built from.
 
-    {dir}/{family}/{workflow}/profile.npz   which configurations preserve accuracy, per request
+    {dir}/{family}/{workflow}/profile.npz   preserving sets of the profiled requests
     {dir}/{family}/{workflow}/lexicon.npz   the lexical embedding the router reads too
     {dir}/{family}/{workflow}/router.npz    the MLP and its risk weight
-    {dir}/{family}/{workflow}/summary.json  per-workflow configuration, training figures, fingerprint
-    {dir}/embeddings/{workflow}-{embedder}.npy   embeddings of the benchmark's inputs
+    {dir}/{family}/{workflow}/summary.json  manifest, per-workflow configuration, training figures
 
-`build` makes them (aragog-routing build); services load them read-only. A fingerprint of the
-benchmark and its calibration guards against serving a router trained on other data: a
-stale artifact is reported as missing.
+`aragog-routing build` (aragog.training) writes them; services load them read-only. The
+manifest holds digests of everything the router's answers depend on: the workflow, the
+pool's candidate models, the dataset, the grader, the embedder and the training settings.
+Loading checks what a serving router can see (the registered workflow and pool, the format)
+and reports the first mismatch as a reason a person can act on; it never regenerates data or
+imports the emulation or the training side to check.
 """
 
 from __future__ import annotations
@@ -16,66 +19,112 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import inspect
 import json
-import math
 import os
-import time
-from collections.abc import Callable
 
 import numpy as np
-from aragog import workflows
-from aragog.emulation import calibration
-from aragog.emulation.generate import Item, benchmark
-from aragog.emulation.run import Runner
-from aragog.emulation.specs import SPECS
-from aragog.common.pool import PoolSpec, load_pool
+from aragog.common.pool import PoolSpec
+from aragog.common.workflow import WorkflowDef
+from aragog.routing import lexical
 from aragog.routing import model as router_model
-from aragog.routing import lexical, profiler
 from aragog.routing.embedding import Embedder
 from aragog.routing.space import Space
 from aragog.routing.space import build as build_space
 
-MAX_LOSS = 0.005
-"""Accuracy the risk weight may give up on the validation requests (the target allows 1 point;
-the rest is margin: choosing the best of many weights on the same requests is optimistic,
-and held-out losses ran up to twice the validation loss)."""
-WEIGHT_DECAYS = (1e-4, 3e-3)
-"""The MLP's weight decay is picked per workflow from these by out-of-fold saving: with ~1,000
-training requests for 384 embedding dimensions, the strong one made the chain and
-decomposition routers less overconfident (10-21 points more of the oracle's saving at the
-same loss), while voting, whose labels are mostly luck, did better with the light one."""
-FOLDS = 4
-"""The risk weight is fitted on out-of-fold routes over the whole training split (each fold
-routed by a router trained on the others): four times the validation requests of a single
-held-back quarter, so a loss of half a point is measured on ~7 requests, not ~2."""
+FORMAT = 2
+"""Version of the artifacts' layout; artifacts of another format are rebuilt, not read."""
 
 
 def default_dir() -> str:
     return os.path.join(os.path.expanduser("~"), ".cache", "aragog", "artifacts")
 
 
-def fingerprint(wid: str, family: str) -> str:
-    """Changes whenever the benchmark, its emulation, the calibration or the router's
-    training settings would."""
-    bench = benchmark(wid)
-    h = hashlib.sha256(repr(SPECS[wid]).encode())
-    served = "fold-average"  # how train_router makes the router it ships
-    h.update(repr((MAX_LOSS, FOLDS, WEIGHT_DECAYS, router_model.RISK_WEIGHTS,
-                   inspect.signature(router_model.train), served,
-                   ("lexicon", lexical.DIM, lexical.MIN_DF))).encode())
-    h.update(json.dumps(calibration.fit(wid, family)).encode())
-    for it in bench.items:
-        h.update(f"{it.id}\0{it.input}\0{it.answer}\0{it.difficulty:.6f}\0{it.split}".encode())
-    return h.hexdigest()[:16]
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def workflow_digest(wf: WorkflowDef) -> str:
+    """Changes with anything of the workflow that routing depends on (its canonical YAML:
+    stages, prompts, candidates in order, output lengths)."""
+    return _digest(wf.to_yaml())
+
+
+def pool_digest(pool: PoolSpec, wf: WorkflowDef) -> str:
+    """Changes with the candidate models' profiles, which set the configurations' costs.
+    Instance counts are left out: scaling a model out does not change what F(r) holds."""
+    names = sorted({m for s in wf.llm_stages for m in s.candidates})
+    profiles = [{k: v for k, v in dataclasses.asdict(pool.model(n)).items() if k != "instances"}
+                for n in names]
+    return _digest(json.dumps({"family": pool.family, "models": profiles}, sort_keys=True))
+
+
+def input_digest(text: str) -> str:
+    """How a profile names a request's input without storing it."""
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+@dataclasses.dataclass
+class Profile:
+    """Which configurations preserve accuracy on each profiled request of a dataset.
+
+    `preserving[r, c]`: configuration c's answer on request r is graded as good as the largest
+    configuration's; `largest_correct[r]`: the largest configuration's answer is correct
+    (True where the grader has no labels); `executions`, `tokens`, `gpu_seconds`: what
+    profiling request r spent (tokens and GPU-seconds estimated from the pool's profiles)."""
+
+    item_ids: list[str]
+    inputs: list[str]  # input_digest of each request's input
+    splits: list[str]  # "train" or "test"
+    preserving: np.ndarray  # [items, n] bool
+    largest_correct: np.ndarray  # [items] bool
+    executions: np.ndarray  # [items] stage executions spent
+    exhaustive_executions: int  # per request, without the profiler's savings
+    tokens: np.ndarray  # [items]
+    gpu_seconds: np.ndarray  # [items]
+
+    def rows(self, split: str) -> np.ndarray:
+        return np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)
+
+    def save(self, path: str) -> None:
+        tmp = f"{path}.{os.getpid()}.tmp.npz"
+        np.savez_compressed(
+            tmp,
+            item_ids=np.array(self.item_ids),
+            inputs=np.array(self.inputs),
+            splits=np.array(self.splits),
+            preserving=np.packbits(self.preserving, 1),
+            n=self.preserving.shape[1],
+            largest_correct=self.largest_correct,
+            executions=self.executions,
+            exhaustive=self.exhaustive_executions,
+            tokens=self.tokens,
+            gpu_seconds=self.gpu_seconds,
+        )
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> Profile:
+        z = np.load(path)
+        n = int(z["n"])
+        return cls(
+            [str(x) for x in z["item_ids"]],
+            [str(x) for x in z["inputs"]],
+            [str(x) for x in z["splits"]],
+            np.unpackbits(z["preserving"], 1, count=n).astype(bool),
+            z["largest_correct"],
+            z["executions"],
+            int(z["exhaustive"]),
+            z["tokens"],
+            z["gpu_seconds"],
+        )
 
 
 @dataclasses.dataclass
 class Artifacts:
-    """What the policies need for one workflow on one pool family."""
+    """What the policies need for one workflow on one pool."""
 
     space: Space
-    profile: profiler.Profile
+    profile: Profile
     router: router_model.RouterModel
     lexicon: lexical.Lexicon
     summary: dict
@@ -86,13 +135,12 @@ class Artifacts:
 
     @functools.cached_property
     def rows(self) -> dict[str, int]:
-        """Benchmark input text -> row of the profile."""
-        by_id = {it.id: it.input for it in benchmark(self.space.workflow.id).items}
-        return {by_id[i]: r for r, i in enumerate(self.profile.item_ids)}
+        """Input digest -> row of the profile."""
+        return {d: r for r, d in enumerate(self.profile.inputs)}
 
     def true_f(self, request_input: str) -> np.ndarray | None:
-        """The profiled F(r) of a benchmark input, None for any other input."""
-        row = self.rows.get(request_input)
+        """The profiled F(r) of a profiled input, None for any other input."""
+        row = self.rows.get(input_digest(request_input))
         return None if row is None else np.flatnonzero(self.profile.preserving[row])
 
     @property
@@ -100,157 +148,42 @@ class Artifacts:
         return int(self.summary["per_workflow_config"])
 
 
-def _dir(root: str, family: str, wid: str) -> str:
-    return os.path.join(root, family, wid)
+def path(root: str, family: str, wid: str) -> str:
+    """Where the artifacts of workflow `wid` on pool family `family` live."""
+    return os.path.join(root, family or "default", wid)
 
 
-def load(root: str, pool: PoolSpec, wid: str) -> Artifacts | None:
-    """The artifacts for `wid` on `pool`, or None if absent, stale or for another space."""
-    d = _dir(root, pool.family, wid)
+def load(root: str, pool: PoolSpec, wf: WorkflowDef) -> tuple[Artifacts | None, str]:
+    """The artifacts for the registered workflow `wf` on `pool`, or None and why not."""
+    d = path(root, pool.family, wf.id)
     try:
         with open(os.path.join(d, "summary.json"), encoding="utf-8") as f:
             summary = json.load(f)
-        if wid not in SPECS or summary.get("fingerprint") != fingerprint(wid, pool.family):
-            return None
-        wf = workflows.load(wid, pool.names)
+    except FileNotFoundError:
+        return None, f"no routing artifacts in {d}"
+    except (OSError, ValueError) as e:
+        return None, f"unreadable routing artifacts in {d}: {e}"
+    manifest = summary.get("manifest") or {}
+    expected = {"format": FORMAT, "workflow": workflow_digest(wf), "pool": pool_digest(pool, wf)}
+    what = {"format": "artifact format", "workflow": "workflow definition",
+            "pool": "pool's candidate models"}
+    for key, want in expected.items():
+        if manifest.get(key) != want:
+            return None, (f"routing artifacts in {d} are stale: the {what[key]} changed since "
+                          "they were built")
+    try:
         space = build_space(wf, pool)
-        prof = profiler.Profile.load(os.path.join(d, "profile.npz"))
+        prof = Profile.load(os.path.join(d, "profile.npz"))
         router = router_model.RouterModel.load(os.path.join(d, "router.npz"))
         lexicon = lexical.Lexicon.load(os.path.join(d, "lexicon.npz"))
-    except (OSError, KeyError, ValueError):
-        return None
+    except (OSError, KeyError, ValueError) as e:
+        return None, f"unreadable routing artifacts in {d}: {e}"
     if prof.preserving.shape[1] != space.size:
-        return None
-    return Artifacts(space, prof, router, lexicon, summary)
+        return None, f"routing artifacts in {d} cover {prof.preserving.shape[1]} configurations, " \
+                     f"the workflow has {space.size}"
+    return Artifacts(space, prof, router, lexicon, summary), ""
 
 
 def router_input(embeddings: np.ndarray, lexicon: lexical.Lexicon, texts: list[str]) -> np.ndarray:
     """The router's input: each text's MiniLM embedding, then its lexical one."""
     return np.hstack([embeddings, lexicon.embed(texts)]).astype(np.float32)
-
-
-def embeddings(root: str, wid: str, embedder: Embedder, items: list[Item]) -> np.ndarray:
-    """Embeddings of the benchmark's inputs, cached per workflow and embedder."""
-    texts = hashlib.sha256("\0".join(it.input for it in items).encode()).hexdigest()[:12]
-    path = os.path.join(root, "embeddings", f"{wid}-{embedder.id}-{texts}.npy")
-    if os.path.exists(path):
-        e = np.load(path)
-        if e.shape[0] == len(items):
-            return e
-    e = embedder.encode([it.input for it in items])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp.npy"  # builders of two families may share the cache
-    np.save(tmp, e)
-    os.replace(tmp, path)
-    return e
-
-
-def per_workflow_config(space: Space, items: list[Item]) -> tuple[int, dict]:
-    """The cheapest configuration whose accuracy over `items` matches the largest's."""
-    runners = [Runner(space.workflow, it.input) for it in items]
-
-    def accuracy(c: int) -> float:
-        models = space.models(c)
-        return float(
-            np.mean([r.answer(models) == it.answer for r, it in zip(runners, items, strict=True)])
-        )
-
-    target = accuracy(space.largest)
-    for c in space.cost_order:
-        acc = accuracy(int(c))
-        if acc >= target:
-            return int(c), {"accuracy": acc, "largest_accuracy": target}
-    return space.largest, {"accuracy": target, "largest_accuracy": target}
-
-
-def train_router(
-    space: Space, x: np.ndarray, prof: profiler.Profile, train_rows: np.ndarray, seed: int = 0
-) -> tuple[router_model.RouterModel, dict]:
-    """The router for requests `train_rows` (features `x`): FOLDS routers, each trained on
-    all folds but one, their weight decay and risk weight cross-fitted on the routes each
-    gives its own held-back fold; it serves their average, with the out-of-fold figures.
-
-    Why the average and not one router retrained on every fold: the weight is fitted to
-    the fold routers' risks, and a router trained on a third more requests is more
-    confident than they were. Over three training seeds, a retrained router's held-out
-    saving moved by up to 14 points and its loss reached 2.17 points; the average's moved
-    by up to 7, its loss at most 1.17, for about the same mean saving (benchmarks/README.md,
-    "Routing rules")."""
-    folds = np.array_split(np.random.default_rng(0).permutation(train_rows), FOLDS)
-    val = np.concatenate(folds)
-    best: tuple[list, float, dict] | None = None  # fold routers, risk weight, figures
-    for decay in WEIGHT_DECAYS:
-        routers, chosen = [], []
-        for k, fold in enumerate(folds):
-            fit = np.concatenate([f for j, f in enumerate(folds) if j != k])
-            routers.append(router_model.train(space, x[fit], prof.preserving[fit],
-                                              weight_decay=decay, seed=seed))
-            chosen.append(router_model.chosen_configs(routers[-1], space, x[fold]))
-        lam, figures = router_model.choose_risk_weight(
-            space, np.concatenate(chosen, axis=1), prof.preserving[val],
-            prof.largest_correct[val], MAX_LOSS,
-        )
-        if best is None or figures["saving"] > best[2]["saving"]:
-            best = (routers, lam, {**figures, "weight_decay": decay})
-    assert best is not None
-    routers, lam, figures = best
-    router = router_model.RouterModel.average(routers)
-    router.risk_weight = lam
-    return router, figures
-
-
-def build(
-    root: str, family: str, wid: str, embedder: Embedder, say: Callable[[str], None] = print
-) -> Artifacts:
-    """Profile the benchmark, train the router, write the artifacts; return them."""
-    pool = load_pool(family)
-    wf = workflows.load(wid, pool.names)
-    space = build_space(wf, pool)
-    bench = benchmark(wid)
-    items = list(bench.items)
-    t0 = time.monotonic()
-    prof = profiler.profile(space, items)
-    train_rows = np.array([i for i, it in enumerate(items) if it.split == "train"])
-    say(
-        f"{family}/{wid}: profiled {len(items)} requests in {time.monotonic() - t0:.1f}s, "
-        f"{prof.executions[train_rows].mean():.1f} stage executions per request "
-        f"(exhaustive {prof.exhaustive_executions})"
-    )
-    t0 = time.monotonic()
-    pw, pw_figures = per_workflow_config(space, [items[i] for i in train_rows])
-    texts = [it.input for it in items]
-    lexicon = lexical.Lexicon.fit([texts[i] for i in train_rows])
-    x = router_input(embeddings(root, wid, embedder, items), lexicon, texts)
-    router, val_figures = train_router(space, x, prof, train_rows)
-    lam = router.risk_weight
-    summary = {
-        "workflow": wid,
-        "family": family,
-        "fingerprint": fingerprint(wid, family),
-        "embedder": embedder.id,
-        "lexicon": {"dim": lexicon.dim, "grams": len(lexicon.vocabulary)},
-        "configurations": space.size,
-        "per_workflow_config": pw,
-        "per_workflow_models": space.models(pw),
-        **{f"per_workflow_{k}": v for k, v in pw_figures.items()},
-        "risk_weight": lam if math.isfinite(lam) else None,
-        "validation": val_figures,
-        "profiling": {
-            "requests": len(train_rows),
-            "executions_per_request": float(prof.executions[train_rows].mean()),
-            "exhaustive_per_request": prof.exhaustive_executions,
-        },
-    }
-    router.meta = {k: summary[k] for k in ("workflow", "family", "embedder", "configurations")}
-    d = _dir(root, family, wid)
-    os.makedirs(d, exist_ok=True)
-    prof.save(os.path.join(d, "profile.npz"))
-    router.save(os.path.join(d, "router.npz"))
-    lexicon.save(os.path.join(d, "lexicon.npz"))
-    with open(os.path.join(d, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
-    say(
-        f"{family}/{wid}: per-workflow {space.models(pw)}, risk weight {lam:.3g}, "
-        f"validation {val_figures}, trained in {time.monotonic() - t0:.1f}s"
-    )
-    return Artifacts(space, prof, router, lexicon, summary)

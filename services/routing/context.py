@@ -1,8 +1,9 @@
 """What the policies read at admission: the routing artifacts and the embedding model.
 
 One `Routing` per router process. Artifacts load lazily per (pool family, workflow) and are
-used only when the registered workflow's configuration space is the one they were trained
-on (same candidates in the same order); otherwise the policies that need them say so.
+used only when their manifest matches the registered workflow and pool
+(aragog.routing.artifacts.load); otherwise the policies that need them refuse the request
+with the reason, and it is logged once per lookup.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Routing:
         self.settings = settings
         self.root = settings.artifacts_dir or artifacts.default_dir()
         self._arts: dict[tuple[str, str, tuple], Artifacts | None] = {}
+        self._why: dict[tuple[str, str, tuple], str] = {}
         self._missing_since: dict[tuple[str, str, tuple], float] = {}
         self._embedder: Embedder | None = None
         self._lock = threading.Lock()
@@ -44,8 +46,8 @@ class Routing:
         return (pool.family, wf.id, tuple(s.candidates for s in wf.llm_stages))
 
     def loaded(self, wf: WorkflowDef, pool: PoolSpec) -> bool:
-        """Whether `artifacts` answers without loading (loading regenerates the benchmark to
-        check the fingerprint: about a second, so not on the event loop)."""
+        """Whether `artifacts` answers without loading (loading reads files: not on the
+        event loop)."""
         key = self._key(wf, pool)
         return key in self._arts and not self._stale(key)
 
@@ -58,19 +60,23 @@ class Routing:
     def artifacts(self, wf: WorkflowDef, pool: PoolSpec) -> Artifacts | None:
         key = self._key(wf, pool)
         if key not in self._arts or self._stale(key):
-            art = artifacts.load(self.root, pool, wf.id)
-            if art is not None and [s.candidates for s in art.space.workflow.llm_stages] != list(
-                key[2]
-            ):
-                log.warning("artifacts_space_mismatch", workflow=wf.id, family=pool.family)
-                art = None
+            art, why = artifacts.load(self.root, pool, wf)
             if art is None:
-                log.info("no_routing_artifacts", workflow=wf.id, family=pool.family, dir=self.root)
+                log.warning("routing_artifacts_unavailable", workflow=wf.id, family=pool.family,
+                            reason=why)
                 self._missing_since[key] = time.monotonic()
             else:
                 self._missing_since.pop(key, None)
-            self._arts[key] = art
+            self._arts[key], self._why[key] = art, why
         return self._arts[key]
+
+    def unavailable(self, wf: WorkflowDef, pool: PoolSpec) -> str:
+        """Why `artifacts` gave None (after it did), with what to do about it."""
+        why = self._why.get(self._key(wf, pool), "routing artifacts not loaded")
+        return (f"{why}. Build them: `aragog-routing profile --workflow <file> --dataset <jsonl> "
+                f"--grader <spec>` then `aragog-routing build --profile <dir>` (README, "
+                "\"Your own workflow and data\"); or name a policy that needs none "
+                "(largest, cheapest, static:<models>)")
 
     def route(self, art: Artifacts, request_input: str) -> np.ndarray:
         """Predicted F(r) (blocking: call it off the event loop)."""

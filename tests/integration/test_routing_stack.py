@@ -9,8 +9,9 @@ import grpc
 import numpy as np
 import pytest
 import redis
-from aragog.emulation.generate import benchmark
 from aragog.common.pool import load_pool
+from aragog.common.workflow import parse_workflow
+from aragog.emulation.generate import benchmark
 from aragog.routing import artifacts
 from aragog.routing.model import cheapest_of
 from aragog.stack import shipped_workflow
@@ -25,8 +26,11 @@ FAMILY, WORKFLOW = ROUTED
 @pytest.fixture(scope="module")
 def art(stack, artifacts_dir):
     reg = stack.register(shipped_workflow(WORKFLOW))
-    loaded = artifacts.load(artifacts_dir, load_pool(FAMILY), WORKFLOW)
-    assert loaded is not None and reg.configurations == loaded.space.size
+    pool = load_pool(FAMILY)
+    loaded, why = artifacts.load(artifacts_dir, pool, parse_workflow(shipped_workflow(WORKFLOW),
+                                                                      pool.names))
+    assert loaded is not None, why
+    assert reg.configurations == loaded.space.size
     return loaded
 
 

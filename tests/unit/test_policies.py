@@ -21,14 +21,16 @@ def test_registry_knows_the_policies():
     assert {"aragog", "per-input", "per-workflow", "static", "largest", "cheapest"} <= set(policies.names())
 
 
-def test_aragog_without_artifacts_admits_every_configuration(wf):
-    # chain3 has no benchmark, so no trained router: the scheduler may pick any configuration
-    assert policies.make("aragog").admit(wf, load_pool(), "hi") is policies.ALL
+def test_policies_needing_artifacts_refuse_without_them(wf, tmp_path):
+    """No silent fallback: without a router, aragog would lose its accuracy guarantee."""
+    from aragog.common.settings import RouterSettings
+    from aragog.routing.context import Routing
 
-
-def test_policies_needing_a_profile_refuse_without_one(wf):
-    with pytest.raises(policies.PolicyError, match="routing artifacts"):
-        policies.make("per-input").admit(wf, load_pool(), "hi")
+    routing = Routing(RouterSettings.from_env({"ARAGOG_ARTIFACTS_DIR": str(tmp_path)}))
+    for name in ("aragog", "per-input"):
+        with pytest.raises(policies.ArtifactsUnavailable, match="no routing artifacts in") as e:
+            policies.make(name).admit(wf, load_pool(), "hi", routing)
+        assert "aragog-routing build" in str(e.value)
 
 
 def test_bound_policies_pick_one_configuration(wf):

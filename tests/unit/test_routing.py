@@ -5,16 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from aragog import workflows
-from aragog.emulation.generate import benchmark
 from aragog.common.pool import load_pool
-from aragog.routing import profiler
-from aragog.routing.model import (
-    RISK_WEIGHTS,
-    RouterModel,
-    cheapest_of,
-    choose_risk_weight,
-    chosen_configs,
-)
+from aragog.emulation.generate import benchmark
+from aragog.routing.model import RouterModel, cheapest_of
+from aragog.training import dataset, graders, profiler
+from aragog.training.learn import RISK_WEIGHTS, choose_risk_weight, chosen_configs
+
+AGREE = graders.make("agree")
 from aragog.routing.space import Space, build
 
 
@@ -37,8 +34,8 @@ def test_space_orders_costs_and_dominance(sql_space):
 
 
 def test_accelerated_profile_agrees_with_exhaustive_at_a_tenth_of_the_work(sql_space):
-    items = benchmark("text-to-sql").split("train")[:60]
-    check = profiler.verify(sql_space, items)
+    items = [r for r in dataset.from_benchmark("text-to-sql") if r.split == "train"][:60]
+    check = profiler.verify(sql_space, items, AGREE)
     assert check["label_agreement"] > 0.98, check
     assert check["executions_accelerated"] <= check["executions_exhaustive"] / 10, check
     assert check["executions_tree_only"] < check["executions_exhaustive"], check
@@ -50,7 +47,7 @@ def test_preserving_means_answering_as_the_largest_does(sql_space):
     s = sql_space
     wrong_largest = 0
     for it in benchmark("text-to-sql").split("train")[:40]:
-        prof = profiler.profile_request(s, it)
+        prof = profiler.profile_request(s, Runner(s.workflow, it.input), AGREE, it.answer)
         run = Runner(s.workflow, it.input)
         reference = run.answer(s.models(s.largest))
         assert prof.preserving[s.largest]
