@@ -29,6 +29,7 @@ if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py MANIFEST.in protos 
   if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     .venv/bin/pip install -q "torch==${ARAGOG_TORCH_VERSION:-2.13.0}"
   fi
+  rm -rf build  # setuptools' build/lib would keep modules that moved or were deleted
   .venv/bin/pip install -q ".[test]"
   touch "$stamp"
 fi

@@ -1,9 +1,10 @@
 """Run the whole stack on one machine: Redis, Triton with the emulated pool, four services.
 
-`aragog-stack demo` starts everything on free loopback ports, registers the shipped
-workflow, sends a handful of requests and prints, per request, the model chosen for each
-stage, the latency and the answer; then stops everything. `aragog-stack up` keeps it
-running. Given ARAGOG_REDIS_URL or ARAGOG_TRITON_URL (or --redis-url / --triton-url) it uses
+`aragog-stack demo` starts everything on loopback (fixed ports: router 50051, Triton gRPC
+8001; `--random-ports` for free ones), registers the shipped workflows, sends a handful of
+requests and prints, per request, the model chosen for each stage, the latency and the
+answer; then stops everything. `aragog-stack up` keeps it running until Ctrl-C or SIGTERM,
+which stop every child. Given ARAGOG_REDIS_URL or ARAGOG_TRITON_URL (or --redis-url / --triton-url) it uses
 those servers instead of starting its own. Tests and benchmarks use `Stack` directly.
 """
 
@@ -133,7 +134,7 @@ class Stack:
 
     def __init__(self, redis_url: str = "", triton_url: str = "", executors: int = 2,
                  time_scale: float = 0.0, namespace: str = "aragog", log_dir: str = "",
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, ports: dict[str, int] | None = None):
         self.external_redis = redis_url
         self.external_triton = triton_url
         self.n_executors = executors
@@ -141,6 +142,7 @@ class Stack:
         self.namespace = namespace
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="aragog-stack-")
         self.extra_env = extra_env or {}
+        self.ports = ports or {}  # service -> fixed port (FIXED_PORTS' keys); else a free one
         self.procs: list[Proc] = []
         self.executors: list[Proc] = []
         self.redis_url = redis_url
@@ -169,7 +171,7 @@ class Stack:
         }
 
     def _python_service(self, name: str, module: str, env: dict[str, str]) -> Proc:
-        port = free_port()
+        port = self.ports.get(name) or free_port()
         addr = f"127.0.0.1:{port}"
         return self._spawn(name, [sys.executable, "-m", module], {**self._service_env(addr), **env}, addr)
 
@@ -189,7 +191,8 @@ class Stack:
             self.redis_url = f"redis://127.0.0.1:{port}/0"
         pool = None
         if not self.triton_url:
-            ports: list[int] = []
+            ports = [self.ports[k] for k in ("triton-grpc", "triton-http", "triton-metrics")
+                     if self.ports.get(k)]
             while len(ports) < 3:
                 port = free_port_outside_ephemeral()
                 if port not in ports:
@@ -339,6 +342,15 @@ def demo(stack: Stack, n: int, policy: str, concurrency: int) -> int:
     return 1 if failures else 0
 
 
+FIXED_PORTS = {"router": 50051, "scheduler": 50052, "load-monitor": 50053,
+               "triton-grpc": 8001, "triton-http": 8000, "triton-metrics": 8002}
+"""Where `aragog-stack up` and `demo` listen by default (the services' own defaults)."""
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # unwinds `with stack:`, which stops every child
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="aragog-stack", description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=["demo", "up"])
@@ -349,12 +361,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--redis-url", default=os.environ.get("ARAGOG_REDIS_URL", ""))
     ap.add_argument("--triton-url", default=os.environ.get("ARAGOG_TRITON_URL", ""))
     ap.add_argument("--time-scale", type=float, default=0.0, help="emulated latency multiplier")
+    ap.add_argument("--random-ports", action="store_true",
+                    help="listen on free ports instead of the fixed ones (router 50051, scheduler "
+                    "50052, load-monitor 50053, Triton gRPC 8001, HTTP 8000, metrics 8002)")
+    for name, port in FIXED_PORTS.items():
+        ap.add_argument(f"--{name}-port", type=int, default=port, help=f"default {port}")
     args = ap.parse_args(argv)
+    ports = {} if args.random_ports else {
+        name: getattr(args, f"{name.replace('-', '_')}_port") for name in FIXED_PORTS}
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     pool_spec = load_pool(os.environ.get("ARAGOG_POOL_FILE") or None)
     print(f"routing artifacts for pool {pool_spec.family} ...", flush=True)
     prepare_routing(pool_spec.family, lambda m: print("  " + m, flush=True))
     stack = Stack(redis_url=args.redis_url, triton_url=args.triton_url, executors=args.executors,
-                  time_scale=args.time_scale)
+                  time_scale=args.time_scale, ports=ports)
     print(f"starting the stack (logs in {stack.log_dir}) ...", flush=True)
     t0 = time.monotonic()
     with stack:

@@ -87,7 +87,8 @@ def stack(request: pytest.FixtureRequest, redis_url: str, artifacts_dir: str):
     router and two executors, each its own process, on free loopback ports.
 
     Leases and idle claims are short so that fault tests finish quickly. The router has the
-    session's routing artifacts.
+    session's routing artifacts; its default policy is `largest`, since most tests run
+    workflows without artifacts (for which `aragog` refuses: tests name it where they mean it).
     """
     s = Stack(
         redis_url=redis_url,
@@ -100,6 +101,7 @@ def stack(request: pytest.FixtureRequest, redis_url: str, artifacts_dir: str):
             "ARAGOG_SHUTDOWN_GRACE_S": "8",
             "ARAGOG_LOG_LEVEL": "info",
             "ARAGOG_ARTIFACTS_DIR": artifacts_dir,
+            "ARAGOG_DEFAULT_POLICY": "largest",
         },
     )
     s.start(timeout_s=180)

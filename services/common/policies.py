@@ -31,8 +31,7 @@ class ArtifactsUnavailable(PolicyError):
 
 
 ALL = None
-"""F(r) = every configuration of the workflow (stored compactly, not enumerated); no shipped
-policy admits it today, the store and scheduler keep the form."""
+"""F(r) = every configuration of the workflow (stored compactly, not enumerated)."""
 
 
 class Policy:
@@ -133,6 +132,15 @@ class CheapestPolicy(Policy, name="cheapest"):
     def admit(self, workflow, pool, request_input="", routing=None):
         models = [min(s.candidates, key=lambda m: pool.model(m).params_b) for s in workflow.llm_stages]
         return self.one(workflow.config_index(models))
+
+
+class AnyPolicy(Policy, name="any"):
+    """Every configuration: the scheduler picks each stage's model by load alone. No accuracy
+    guarantee (nothing says a small model preserves the answer); for workflows with no
+    artifacts whose owner chooses cost over accuracy, explicitly."""
+
+    def admit(self, workflow, pool, request_input="", routing=None):
+        return ALL
 
 
 class StaticPolicy(Policy, name="static"):

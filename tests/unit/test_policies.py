@@ -18,7 +18,12 @@ def models_of(wf, f_r):
 
 
 def test_registry_knows_the_policies():
-    assert {"aragog", "per-input", "per-workflow", "static", "largest", "cheapest"} <= set(policies.names())
+    assert {"aragog", "per-input", "per-workflow", "static", "largest", "cheapest", "any"} <= set(
+        policies.names())
+
+
+def test_any_admits_every_configuration_explicitly(wf):
+    assert policies.make("any").admit(wf, load_pool(), "hi") is policies.ALL
 
 
 def test_policies_needing_artifacts_refuse_without_them(wf, tmp_path):

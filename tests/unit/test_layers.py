@@ -1,0 +1,23 @@
+"""Serving stands on nothing it does not need: importing a service loads neither the
+emulation nor the training side (import-linter checks the same statically: make lint-imports)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SERVICES = ["aragog.router.service", "aragog.router.__main__", "aragog.scheduler.__main__",
+            "aragog.executor.__main__", "aragog.load_monitor.__main__"]
+
+
+@pytest.mark.parametrize("module", SERVICES)
+def test_a_service_imports_no_emulation_or_training(module):
+    code = (f"import sys, json, {module}; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith("
+            "('aragog.emulation', 'aragog.training', 'aragog.loadgen')))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == []
