@@ -1,6 +1,6 @@
 """Profiling through the serving path: N text-to-sql requests through the embedded Triton pool.
 
-    python benchmarks/profile_through_triton.py [--requests 500] [--concurrency 16] [--workflow text-to-sql]
+    python benchmarks/profile_through_triton.py [--requests 500] [--concurrency 16]
 
 Starts the embedded (EMULATED) pool in a stack on free ports, profiles the first N requests
 of the workflow's generated benchmark through Triton (aragog-routing's serving path, the

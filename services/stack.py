@@ -4,8 +4,9 @@
 8001; `--random-ports` for free ones), registers the shipped workflows, sends a handful of
 requests and prints, per request, the model chosen for each stage, the latency and the
 answer; then stops everything. `aragog-stack up` keeps it running until Ctrl-C or SIGTERM,
-which stop every child. Given ARAGOG_REDIS_URL or ARAGOG_TRITON_URL (or --redis-url / --triton-url) it uses
-those servers instead of starting its own. Tests and benchmarks use `Stack` directly.
+which stop every child. Given ARAGOG_REDIS_URL or ARAGOG_TRITON_URL (or --redis-url /
+--triton-url) it uses those servers instead of starting its own. Tests and benchmarks use
+`Stack` directly.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from collections.abc import Iterator
 
 import grpc
 from aragog import workflows
-from aragog.emulation.generate import benchmark
 from aragog.common.pool import load_pool
+from aragog.emulation.generate import benchmark
 from aragog.routing.artifacts import default_dir as default_artifacts_dir
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -299,8 +300,8 @@ def prepare_routing(family: str, say=print, wids: list[str] | None = None) -> No
     from aragog.training.__main__ import FAMILIES, ensure
 
     if family not in FAMILIES:
-        say(f"pool family {family!r} has no benchmark calibration: policy aragog admits every "
-            "configuration")
+        say(f"pool family {family!r} has no generated benchmarks: policy aragog needs "
+            "artifacts from your own data (README, \"Your own workflow and data\")")
         return
     settings = RouterSettings.from_env()
     root = settings.artifacts_dir or default_artifacts_dir()

@@ -1,6 +1,6 @@
 """Register sql-lite with a running router and send it held-out requests of the dataset.
 
-    .venv/bin/python examples/quickstart/submit.py [--router 127.0.0.1:50051] [--policy aragog] [-n 5]
+    .venv/bin/python examples/quickstart/submit.py [--router ADDR] [--policy P] [-n 5]
 
 Prints, per request, |F(r)| (configurations admitted), the model each stage ran on, the
 answer and whether it matches `expected`.
@@ -47,8 +47,9 @@ def main() -> int:
             models = ", ".join(f"{s.stage}={s.model}" for s in done.stages)
             ok = done.answer == r.expected
             correct += ok
+            verdict = "correct" if ok else f"expected {r.expected!r}"
             print(f"{r.id}: |F(r)| {done.admitted_configurations}, {models}\n"
-                  f"    answer {done.answer!r} ({'correct' if ok else 'expected ' + repr(r.expected)})")
+                  f"    answer {done.answer!r} ({verdict})")
         print(f"{correct}/{min(args.n, len(records))} correct")
     return 0
 
