@@ -92,7 +92,7 @@ def problems(example: Path) -> list[str]:
             if got != want:
                 out.append(f"{m.name}: adapter {what} {got} are not the contract {want}")
         if any(g.kind != mc.ModelInstanceGroup.KIND_CPU for g in adapter.instance_group):
-            out.append(f"{m.name}: the adapter takes no GPU (KIND_CPU)")
+            out.append(f"{m.name}: the adapter must take no GPU (KIND_CPU)")
         params = {k: v.string_value for k, v in adapter.parameters.items()}
         if params.get("ENGINE_MODEL") != f"{m.name}-vllm":
             out.append(f"{m.name}: ENGINE_MODEL must name {m.name}-vllm")
@@ -107,10 +107,11 @@ def problems(example: Path) -> list[str]:
                 py_compile.compile(str(code), cfile=f"{tmp}/model.pyc", doraise=True)
         except (py_compile.PyCompileError, FileNotFoundError) as e:
             out.append(f"{m.name}: 1/model.py does not compile: {e}")
-            continue
-        first_adapter = first_adapter or code
-        if code.read_bytes() != first_adapter.read_bytes():
-            out.append(f"{m.name}: 1/model.py differs from {first_adapter.parent.parent.name}'s")
+        else:
+            first_adapter = first_adapter or code
+            if code.read_bytes() != first_adapter.read_bytes():
+                out.append(f"{m.name}: 1/model.py differs from "
+                           f"{first_adapter.parent.parent.name}'s")
         # The engine: vLLM on the pool's GPUs.
         name = f"{m.name}-vllm"
         if engine.backend != "vllm":
@@ -199,7 +200,8 @@ BREAKAGES = {
         r / "llama3-8b/config.pbtxt", "TYPE_INT32", "TYPE_INT64"),
     "GPU 4": lambda r, p: _edit_text(r / "llama3-8b-vllm/config.pbtxt", "6, 7", "4, 7"),
     "engines but": lambda r, p: _edit_pool(p, "llama3-70b", instances=2),
-    "differs": lambda r, p: (r / "llama3-3b/1/model.py").write_text("x = 1\n"),
+    "differs": lambda r, p: (r / "llama3-70b/1/model.py").write_text("x = 1\n"),
+    "does not compile": lambda r, p: (r / "llama3-8b/1/model.py").write_text("def f(:\n"),
     "does not parse": lambda r, p: _edit_text(
         r / "llama3-3b/config.pbtxt", 'backend: "python"', 'backend: "python'),
     "MAX_IN_FLIGHT": lambda r, p: _edit_pool(p, "llama3-3b", instances=1),
@@ -318,6 +320,7 @@ def adapter(monkeypatch):
     passes a Python model), with the fake module in place of Triton's."""
     pb = fake_pb_utils()
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # no __pycache__ in examples/
     spec = importlib.util.spec_from_file_location(
         "vllm_adapter", EXAMPLE / "model_repository/llama3-8b/1/model.py")
     module = importlib.util.module_from_spec(spec)
