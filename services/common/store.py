@@ -169,6 +169,13 @@ class Store:
         return sorted((self._parse(v) for v in raw.values()), key=lambda w: w.id)
 
     # requests -----------------------------------------------------------------------
+    async def get_load(self) -> dict[str, common_pb2.ModelLoad]:
+        """The newest load snapshot by model name (empty before the load-monitor's first)."""
+        raw = await self.r.get(self.k.load)
+        if not raw:
+            return {}
+        return {m.model: m for m in common_pb2.LoadSnapshot.FromString(raw).models}
+
     async def request_fields(self, rid: str) -> dict[str, str]:
         raw = await self.r.hgetall(self.k.req(rid))
         return {k.decode(): v.decode() for k, v in raw.items()}

@@ -144,15 +144,17 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         try:
             policy = policies.make(policy_name)
             learned = policy.learned and self.routing.artifacts(wf, pool) is not None
-            if learned and self.settings.routing_overlap:
+            load = await self.store.get_load() if policy.wants_load else None
+            if learned and policy.overlap and self.settings.routing_overlap:
                 # F(r) is computed while the request waits for its first stage; until then the
                 # largest configuration is the placeholder (it is in every F(r)).
                 f_r = policies.make("largest").admit(wf, pool)
                 routed_later = True
             elif learned:
-                f_r = await asyncio.to_thread(policy.admit, wf, pool, request.input, self.routing)
+                f_r = await asyncio.to_thread(policy.admit, wf, pool, request.input, self.routing,
+                                              load)
             else:
-                f_r = policy.admit(wf, pool, request.input, self.routing)
+                f_r = policy.admit(wf, pool, request.input, self.routing, load)
         except policies.ArtifactsUnavailable as e:
             REJECTED.labels("artifacts").inc()
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))

@@ -77,6 +77,21 @@ def test_per_input_binds_the_cheapest_configuration_of_the_profiled_f(stack, art
     assert status.admitted_configurations == 1
 
 
+def test_per_input_from_the_router_binds_one_configuration_of_its_f(stack, art):
+    from aragog.routing.embedding import Embedder
+
+    it = benchmark(WORKFLOW).split("test")[3]
+    routed = art.router.route(art.features([it.input], Embedder())[0], art.space)
+    status = final(stack.submit(WORKFLOW, it.input, policy="per-input:router")[0])
+    assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED, status.error
+    assert status.admitted_configurations == 1
+    ran = art.space.workflow.config_index([s.model for s in status.stages])
+    assert ran == cheapest_of(art.space, routed)
+    status = final(stack.submit(WORKFLOW, it.input, policy="per-input:load")[0])
+    assert status.admitted_configurations == 1
+    assert art.space.workflow.config_index([s.model for s in status.stages]) in routed
+
+
 def test_per_workflow_uses_the_profiled_configuration(stack, art):
     it = benchmark(WORKFLOW).split("test")[1]
     status = final(stack.submit(WORKFLOW, it.input, policy="per-workflow")[0])

@@ -61,3 +61,29 @@ def test_static_with_wrong_models_is_rejected(wf):
         policies.make("static:llama3-8b").admit(wf, load_pool())
     with pytest.raises(policies.PolicyError, match="not a candidate"):
         policies.make("static:llama3-8b,llama3-8b,gpt-x").admit(wf, load_pool())
+
+
+def test_per_input_modes_parse_their_argument():
+    assert policies.make("per-input").mode == "profiled"
+    assert policies.make("per-input:router").learned
+    load_aware = policies.make("per-input:load")
+    assert load_aware.wants_load and not load_aware.overlap
+    with pytest.raises(policies.PolicyError, match="takes profiled, router, load"):
+        policies.make("per-input:fastest")
+
+
+def test_load_aware_binding_avoids_the_queued_model():
+    from aragog.routing.space import build
+    from aragog.v1 import common_pb2
+
+    pool = load_pool("llama3")
+    wf = parse_workflow(shipped_workflow("chain3"), pool.names)
+    space = build(wf, pool)
+    small = wf.config_index(["llama3-8b"] * 3)
+    large = wf.config_index(["llama3-70b"] * 3)
+    both = np.array(sorted([small, large]))
+    idle = {}
+    assert policies.least_loaded(space, both, idle) == small  # faster and cheaper when idle
+    cap = pool.model("llama3-8b").capacity
+    busy = {"llama3-8b": common_pb2.ModelLoad(model="llama3-8b", leased=cap, triton_pending=4 * cap)}
+    assert policies.least_loaded(space, both, busy) == large  # the 8B's queue outweighs it
