@@ -63,8 +63,8 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 f"workflow YAML is larger than {self.settings.max_workflow_bytes} bytes",
             )
         pool = await self._pool(context)
-        try:
-            wf = parse_workflow(text, pool.names)
+        try:  # off the event loop: bounded (see parse_workflow), but up to a few 100 ms
+            wf = await asyncio.to_thread(parse_workflow, text, pool.names)
         except WorkflowError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         n = wf.num_configurations

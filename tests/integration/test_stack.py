@@ -95,6 +95,14 @@ def test_resubmitting_an_id_reattaches(stack, chain):
     assert again.answer == first.answer and again.request_id == rid
 
 
+def alias_bomb(wid: str, field: str, levels: int = 7) -> str:
+    """Billion laughs: each anchor names 9 copies of the one before; `field` holds 9**levels."""
+    lines = [f"id: {wid}", "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    lines += [f"{field}: *l{levels - 1}", "stages: [{name: a, prompt: '{input}'}]"]
+    return "\n".join(lines) + "\n"
+
+
 def test_list_workflows(stack, chain):
     with stack.router() as r:
         listed = r.ListWorkflows(router_pb2.ListWorkflowsRequest(), timeout=5)
@@ -110,12 +118,20 @@ def test_list_workflows(stack, chain):
         (lambda s, c: s.submit(c, "hi", policy="fastest"), "unknown policy 'fastest'"),
         (lambda s, c: s.submit(c, "hi", policy="static:llama3-8b"), "3 LLM stages"),
         (lambda s, c: s.submit(c, "hi", request_id="bad id!"), "request_id must be"),
+        (lambda s, c: s.register(alias_bomb("bomb1", "description")), "anchors and aliases"),
+        (lambda s, c: s.register(alias_bomb("bomb2", "kind")), "anchors and aliases"),
+        (lambda s, c: s.register("id: deep\nstages: " + "[" * 100_000 + "]" * 100_000),
+         "nested deeper than"),
+        (lambda s, c: s.register(shipped_workflow("chain3").replace("id: chain3", "id: long")
+                                 .replace("description:", "description: " + "x" * 2000, 1)),
+         "`description` must be a string"),
         (lambda s, c: s.register("id: broken\nstages: [\n"), "does not parse"),
         (lambda s, c: s.register("id: w2\nstages:\n  - {name: a, prompt: '{input}', candidates: [gpt-5]}\n"),
          "not in the pool"),
     ],
     ids=["unknown-workflow", "oversized-input", "empty-input", "unknown-policy", "bad-static",
-         "bad-request-id", "malformed-yaml", "unknown-model"],
+         "bad-request-id", "alias-bomb-description", "alias-bomb-field", "deep-yaml",
+         "long-description", "malformed-yaml", "unknown-model"],
 )
 def test_bad_input_is_rejected_and_changes_nothing(stack, chain, call, message):
     before = snapshot(stack)
@@ -123,6 +139,7 @@ def test_bad_input_is_rejected_and_changes_nothing(stack, chain, call, message):
         call(stack, chain)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in err.value.details()
+    assert len(err.value.details()) <= 500
     assert snapshot(stack) == before
 
 
