@@ -18,7 +18,8 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 | `{ns}:inflight:{executor}` | hash, TTL | executor | model -> stages in flight on it now |
 | `{ns}:load` | string | load-monitor | newest LoadSnapshot (protobuf bytes) |
 
-Finished requests' keys expire after the router's request_ttl_s.
+Finished requests' keys expire after the router's request_ttl_s. Ids inside keys follow
+the one id rule (`aragog.common.bounds`: no ':'), so no id can name another record's key.
 """
 
 from __future__ import annotations

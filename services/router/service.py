@@ -8,7 +8,6 @@ input is rejected with INVALID_ARGUMENT before anything is written.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +15,7 @@ from collections.abc import AsyncIterator
 import grpc
 import structlog
 from aragog.common import policies
+from aragog.common.bounds import clip, id_error
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
 from aragog.common.store import ROUTING_PENDING, Store, encode_configs
@@ -26,7 +26,6 @@ from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 from prometheus_client import Counter, Histogram
 
 log = structlog.get_logger("router")
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
 
 ADMITTED = Counter("aragog_router_admitted_total", "Requests admitted", ["workflow", "policy"])
@@ -89,6 +88,9 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         return router_pb2.ListWorkflowsResponse(workflows=[w.to_proto() for w in wfs])
 
     async def GetRequestStatus(self, request, context):  # noqa: N802
+        bad_id = id_error("request_id", request.request_id)
+        if bad_id:
+            await self._reject(context, "request_id", bad_id)
         status = await self.store.status(request.request_id)
         if status is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no request {request.request_id!r}")
@@ -97,23 +99,23 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
     async def SubmitRequest(  # noqa: N802
         self, request: router_pb2.SubmitRequestRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.SubmitRequestResponse]:
+        for what, value in (("request_id", request.request_id),
+                            ("workflow_id", request.workflow_id), ("tenant", request.tenant)):
+            bad_id = id_error(what, value, optional=True)
+            if bad_id:
+                await self._reject(context, what, bad_id)
         rid = request.request_id or uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=rid)
-        if request.request_id:
-            if not REQUEST_ID_RE.match(request.request_id):
-                await self._reject(context, "request_id", "request_id must be 1-64 of [A-Za-z0-9_.-]")
-            if await self.store.r.exists(self.store.k.req(rid)):
-                log.info("reattach")
-                async for event in self._events(rid, context):
-                    yield event
-                return
-        await self._admit(rid, request, context)
+        if request.request_id and await self.store.r.exists(self.store.k.req(rid)):
+            log.info("reattach")
+        else:
+            await self._admit(rid, request, context)
         async for event in self._events(rid, context):
             yield event
 
     async def _reject(self, context: grpc.aio.ServicerContext, reason: str, message: str) -> None:
         REJECTED.labels(reason).inc()
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, clip(message))
 
     async def _admit(self, rid: str, request: router_pb2.SubmitRequestRequest, context) -> None:
         t0 = time.perf_counter()
