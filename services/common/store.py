@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef, parse_workflow
@@ -171,6 +172,30 @@ class Store:
         return sorted((self._parse(v) for v in raw.values()), key=lambda w: w.id)
 
     # requests -----------------------------------------------------------------------
+    async def admit(self, rid: str, fields: dict[str, Any], f_r: bytes, first_event: bytes) -> bool:
+        """Write a new request (its record, F(r), first event, work entry) in one transaction,
+        unless its id is taken; False if it was.
+
+        Checking the id and writing are one atomic step (WATCH): submissions of one id that
+        race all see it free, but once the first transaction has written the record the
+        others' transactions are refused, so exactly one is admitted and queued.
+        """
+        k = self.k
+        async with self.r.pipeline(transaction=True) as p:
+            await p.watch(k.req(rid))
+            if await p.exists(k.req(rid)):
+                return False
+            p.multi()
+            p.hset(k.req(rid), mapping=fields)
+            p.set(k.f(rid), f_r)
+            self.add_event(p, rid, first_event)
+            p.xadd(k.work, {"rid": rid})  # never trimmed: executors delete finished entries
+            try:
+                await p.execute()
+            except WatchError:
+                return False
+        return True
+
     async def request_fields(self, rid: str) -> dict[str, str]:
         raw = await self.r.hgetall(self.k.req(rid))
         return {k.decode(): v.decode() for k, v in raw.items()}

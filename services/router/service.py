@@ -1,8 +1,9 @@
 """Router: validates and admits requests, computes F(r) once, streams progress back.
 
 Admission writes the request's state, F(r), its first event and its entry in the work
-stream in one Redis transaction, so a request is either fully admitted or not at all; bad
-input is rejected with INVALID_ARGUMENT before anything is written.
+stream in one Redis transaction that also claims the request id, so a request is either
+fully admitted or not at all, and once however many clients submit the same id at the same
+time; bad input is rejected with INVALID_ARGUMENT before anything is written.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, clip(message))
 
     async def _admit(self, rid: str, request: router_pb2.SubmitRequestRequest, context) -> None:
+        """Admit the request, unless a concurrent submission of its id admitted it first (the
+        caller then follows that one)."""
         t0 = time.perf_counter()
         if not request.workflow_id:
             await self._reject(context, "workflow", "workflow_id is required")
@@ -158,26 +161,23 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         except (policies.PolicyError, WorkflowError) as e:
             await self._reject(context, "policy", str(e))
         admitted = wf.num_configurations if f_r is None else len(f_r)
-        k = self.store.k
         first = router_pb2.SubmitRequestResponse(
             request_id=rid,
             admitted=router_pb2.Admitted(policy=policy_name, configurations=admitted),
         )
-        async with self.store.r.pipeline(transaction=True) as p:
-            p.hset(k.req(rid), mapping={
-                "workflow_id": wf.id,
-                "policy": policy_name,
-                "tenant": request.tenant,
-                "input": request.input,
-                "state": common_pb2.REQUEST_STATE_QUEUED,
-                "admitted": admitted,
-                "created_at": time.time(),
-                **({"routing": ROUTING_PENDING} if routed_later else {}),
-            })
-            p.set(k.f(rid), encode_configs(f_r))
-            self.store.add_event(p, rid, first.SerializeToString())
-            p.xadd(k.work, {"rid": rid})  # never trimmed: executors delete finished entries
-            await p.execute()
+        fields = {
+            "workflow_id": wf.id,
+            "policy": policy_name,
+            "tenant": request.tenant,
+            "input": request.input,
+            "state": common_pb2.REQUEST_STATE_QUEUED,
+            "admitted": admitted,
+            "created_at": time.time(),
+            **({"routing": ROUTING_PENDING} if routed_later else {}),
+        }
+        if not await self.store.admit(rid, fields, encode_configs(f_r), first.SerializeToString()):
+            log.info("reattach", raced=True)
+            return
         ADMITTED.labels(wf.id, policy_name).inc()
         if routed_later:
             task = asyncio.create_task(self._route(rid, policy, wf, pool, request.input, t0))

@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import threading
 import time
 import uuid
 import urllib.request
@@ -23,6 +24,7 @@ from aragog.v1 import (
     load_monitor_pb2,
     load_monitor_pb2_grpc,
     router_pb2,
+    router_pb2_grpc,
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
@@ -194,6 +196,45 @@ def test_ids_naming_other_keys_are_refused_everywhere(stack, chain):
                     rpc()
                 assert err.value.code().name == code, (i, err.value.details())
     assert snapshot(stack) == before
+
+
+def test_concurrent_submissions_of_one_id_admit_it_once(stack, chain):
+    """5 clients submit one new id at the same instant (three times over): one admission (one
+    `admitted` event, one run), the others re-attach; all get the same final answer."""
+    trials, clients = 3, 5
+    rids = [f"race-{uuid.uuid4().hex[:8]}" for _ in range(trials)]
+    channels = [grpc.insecure_channel(stack.router_addr) for _ in range(trials * clients)]
+    try:
+        for ch in channels:
+            grpc.channel_ready_future(ch).result(timeout=10)
+        start = threading.Barrier(len(channels))
+
+        def submit(i: int) -> list:
+            request = router_pb2.SubmitRequestRequest(
+                workflow_id=chain, input=f"race input {i}", policy="cheapest",
+                request_id=rids[i % trials])
+            stub = router_pb2_grpc.RouterServiceStub(channels[i])
+            start.wait()
+            return list(stub.SubmitRequest(request, timeout=120))
+
+        with concurrent.futures.ThreadPoolExecutor(len(channels)) as pool:
+            results = list(pool.map(submit, range(len(channels))))
+    finally:
+        for ch in channels:
+            ch.close()
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        for t, rid in enumerate(rids):
+            finals = [final(results[i]) for i in range(t, len(results), trials)]
+            assert len({f.SerializeToString() for f in finals}) == 1, "all get the same status"
+            status = final(results[t])
+            assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED and status.request_id == rid
+            kinds = [router_pb2.SubmitRequestResponse.FromString(fields[b"e"]).WhichOneof("event")
+                     for _, fields in client.xrange(f"{stack.namespace}:req:{rid}:events")]
+            assert kinds.count("admitted") == 1, kinds
+            assert kinds.count("stage_started") == 3 and kinds.count("completed") == 1, kinds
+    finally:
+        client.close()
 
 
 def test_scheduler_rejects_unknown_stage_and_request(stack, chain):
