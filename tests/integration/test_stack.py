@@ -198,6 +198,36 @@ def test_ids_naming_other_keys_are_refused_everywhere(stack, chain):
     assert snapshot(stack) == before
 
 
+@pytest.mark.parametrize(
+    ("service", "method", "streaming"),
+    [
+        ("router", "/aragog.v1.RouterService/GetRequestStatus", (False, False)),
+        ("router", "/aragog.v1.RouterService/SubmitRequest", (False, True)),
+        ("router", "/aragog.v1.RouterService/RegisterWorkflow", (False, False)),
+        ("scheduler", "/aragog.v1.SchedulerService/StageSession", (True, True)),
+        ("scheduler", "/aragog.v1.SchedulerService/ReleaseStage", (False, False)),
+        ("executor", "/aragog.v1.ExecutorService/RunRequest", (False, False)),
+    ],
+    ids=["router-GetRequestStatus", "router-SubmitRequest", "router-RegisterWorkflow",
+         "scheduler-StageSession", "scheduler-ReleaseStage", "executor-RunRequest"],
+)
+def test_undecodable_request_bytes_are_invalid_argument(stack, chain, service, method, streaming):
+    addr = {"router": stack.router_addr, "scheduler": stack.scheduler_addr,
+            "executor": live_executor(stack).addr}[service]
+    garbage = b"\xff\xff\xff"  # a field tag that never ends: no protobuf message
+    before = snapshot(stack)
+    with grpc.insecure_channel(addr) as ch, pytest.raises(grpc.RpcError) as err:
+        if streaming == (True, True):
+            list(ch.stream_stream(method)(iter([garbage]), timeout=5))
+        elif streaming == (False, True):
+            list(ch.unary_stream(method)(garbage, timeout=5))
+        else:
+            ch.unary_unary(method)(garbage, timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert "protobuf message" in err.value.details()
+    assert snapshot(stack) == before
+
+
 def test_concurrent_submissions_of_one_id_admit_it_once(stack, chain):
     """5 clients submit one new id at the same instant (three times over): one admission (one
     `admitted` event, one run), the others re-attach; all get the same final answer."""
