@@ -7,12 +7,15 @@ deadline on every call and turn status codes into one typed error.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
 import structlog
+from aragog.common.bounds import clip
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -34,6 +37,85 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
         return await continuation(handler_call_details)
 
 
+class _Undecodable(Exception):
+    """Request bytes that are not the method's message."""
+
+
+class DecodeInterceptor(grpc.aio.ServerInterceptor):
+    """Request bytes that do not decode are the caller's error: INVALID_ARGUMENT, not UNKNOWN.
+
+    grpc.aio decodes with the handler's request_deserializer and answers UNKNOWN when it
+    raises. Each handler is wrapped once: a unary request that does not decode reaches the
+    handler as a marker and a streamed one raises from `read()`; the wrapper aborts on both.
+    """
+
+    _MAKE = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+
+    def __init__(self) -> None:
+        self._guarded: dict[str, Any] = {}  # method -> wrapped handler
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        guarded = self._guarded.get(method)
+        if guarded is None:
+            guarded = self._guarded[method] = self._guard(handler)
+        return guarded
+
+    def _guard(self, handler: Any) -> Any:
+        decode = handler.request_deserializer
+        behavior = (handler.unary_unary or handler.unary_stream or handler.stream_unary
+                    or handler.stream_stream)
+        is_gen = inspect.isasyncgenfunction(behavior)
+        if decode is None or not (is_gen or inspect.iscoroutinefunction(behavior)):
+            return handler
+        streaming = handler.request_streaming
+
+        def safe_decode(raw: bytes) -> Any:
+            try:
+                return decode(raw)
+            except DecodeError as e:
+                if streaming:
+                    raise _Undecodable(str(e)) from None
+                return _Undecodable(str(e))  # unary requests decode before the handler runs
+
+        async def abort(context: grpc.aio.ServicerContext, e: _Undecodable) -> None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                clip(f"request bytes are not this method's protobuf message ({e}): send the "
+                     "serialized request message the .proto declares"),
+            )
+
+        if is_gen:
+            async def guarded(request, context):  # type: ignore[no-untyped-def]
+                if isinstance(request, _Undecodable):
+                    await abort(context, request)
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                except _Undecodable as e:
+                    await abort(context, e)
+        else:
+            async def guarded(request, context):  # type: ignore[no-untyped-def]
+                if isinstance(request, _Undecodable):
+                    await abort(context, request)
+                try:
+                    return await behavior(request, context)
+                except _Undecodable as e:
+                    await abort(context, e)
+
+        make = self._MAKE[(handler.request_streaming, handler.response_streaming)]
+        return make(guarded, request_deserializer=safe_decode,
+                    response_serializer=handler.response_serializer)
+
+
 def create_server(
     listen: str,
     register: Iterable[Callable[[grpc.aio.Server], None]],
@@ -45,7 +127,7 @@ def create_server(
     caller marks it SERVING once its dependencies answer.
     """
     server = grpc.aio.server(
-        interceptors=[ContextInterceptor()],
+        interceptors=[ContextInterceptor(), DecodeInterceptor()],
         options=[
             ("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20),
             # accept the executors' keepalive pings (every 10 s, also between calls)

@@ -18,7 +18,8 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 | `{ns}:inflight:{executor}` | hash, TTL | executor | model -> stages in flight on it now |
 | `{ns}:load` | string | load-monitor | newest LoadSnapshot (protobuf bytes) |
 
-Finished requests' keys expire after the router's request_ttl_s.
+Finished requests' keys expire after the router's request_ttl_s. Ids inside keys follow
+the one id rule (`aragog.common.bounds`: no ':'), so no id can name another record's key.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef, parse_workflow
 from aragog.v1 import common_pb2
@@ -175,6 +178,30 @@ class Store:
         if not raw:
             return {}
         return {m.model: m for m in common_pb2.LoadSnapshot.FromString(raw).models}
+
+    async def admit(self, rid: str, fields: dict[str, Any], f_r: bytes, first_event: bytes) -> bool:
+        """Write a new request (its record, F(r), first event, work entry) in one transaction,
+        unless its id is taken; False if it was.
+
+        Checking the id and writing are one atomic step (WATCH): submissions of one id that
+        race all see it free, but once the first transaction has written the record the
+        others' transactions are refused, so exactly one is admitted and queued.
+        """
+        k = self.k
+        async with self.r.pipeline(transaction=True) as p:
+            await p.watch(k.req(rid))
+            if await p.exists(k.req(rid)):
+                return False
+            p.multi()
+            p.hset(k.req(rid), mapping=fields)
+            p.set(k.f(rid), f_r)
+            self.add_event(p, rid, first_event)
+            p.xadd(k.work, {"rid": rid})  # never trimmed: executors delete finished entries
+            try:
+                await p.execute()
+            except WatchError:
+                return False
+        return True
 
     async def request_fields(self, rid: str) -> dict[str, str]:
         raw = await self.r.hgetall(self.k.req(rid))

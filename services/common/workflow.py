@@ -16,16 +16,70 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from aragog.common.bounds import clip, id_error, quote
 from aragog.v1 import common_pb2
 
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-STAGE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+STAGE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a stage name is also a {placeholder}
 MAX_STAGES = 32
 MAX_OUTPUT_TOKENS = 8192
+MAX_DESCRIPTION = 1000  # characters
+MAX_YAML_DEPTH = 8  # nested collections; a workflow needs 4 (stages, a stage, its candidates)
 
 
 class WorkflowError(ValueError):
     """The workflow declaration is invalid; the message says where and how to fix it."""
+
+    def __init__(self, message: str):
+        super().__init__(clip(message))  # it may quote the declaration, and goes to clients
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors, aliases and deep nesting while it composes nodes,
+    before any Python object is built.
+
+    Aliases let a few hundred bytes stand for billions of values (the "billion laughs"): the
+    parsed object shares them, but anything that walks it (str, a message, a stored copy)
+    does not. Without aliases, what is built is proportional to the text, which the router
+    caps (ARAGOG_MAX_WORKFLOW_BYTES). Both the composer and the constructor recurse once per
+    nesting level, so deep nesting would end in RecursionError.
+    """
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+            raise WorkflowError(
+                f"workflow YAML line {line}: anchors and aliases (&name, *name) are not "
+                "accepted; write the value out"
+            )
+        if self._depth >= MAX_YAML_DEPTH:
+            raise WorkflowError(
+                f"workflow YAML line {line}: nested deeper than {MAX_YAML_DEPTH} levels; a "
+                "workflow is a mapping of stages, each a mapping of scalars and lists"
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def load_yaml(text: str) -> Any:
+    """The YAML document in `text`, within _BoundedLoader's limits (WorkflowError if not)."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except WorkflowError:
+        raise
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: e.g. an int of 5000 digits
+        raise WorkflowError(f"workflow YAML does not parse: {e}") from e
+    finally:
+        loader.dispose()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +151,7 @@ class WorkflowDef:
         for s, m in zip(llm, models, strict=True):
             if m not in s.candidates:
                 raise WorkflowError(
-                    f"model {m!r} is not a candidate of stage {s.name!r} "
+                    f"model {quote(m)} is not a candidate of stage {s.name!r} "
                     f"(candidates: {', '.join(s.candidates)})"
                 )
             index += s.candidates.index(m) * stride
@@ -164,15 +218,15 @@ def _placeholders(template: str) -> set[str]:
     try:
         fields = list(string.Formatter().parse(template))
     except ValueError as e:
-        raise WorkflowError(f"prompt template {template[:40]!r}...: {e}") from e
+        raise WorkflowError(f"prompt template {quote(template)}: {e}") from e
     names = set()
     for _, name, spec, conversion in fields:
         if name is None:
             continue
         if spec or conversion or not name or any(c in name for c in ".[]"):
+            field = f"{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}"
             raise WorkflowError(
-                f"prompt template {template[:40]!r}...: placeholder {{{name}"
-                f"{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}} must be a "
+                f"prompt template {quote(template)}: placeholder {{{clip(field, 40)}}} must be a "
                 "plain {input} or {<stage name>} (no format spec, conversion, attribute or index)"
             )
         names.add(name)
@@ -181,16 +235,20 @@ def _placeholders(template: str) -> set[str]:
 
 def parse_workflow(text: str, pool_models: Sequence[str] | None = None) -> WorkflowDef:
     """Parse and validate a YAML declaration; `pool_models` (if given) bounds the candidates."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise WorkflowError(f"workflow YAML does not parse: {e}") from e
+    data = load_yaml(text)
     if not isinstance(data, Mapping):
         raise WorkflowError("workflow YAML must be a mapping with `id` and `stages`")
     wid = data.get("id")
-    if not isinstance(wid, str) or not ID_RE.match(wid):
+    bad_id = id_error("workflow `id`", wid)
+    if bad_id:
+        raise WorkflowError(bad_id)
+    description = data.get("description")
+    if description is None:
+        description = ""
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
         raise WorkflowError(
-            "workflow `id` must be 1-64 chars of lowercase letters, digits, '_', '-', '.'"
+            f"workflow {wid}: `description` must be a string of at most {MAX_DESCRIPTION} "
+            "characters"
         )
     raw_stages = data.get("stages")
     if not isinstance(raw_stages, list) or not raw_stages:
@@ -204,21 +262,21 @@ def parse_workflow(text: str, pool_models: Sequence[str] | None = None) -> Workf
         if not isinstance(raw, Mapping):
             raise WorkflowError(f"{where}: must be a mapping")
         name = raw.get("name")
-        if not isinstance(name, str) or not STAGE_RE.match(name):
+        if not isinstance(name, str) or not STAGE_RE.fullmatch(name):
             raise WorkflowError(f"{where}: `name` must match {STAGE_RE.pattern}")
         where = f"workflow {wid}, stage {name!r}"
         if name in seen or name == "input":
             raise WorkflowError(f"{where}: duplicate or reserved name")
         kind = raw.get("kind", "llm")
         if kind not in ("llm", "tool"):
-            raise WorkflowError(f"{where}: `kind` must be llm or tool, not {kind!r}")
+            raise WorkflowError(f"{where}: `kind` must be llm or tool, not {quote(kind)}")
         deps = raw.get("depends_on", []) or []
         if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
             raise WorkflowError(f"{where}: `depends_on` must be a list of stage names")
         for d in deps:
             if d not in seen:
                 raise WorkflowError(
-                    f"{where}: depends on {d!r}, which is not declared before it "
+                    f"{where}: depends on {quote(d)}, which is not declared before it "
                     "(declare stages in dependency order; cycles are not allowed)"
                 )
         prompt = raw.get("prompt", "")
@@ -227,7 +285,7 @@ def parse_workflow(text: str, pool_models: Sequence[str] | None = None) -> Workf
         unknown = _placeholders(prompt) - {"input", *deps}
         if unknown:
             raise WorkflowError(
-                f"{where}: prompt uses {sorted(unknown)}; only {{input}} and dependencies "
+                f"{where}: prompt uses {quote(sorted(unknown))}; only {{input}} and dependencies "
                 f"({', '.join(deps) or 'none'}) can be referenced"
             )
         candidates: tuple[str, ...] = ()
@@ -247,7 +305,7 @@ def parse_workflow(text: str, pool_models: Sequence[str] | None = None) -> Workf
                 missing = [c for c in cands if c not in pool_models]
                 if missing:
                     raise WorkflowError(
-                        f"{where}: models {missing} are not in the pool "
+                        f"{where}: models {quote(missing)} are not in the pool "
                         f"({', '.join(pool_models)})"
                     )
             candidates = tuple(cands)
@@ -267,7 +325,7 @@ def parse_workflow(text: str, pool_models: Sequence[str] | None = None) -> Workf
     per = data.get("per_workflow", []) or []
     if not isinstance(per, list) or not all(isinstance(m, str) for m in per):
         raise WorkflowError(f"workflow {wid}: `per_workflow` must be a list of models")
-    wf = WorkflowDef(wid, str(data.get("description", "")), tuple(stages), tuple(per))
+    wf = WorkflowDef(wid, description, tuple(stages), tuple(per))
     if per:
         wf.config_index(per)  # validates count and membership
     return wf

@@ -46,10 +46,22 @@ class SchedulerClient:
         reply = await self._op("AcquireStage", op, timeout, cancellable=True)
         return reply.granted
 
-    async def release(self, lease_id: str, success: bool, timeout: float) -> None:
+    async def release(self, lease_id: str, success: bool, timeout: float) -> bool:
+        """Free the lease; False if the scheduler no longer held it (NOT_FOUND).
+
+        A lease this executor did not renew in time expired: the scheduler freed its capacity
+        and undid its choice already. That is no failure of the stage, which ran.
+        """
         op = scheduler_pb2.StageOp(release=scheduler_pb2.ReleaseStageRequest(
             lease_id=lease_id, success=success))
-        await self._op("ReleaseStage", op, timeout)
+        try:
+            await self._op("ReleaseStage", op, timeout)
+        except RpcError as e:
+            if e.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            log.warning("released_lease_had_expired", lease_id=lease_id)
+            return False
+        return True
 
     async def renew(self, lease_id: str, timeout: float) -> scheduler_pb2.RenewLeaseResponse:
         op = scheduler_pb2.StageOp(renew=scheduler_pb2.RenewLeaseRequest(lease_id=lease_id))

@@ -18,6 +18,7 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import ResponseError
 
+from aragog.common.bounds import id_error
 from aragog.common.settings import ExecutorSettings
 from aragog.common.store import WORK_GROUP, Store
 from aragog.executor.model_client import ModelClient
@@ -39,7 +40,11 @@ class Executor:
     def __init__(self, settings: ExecutorSettings, store: Store, channel: grpc.aio.Channel):
         self.settings = settings
         self.store = store
-        self.id = settings.executor_id or f"{socket.gethostname()}-{os.getpid()}"
+        # the id names a Redis key (its in-flight counts): the one id rule applies
+        self.id = settings.executor_id or f"{socket.gethostname()[:48]}-{os.getpid()}"
+        bad_id = id_error("executor id (ARAGOG_EXECUTOR_ID)", self.id)
+        if bad_id:
+            raise ValueError(bad_id)
         self.scheduler = SchedulerClient(channel, self.id)
         self.models = ModelClient(settings.triton_url)
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -254,6 +259,9 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
 
     async def RunRequest(self, request, context):  # noqa: N802
         rid = request.request_id
+        bad_id = id_error("request_id", rid)
+        if bad_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bad_id)
         status = await self.ex.store.status(rid)
         if status is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no admitted request {rid!r}")

@@ -1,14 +1,14 @@
 """Router: validates and admits requests, computes F(r) once, streams progress back.
 
 Admission writes the request's state, F(r), its first event and its entry in the work
-stream in one Redis transaction, so a request is either fully admitted or not at all; bad
-input is rejected with INVALID_ARGUMENT before anything is written.
+stream in one Redis transaction that also claims the request id, so a request is either
+fully admitted or not at all, and once however many clients submit the same id at the same
+time; bad input is rejected with INVALID_ARGUMENT before anything is written.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import grpc
 import structlog
 from aragog.common import policies
+from aragog.common.bounds import clip, id_error
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
 from aragog.common.store import ROUTING_PENDING, Store, encode_configs
@@ -26,7 +27,6 @@ from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 from prometheus_client import Counter, Histogram
 
 log = structlog.get_logger("router")
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
 
 ADMITTED = Counter("aragog_router_admitted_total", "Requests admitted", ["workflow", "policy"])
@@ -63,8 +63,8 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 f"workflow YAML is larger than {self.settings.max_workflow_bytes} bytes",
             )
         pool = await self._pool(context)
-        try:
-            wf = parse_workflow(text, pool.names)
+        try:  # off the event loop: bounded (see parse_workflow), but up to a few 100 ms
+            wf = await asyncio.to_thread(parse_workflow, text, pool.names)
         except WorkflowError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         n = wf.num_configurations
@@ -89,6 +89,9 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         return router_pb2.ListWorkflowsResponse(workflows=[w.to_proto() for w in wfs])
 
     async def GetRequestStatus(self, request, context):  # noqa: N802
+        bad_id = id_error("request_id", request.request_id)
+        if bad_id:
+            await self._reject(context, "request_id", bad_id)
         status = await self.store.status(request.request_id)
         if status is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no request {request.request_id!r}")
@@ -97,25 +100,27 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
     async def SubmitRequest(  # noqa: N802
         self, request: router_pb2.SubmitRequestRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.SubmitRequestResponse]:
+        for what, value in (("request_id", request.request_id),
+                            ("workflow_id", request.workflow_id), ("tenant", request.tenant)):
+            bad_id = id_error(what, value, optional=True)
+            if bad_id:
+                await self._reject(context, what, bad_id)
         rid = request.request_id or uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=rid)
-        if request.request_id:
-            if not REQUEST_ID_RE.match(request.request_id):
-                await self._reject(context, "request_id", "request_id must be 1-64 of [A-Za-z0-9_.-]")
-            if await self.store.r.exists(self.store.k.req(rid)):
-                log.info("reattach")
-                async for event in self._events(rid, context):
-                    yield event
-                return
-        await self._admit(rid, request, context)
+        if request.request_id and await self.store.r.exists(self.store.k.req(rid)):
+            log.info("reattach")
+        else:
+            await self._admit(rid, request, context)
         async for event in self._events(rid, context):
             yield event
 
     async def _reject(self, context: grpc.aio.ServicerContext, reason: str, message: str) -> None:
         REJECTED.labels(reason).inc()
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, clip(message))
 
     async def _admit(self, rid: str, request: router_pb2.SubmitRequestRequest, context) -> None:
+        """Admit the request, unless a concurrent submission of its id admitted it first (the
+        caller then follows that one)."""
         t0 = time.perf_counter()
         if not request.workflow_id:
             await self._reject(context, "workflow", "workflow_id is required")
@@ -157,30 +162,27 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 f_r = policy.admit(wf, pool, request.input, self.routing, load)
         except policies.ArtifactsUnavailable as e:
             REJECTED.labels("artifacts").inc()
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, clip(str(e)))
         except (policies.PolicyError, WorkflowError) as e:
             await self._reject(context, "policy", str(e))
         admitted = wf.num_configurations if f_r is None else len(f_r)
-        k = self.store.k
         first = router_pb2.SubmitRequestResponse(
             request_id=rid,
             admitted=router_pb2.Admitted(policy=policy_name, configurations=admitted),
         )
-        async with self.store.r.pipeline(transaction=True) as p:
-            p.hset(k.req(rid), mapping={
-                "workflow_id": wf.id,
-                "policy": policy_name,
-                "tenant": request.tenant,
-                "input": request.input,
-                "state": common_pb2.REQUEST_STATE_QUEUED,
-                "admitted": admitted,
-                "created_at": time.time(),
-                **({"routing": ROUTING_PENDING} if routed_later else {}),
-            })
-            p.set(k.f(rid), encode_configs(f_r))
-            self.store.add_event(p, rid, first.SerializeToString())
-            p.xadd(k.work, {"rid": rid})  # never trimmed: executors delete finished entries
-            await p.execute()
+        fields = {
+            "workflow_id": wf.id,
+            "policy": policy_name,
+            "tenant": request.tenant,
+            "input": request.input,
+            "state": common_pb2.REQUEST_STATE_QUEUED,
+            "admitted": admitted,
+            "created_at": time.time(),
+            **({"routing": ROUTING_PENDING} if routed_later else {}),
+        }
+        if not await self.store.admit(rid, fields, encode_configs(f_r), first.SerializeToString()):
+            log.info("reattach", raced=True)
+            return
         ADMITTED.labels(wf.id, policy_name).inc()
         if routed_later:
             task = asyncio.create_task(self._route(rid, policy, wf, pool, request.input, t0))

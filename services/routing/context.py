@@ -73,10 +73,9 @@ class Routing:
     def unavailable(self, wf: WorkflowDef, pool: PoolSpec) -> str:
         """Why `artifacts` gave None (after it did), with what to do about it."""
         why = self._why.get(self._key(wf, pool), "routing artifacts not loaded")
-        return (f"{why}. Build them: `aragog-routing profile --workflow <file> --dataset <jsonl> "
-                f"--grader <spec>` then `aragog-routing build --profile <dir>` (README, "
-                "\"Your own workflow and data\"); or name a policy that needs none "
-                "(largest, cheapest, static:<models>)")
+        return (f"{why}. Build them: aragog-routing profile, then aragog-routing build "
+                "--profile (README, \"Your own workflow and data\"); or use a policy that needs "
+                "none: largest, cheapest, any, static:<models>")
 
     def route(self, art: Artifacts, request_input: str) -> np.ndarray:
         """Predicted F(r) (blocking: call it off the event loop)."""

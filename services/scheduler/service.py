@@ -35,6 +35,7 @@ import numpy as np
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
+from aragog.common.bounds import clip, id_error, quote
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import SchedulerSettings
 from aragog.common.store import ALL_CONFIGS, ROUTING_PENDING, Store, decode_configs
@@ -75,9 +76,10 @@ return #KEYS
 
 
 class StageRejected(Exception):
-    """An acquire the scheduler refuses: the status code a caller gets, and why."""
+    """A call the scheduler refuses: the status code a caller gets, and why."""
 
     def __init__(self, code: grpc.StatusCode, message: str):
+        message = clip(message)  # it may quote what the caller sent
         super().__init__(message)
         self.code = code
         self.message = message
@@ -286,6 +288,11 @@ class Scheduler:
 
     async def acquire(self, rid: str, stage: str, executor_id: str) -> scheduler_pb2.AcquireStageResponse:
         """Queue the stage and wait until a round places it; raise StageRejected if it cannot be."""
+        bad = (id_error("request_id", rid) or id_error("executor_id", executor_id, optional=True)
+               or (None if stage else "stage is required"))
+        if bad:
+            raise StageRejected(grpc.StatusCode.INVALID_ARGUMENT, bad)
+        structlog.contextvars.bind_contextvars(request_id=rid, stage=stage)
         entry = self.queue.get(rid) or self.known.pop(rid, None)
         if entry is not None and not entry.waiters and _stage_or_none(entry.workflow, stage) is None:
             entry = None  # a cached request whose id was admitted again for another workflow
@@ -312,7 +319,7 @@ class Scheduler:
                 self._forget(entry)
             raise StageRejected(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"workflow {entry.workflow.id} has no LLM stage {stage!r} "
+                f"workflow {entry.workflow.id} has no LLM stage {quote(stage)} "
                 f"(LLM stages: {', '.join(s.name for s in entry.workflow.llm_stages)})",
             )
         index = entry.workflow.llm_index(stage)
@@ -361,14 +368,22 @@ class Scheduler:
         await asyncio.shield(done)  # a caller that leaves does not take the write with it
 
     async def renew(self, lease_id: str) -> float:
-        lease = self.leases.get(lease_id)
+        """Extend the lease; return its TTL (s). StageRejected if it is malformed or gone."""
+        lease = self.leases.get(_checked_lease(lease_id))
         if lease is None:
-            return -1.0
+            raise _lease_gone(lease_id)
         lease.expires = time.time() + self.settings.lease_ttl_s
         await self._recorded(("S", self.store.k.leases, lease_id, lease.to_json()))
         return self.settings.lease_ttl_s
 
+    async def release_stage(self, lease_id: str, success: bool) -> None:
+        """release() for a caller: StageRejected if the lease is malformed or gone (expired:
+        its capacity is free again and its choice undone, so there is nothing to release)."""
+        if not await self.release(_checked_lease(lease_id), success):
+            raise _lease_gone(lease_id)
+
     async def release(self, lease_id: str, success: bool) -> bool:
+        """Free the lease (undo its choice unless `success`); False if it was not held."""
         lease = self.leases.pop(lease_id, None)
         if lease is None:
             return False
@@ -554,6 +569,17 @@ class Scheduler:
             rounds=self.rounds,
             round_impl=ROUND_IMPL,
         )
+
+
+def _checked_lease(lease_id: str) -> str:
+    bad = id_error("lease_id", lease_id)
+    if bad:
+        raise StageRejected(grpc.StatusCode.INVALID_ARGUMENT, bad)
+    return lease_id
+
+
+def _lease_gone(lease_id: str) -> StageRejected:
+    return StageRejected(grpc.StatusCode.NOT_FOUND, f"no lease {lease_id!r} (expired or released)")
 
 
 def _stage_or_none(workflow: WorkflowDef, stage: str):

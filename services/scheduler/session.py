@@ -17,12 +17,10 @@ import asyncio
 from typing import Any
 
 import grpc
-import structlog
 
 from aragog.scheduler.service import Scheduler, StageRejected
 from aragog.v1 import scheduler_pb2
 
-log = structlog.get_logger("scheduler")
 CANCELLED = grpc.StatusCode.CANCELLED.value[0]
 
 
@@ -79,20 +77,12 @@ class StageSession:
         try:
             if kind == "acquire":
                 a = op.acquire
-                if not a.request_id or not a.stage:
-                    raise StageRejected(grpc.StatusCode.INVALID_ARGUMENT,
-                                        "request_id and stage are required")
-                structlog.contextvars.bind_contextvars(request_id=a.request_id, stage=a.stage)
                 self._reply(op.ticket, granted=await self.s.acquire(a.request_id, a.stage, a.executor_id))
             elif kind == "release":
-                if not await self.s.release(op.release.lease_id, op.release.success):
-                    log.info("release_unknown_lease", lease_id=op.release.lease_id)
+                await self.s.release_stage(op.release.lease_id, op.release.success)
                 self._reply(op.ticket, released=scheduler_pb2.ReleaseStageResponse())
             else:
                 ttl = await self.s.renew(op.renew.lease_id)
-                if ttl < 0:
-                    raise StageRejected(grpc.StatusCode.NOT_FOUND,
-                                        f"no lease {op.renew.lease_id!r} (expired or released)")
                 self._reply(op.ticket, renewed=scheduler_pb2.RenewLeaseResponse(
                     lease_ttl_ms=int(ttl * 1000)))
         except StageRejected as e:

@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import threading
 import time
 import uuid
 import urllib.request
@@ -18,9 +19,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from aragog.stack import shipped_workflow
 from aragog.v1 import (
     common_pb2,
+    executor_pb2,
+    executor_pb2_grpc,
     load_monitor_pb2,
     load_monitor_pb2_grpc,
     router_pb2,
+    router_pb2_grpc,
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
@@ -95,6 +99,24 @@ def test_resubmitting_an_id_reattaches(stack, chain):
     assert again.answer == first.answer and again.request_id == rid
 
 
+def submit_with(stack, **fields):
+    """SubmitRequest with any fields (stack.submit names only some)."""
+    with stack.router() as r:
+        return list(r.SubmitRequest(router_pb2.SubmitRequestRequest(**fields), timeout=30))
+
+
+def alias_bomb(wid: str, field: str, levels: int = 7) -> str:
+    """Billion laughs: each anchor names 9 copies of the one before; `field` holds 9**levels."""
+    lines = [f"id: {wid}", "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    lines += [f"{field}: *l{levels - 1}", "stages: [{name: a, prompt: '{input}'}]"]
+    return "\n".join(lines) + "\n"
+
+
+def live_executor(stack):
+    return next(p for p in stack.executors if p.popen.poll() is None)
+
+
 def test_list_workflows(stack, chain):
     with stack.router() as r:
         listed = r.ListWorkflows(router_pb2.ListWorkflowsRequest(), timeout=5)
@@ -110,12 +132,25 @@ def test_list_workflows(stack, chain):
         (lambda s, c: s.submit(c, "hi", policy="fastest"), "unknown policy 'fastest'"),
         (lambda s, c: s.submit(c, "hi", policy="static:llama3-8b"), "3 LLM stages"),
         (lambda s, c: s.submit(c, "hi", request_id="bad id!"), "request_id must be"),
+        (lambda s, c: s.submit(c, "hi", request_id="ok-id\n"), "request_id must be"),
+        (lambda s, c: s.submit(c, "hi", request_id="ok-id:chosen"), "request_id must be"),
+        (lambda s, c: s.submit(c + "\n", "hi"), "workflow_id must be"),
+        (lambda s, c: submit_with(s, workflow_id=c, input="hi", tenant="t:1"), "tenant must be"),
+        (lambda s, c: s.register(alias_bomb("bomb1", "description")), "anchors and aliases"),
+        (lambda s, c: s.register(alias_bomb("bomb2", "kind")), "anchors and aliases"),
+        (lambda s, c: s.register("id: deep\nstages: " + "[" * 100_000 + "]" * 100_000),
+         "nested deeper than"),
+        (lambda s, c: s.register(shipped_workflow("chain3").replace("id: chain3", "id: long")
+                                 .replace("description:", "description: " + "x" * 2000, 1)),
+         "`description` must be a string"),
         (lambda s, c: s.register("id: broken\nstages: [\n"), "does not parse"),
         (lambda s, c: s.register("id: w2\nstages:\n  - {name: a, prompt: '{input}', candidates: [gpt-5]}\n"),
          "not in the pool"),
     ],
     ids=["unknown-workflow", "oversized-input", "empty-input", "unknown-policy", "bad-static",
-         "bad-request-id", "malformed-yaml", "unknown-model"],
+         "bad-request-id", "request-id-newline", "request-id-key-suffix", "workflow-id-newline",
+         "bad-tenant", "alias-bomb-description", "alias-bomb-field", "deep-yaml",
+         "long-description", "malformed-yaml", "unknown-model"],
 )
 def test_bad_input_is_rejected_and_changes_nothing(stack, chain, call, message):
     before = snapshot(stack)
@@ -123,7 +158,113 @@ def test_bad_input_is_rejected_and_changes_nothing(stack, chain, call, message):
         call(stack, chain)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in err.value.details()
+    assert len(err.value.details()) <= 500
     assert snapshot(stack) == before
+
+
+def test_ids_naming_other_keys_are_refused_everywhere(stack, chain):
+    """`<id>:stages` and `<id>:chosen` are keys of their own: every service refuses them as
+    ids (INVALID_ARGUMENT) instead of reading them as requests; unknown requests and leases
+    are NOT_FOUND at once. None of it changes Redis."""
+    rid = final(stack.submit(chain, "key probe")[0]).request_id
+    before = snapshot(stack)
+    rpcs = []
+    with stack.router() as r:
+        for bad in (f"{rid}:stages", f"{rid}:chosen", f"{rid}\n", ""):
+            rpcs.append((lambda b=bad: r.GetRequestStatus(
+                router_pb2.GetRequestStatusRequest(request_id=b), timeout=5), "INVALID_ARGUMENT"))
+        with grpc.insecure_channel(stack.scheduler_addr) as sch, \
+                grpc.insecure_channel(live_executor(stack).addr) as ex:
+            sched = scheduler_pb2_grpc.SchedulerServiceStub(sch)
+            run = executor_pb2_grpc.ExecutorServiceStub(ex).RunRequest
+            rpcs += [
+                (lambda: run(executor_pb2.RunRequestRequest(request_id=f"{rid}:chosen"), timeout=5),
+                 "INVALID_ARGUMENT"),
+                (lambda: run(executor_pb2.RunRequestRequest(request_id="no-such-request"),
+                             timeout=5), "NOT_FOUND"),
+                (lambda: sched.AcquireStage(scheduler_pb2.AcquireStageRequest(
+                    request_id=f"{rid}:chosen", stage="draft"), timeout=5), "INVALID_ARGUMENT"),
+                (lambda: sched.ReleaseStage(scheduler_pb2.ReleaseStageRequest(
+                    lease_id=uuid.uuid4().hex), timeout=5), "NOT_FOUND"),
+                (lambda: sched.ReleaseStage(scheduler_pb2.ReleaseStageRequest(
+                    lease_id="a:b"), timeout=5), "INVALID_ARGUMENT"),
+                (lambda: sched.RenewLease(scheduler_pb2.RenewLeaseRequest(
+                    lease_id=uuid.uuid4().hex), timeout=5), "NOT_FOUND"),
+            ]
+            for i, (rpc, code) in enumerate(rpcs):
+                with pytest.raises(grpc.RpcError) as err:
+                    rpc()
+                assert err.value.code().name == code, (i, err.value.details())
+    assert snapshot(stack) == before
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "streaming"),
+    [
+        ("router", "/aragog.v1.RouterService/GetRequestStatus", (False, False)),
+        ("router", "/aragog.v1.RouterService/SubmitRequest", (False, True)),
+        ("router", "/aragog.v1.RouterService/RegisterWorkflow", (False, False)),
+        ("scheduler", "/aragog.v1.SchedulerService/StageSession", (True, True)),
+        ("scheduler", "/aragog.v1.SchedulerService/ReleaseStage", (False, False)),
+        ("executor", "/aragog.v1.ExecutorService/RunRequest", (False, False)),
+    ],
+    ids=["router-GetRequestStatus", "router-SubmitRequest", "router-RegisterWorkflow",
+         "scheduler-StageSession", "scheduler-ReleaseStage", "executor-RunRequest"],
+)
+def test_undecodable_request_bytes_are_invalid_argument(stack, chain, service, method, streaming):
+    addr = {"router": stack.router_addr, "scheduler": stack.scheduler_addr,
+            "executor": live_executor(stack).addr}[service]
+    garbage = b"\xff\xff\xff"  # a field tag that never ends: no protobuf message
+    before = snapshot(stack)
+    with grpc.insecure_channel(addr) as ch, pytest.raises(grpc.RpcError) as err:
+        if streaming == (True, True):
+            list(ch.stream_stream(method)(iter([garbage]), timeout=5))
+        elif streaming == (False, True):
+            list(ch.unary_stream(method)(garbage, timeout=5))
+        else:
+            ch.unary_unary(method)(garbage, timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert "protobuf message" in err.value.details()
+    assert snapshot(stack) == before
+
+
+def test_concurrent_submissions_of_one_id_admit_it_once(stack, chain):
+    """5 clients submit one new id at the same instant (three times over): one admission (one
+    `admitted` event, one run), the others re-attach; all get the same final answer."""
+    trials, clients = 3, 5
+    rids = [f"race-{uuid.uuid4().hex[:8]}" for _ in range(trials)]
+    channels = [grpc.insecure_channel(stack.router_addr) for _ in range(trials * clients)]
+    try:
+        for ch in channels:
+            grpc.channel_ready_future(ch).result(timeout=10)
+        start = threading.Barrier(len(channels))
+
+        def submit(i: int) -> list:
+            request = router_pb2.SubmitRequestRequest(
+                workflow_id=chain, input=f"race input {i}", policy="cheapest",
+                request_id=rids[i % trials])
+            stub = router_pb2_grpc.RouterServiceStub(channels[i])
+            start.wait()
+            return list(stub.SubmitRequest(request, timeout=120))
+
+        with concurrent.futures.ThreadPoolExecutor(len(channels)) as pool:
+            results = list(pool.map(submit, range(len(channels))))
+    finally:
+        for ch in channels:
+            ch.close()
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        for t, rid in enumerate(rids):
+            finals = [final(results[i]) for i in range(t, len(results), trials)]
+            assert len({f.SerializeToString() for f in finals}) == 1, "all get the same status"
+            status = final(results[t])
+            assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED and status.request_id == rid
+            kinds = [router_pb2.SubmitRequestResponse.FromString(fields[b"e"]).WhichOneof("event")
+                     for _, fields in client.xrange(f"{stack.namespace}:req:{rid}:events")]
+            assert kinds.count("admitted") == 1, kinds
+            assert kinds.count("stage_started") == 3 and kinds.count("completed") == 1, kinds
+    finally:
+        client.close()
 
 
 def test_scheduler_rejects_unknown_stage_and_request(stack, chain):
@@ -249,10 +390,12 @@ async def test_stage_session_grants_releases_and_rejects(stack, chain):
             grant = await client.acquire(rid, "critique", timeout=10)
             assert grant.model == "llama3-70b" and grant.lease_id
             await client.renew(grant.lease_id, timeout=5)
-            await client.release(grant.lease_id, True, timeout=5)
+            assert await client.release(grant.lease_id, True, timeout=5)
             with pytest.raises(RpcError) as err:
                 await client.renew(grant.lease_id, timeout=5)
             assert err.value.code == grpc.StatusCode.NOT_FOUND
+            # a lease already gone (expired, here released) is no error for the stage
+            assert await client.release(grant.lease_id, True, timeout=5) is False
             with pytest.raises(RpcError) as err:
                 await client.acquire("no-such-request", "draft", timeout=5)
             assert err.value.code == grpc.StatusCode.NOT_FOUND

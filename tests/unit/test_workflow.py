@@ -78,3 +78,68 @@ def test_diamond_depths_and_tool_stage():
 def test_invalid_declarations_say_what_is_wrong(text, message):
     with pytest.raises(WorkflowError, match=message.replace("{", r"\{").replace("(", r"\(")):
         parse_workflow(text, POOL)
+
+
+def alias_bomb(field: str, levels: int = 7) -> str:
+    """Billion laughs: each anchor names 9 copies of the one before; `field` holds 9**levels."""
+    lines = ["id: w", "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    lines += [f"{field}: *l{levels - 1}",
+              "stages: [{name: a, prompt: '{input}', candidates: [llm-8b]}]"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (alias_bomb("description"), "anchors and aliases"),
+        (alias_bomb("per_workflow"), "anchors and aliases"),
+        (wf_yaml("  - {name: a, prompt: '{input}', candidates: &c [llm-8b]}\n"),
+         "anchors and aliases"),
+        ("id: w\nstages: " + "[" * 50_000 + "]" * 50_000, "nested deeper than"),
+        ("id: w\nx:\n" + "".join(" " * i + "- \n" for i in range(2000)), "nested deeper than"),
+        (wf_yaml("  - {name: a, prompt: '{input}', candidates: [llm-8b]}\n",
+                 f"description: {'x' * 1001}\n"), "`description` must be a string"),
+        (wf_yaml("  - {name: a, prompt: '{input}', candidates: [llm-8b]}\n",
+                 "description: [a, b]\n"), "`description` must be a string"),
+        (wf_yaml("  - {name: a, prompt: '{input}', candidates: [llm-8b], output_tokens: "
+                 + "9" * 5000 + "}\n"), "does not parse"),
+        ('id: "w\\n"\nstages: []', "`id` must be"),
+        ('id: "a:b"\nstages: []', "`id` must be"),
+        (wf_yaml('  - {name: "a\\n", prompt: "{input}", candidates: [llm-8b]}\n'), "`name` must"),
+    ],
+    ids=["bomb-description", "bomb-other-field", "anchor", "deep-flow", "deep-block",
+         "long-description", "description-not-string", "huge-int", "id-newline", "id-colon",
+         "stage-newline"],
+)
+def test_hostile_yaml_is_refused_before_anything_large_is_built(text, message):
+    """Refused with WorkflowError (INVALID_ARGUMENT at the router), never RecursionError or a
+    walk over an expansion; the message stays short."""
+    with pytest.raises(WorkflowError) as err:
+        parse_workflow(text, POOL)
+    assert message in str(err.value)
+    assert len(str(err.value)) <= 500
+
+
+LONG = "k" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("text", "tail"),
+    [
+        (wf_yaml(f"  - {{name: a, kind: {LONG}, prompt: '{{input}}'}}\n"), ""),
+        (wf_yaml(f"  - {{name: a, depends_on: [{LONG}], prompt: '{{input}}'}}\n"),
+         "cycles are not allowed)"),
+        (wf_yaml(f"  - {{name: a, prompt: '{{input}} {{{LONG}}}', candidates: [llm-8b]}}\n"),
+         "can be referenced"),
+        (wf_yaml(f"  - {{name: a, prompt: '{{input}}', candidates: [{LONG}]}}\n"),
+         "llm-70b)"),
+    ],
+    ids=["kind", "depends_on", "placeholder", "candidate"],
+)
+def test_messages_quote_client_values_briefly(text, tail):
+    """A value the client sent is quoted short, so what the message says to change stays."""
+    with pytest.raises(WorkflowError) as err:
+        parse_workflow(text, POOL)
+    message = str(err.value)
+    assert len(message) < 300 and "…" in message and message.endswith(tail)
