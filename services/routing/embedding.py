@@ -112,11 +112,11 @@ class Embedder:
 
 
 def exported(path: str, int8: bool, cache_dir: str) -> str:
-    """The ONNX file of the model at `path` (made once, then reused)."""
+    """The ONNX file of the model at `path` (made once, then reused). Only making it needs
+    torch: a serving router that finds the file imports neither torch nor transformers."""
     import onnxruntime
-    import torch
 
-    key = hashlib.sha256(f"{EXPORT_VERSION}|{torch.__version__}|{onnxruntime.__version__}".encode())
+    key = hashlib.sha256(f"{EXPORT_VERSION}|{onnxruntime.__version__}".encode())
     for fname in sorted(os.listdir(path)):
         full = os.path.join(path, fname)
         if os.path.isfile(full) and fname.endswith((".json", ".safetensors", ".bin", ".txt")):

@@ -21,3 +21,17 @@ def test_a_service_imports_no_emulation_or_training(module):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout) == []
+
+
+def test_a_router_with_its_embedding_exported_imports_no_torch():
+    """torch exports the embedding model once (training side); serving reads the ONNX file."""
+    from aragog.routing.embedding import Embedder
+
+    Embedder()  # makes the export if this machine has none yet
+    code = ("import sys, json, aragog.router.service; from aragog.routing.embedding import Embedder; "
+            "Embedder().encode(['How many orders shipped?']); "
+            "print(json.dumps(sorted(m for m in ('torch', 'transformers', 'sentence_transformers', "
+            "'sklearn') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == []
