@@ -1,14 +1,18 @@
 """Typed settings for every service, read from environment variables prefixed `ARAGOG_`.
 
-One frozen dataclass per service; every field has a type, a default and a doc string
-(the README's settings table is generated from them: `python -m aragog.common.settings`).
-Tests inject a mapping instead of the process environment.
+One frozen dataclass per service; every field has a type, a default, a doc string and, where
+a value can be wrong, its range or choices, checked when the settings are built: a service
+with a bad setting stops at start with a message naming the variable. An `ARAGOG_` variable
+no settings class knows (a misspelling) is warned about. The README's settings table is
+generated from the classes (`python -m aragog.common.settings`). Tests inject a mapping
+instead of the process environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any, TypeVar, get_type_hints
 
@@ -17,13 +21,45 @@ T = TypeVar("T", bound="BaseSettings")
 LISTEN_DOC = "gRPC address the service listens on (host:port; port 0 picks a free one)."
 
 
+OTHER_VARIABLES = frozenset({
+    "ARAGOG_TEST_REDIS_URL", "ARAGOG_TEST_TRITON_URL",  # tests/conftest.py
+    "ARAGOG_TORCH_VERSION",  # scripts/bootstrap.sh
+    "ARAGOG_LOADGEN_POLICY", "ARAGOG_LOADGEN_TIMEOUT_S", "ARAGOG_LOADGEN_WORKLOAD",  # locustfile
+})
+"""`ARAGOG_` variables read outside the services' settings (not misspellings)."""
+
+
 class SettingsError(ValueError):
-    """A setting has a value of the wrong type; the message names the variable."""
+    """A setting has a value of the wrong type or out of range; the message names the
+    variable and what it accepts."""
 
 
-def setting(default: Any, doc: str) -> Any:
-    """A settings field with its documentation."""
-    return dataclasses.field(default=default, metadata={"doc": doc})
+class UnknownSettingWarning(UserWarning):
+    """An ARAGOG_ variable that no service reads: probably a misspelling."""
+
+
+def setting(default: Any, doc: str, *, at_least: float | None = None,
+            above: float | None = None, at_most: float | None = None,
+            choices: tuple[str, ...] = ()) -> Any:
+    """A settings field with its documentation and what values it accepts."""
+    return dataclasses.field(default=default, metadata={
+        "doc": doc, "at_least": at_least, "above": above, "at_most": at_most, "choices": choices})
+
+
+def _check(var: str, value: Any, meta: Mapping[str, Any]) -> None:
+    low, above, high, choices = meta["at_least"], meta["above"], meta["at_most"], meta["choices"]
+    if choices and value not in choices:
+        raise SettingsError(f"{var}={value!r}: must be one of {', '.join(choices)}")
+    if low is not None and value < low:
+        raise SettingsError(f"{var}={value!r}: must be at least {low:g}")
+    if above is not None and not value > above:
+        raise SettingsError(f"{var}={value!r}: must be more than {above:g}")
+    if high is not None and value > high:
+        raise SettingsError(f"{var}={value!r}: must be at most {high:g}")
+
+
+def known_variables() -> set[str]:
+    return {PREFIX + f.name.upper() for cls in ALL_SETTINGS for f in dataclasses.fields(cls)}
 
 
 def _parse(name: str, raw: str, typ: Any) -> Any:
@@ -50,18 +86,27 @@ class BaseSettings:
 
     redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis holding all cluster state.")
     redis_max_connections: int = setting(
-        64, "Redis connections one process keeps at most; past it, callers wait for one."
-    )
+        64, "Redis connections one process keeps at most; past it, callers wait for one.",
+        at_least=1)
     namespace: str = setting("aragog", "Prefix of every Redis key (lets stacks share a Redis).")
-    log_level: str = setting("info", "structlog level: debug, info, warning, error.")
-    metrics_port: int = setting(0, "Prometheus metrics port (0: pick a free one, logged at start).")
-    rpc_timeout_s: float = setting(10.0, "Deadline of outgoing unary RPCs, seconds.")
-    shutdown_grace_s: float = setting(10.0, "On SIGTERM, time in-flight work gets to finish.")
-    request_ttl_s: int = setting(86400, "How long a finished request's state stays in Redis.")
+    log_level: str = setting("info", "structlog level: debug, info, warning, error.",
+                             choices=("debug", "info", "warning", "error"))
+    metrics_port: int = setting(0, "Prometheus metrics port (0: pick a free one, logged at start).",
+                                at_least=0, at_most=65535)
+    rpc_timeout_s: float = setting(10.0, "Deadline of outgoing unary RPCs, seconds.", above=0)
+    shutdown_grace_s: float = setting(10.0, "On SIGTERM, time in-flight work gets to finish.",
+                                      at_least=0)
+    request_ttl_s: int = setting(86400, "How long a finished request's state stays in Redis.",
+                                 at_least=1)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check(PREFIX + f.name.upper(), getattr(self, f.name), f.metadata)
 
     @classmethod
     def from_env(cls: type[T], env: Mapping[str, str] | None = None) -> T:
-        """Build from `env` (default os.environ); unknown ARAGOG_ variables are ignored."""
+        """Build from `env` (default os.environ), checked; warn of ARAGOG_ variables that no
+        service reads."""
         env = os.environ if env is None else env
         hints = get_type_hints(cls)
         values = {}
@@ -69,7 +114,21 @@ class BaseSettings:
             var = PREFIX + f.name.upper()
             if var in env:
                 values[f.name] = _parse(var, env[var], hints[f.name])
+        unknown = sorted(v for v in env if v.startswith(PREFIX)
+                         and v not in known_variables() and v not in OTHER_VARIABLES)
+        if unknown:
+            warnings.warn(f"unknown settings {', '.join(unknown)} (misspelled? the README's "
+                          "settings table lists every ARAGOG_ variable)", UnknownSettingWarning,
+                          stacklevel=2)
         return cls(**values)
+
+    @classmethod
+    def for_service(cls: type[T], prog: str) -> T:
+        """`from_env` for a service's entry point: a bad setting stops it with one line."""
+        try:
+            return cls.from_env()
+        except SettingsError as e:
+            raise SystemExit(f"{prog}: {e}") from None
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings (for child processes)."""
@@ -86,10 +145,14 @@ class RouterSettings(BaseSettings):
 
     listen: str = setting("127.0.0.1:50051", LISTEN_DOC)
     default_policy: str = setting("aragog", "Policy for requests that name none.")
-    max_input_bytes: int = setting(65536, "Largest request input accepted, bytes (UTF-8).")
-    max_workflow_bytes: int = setting(262144, "Largest workflow YAML accepted, bytes.")
-    max_configurations: int = setting(1_000_000, "Largest configuration space a workflow may have.")
-    request_timeout_s: float = setting(600.0, "A submit stream gives up waiting after this long.")
+    max_input_bytes: int = setting(65536, "Largest request input accepted, bytes (UTF-8).",
+                                   at_least=1)
+    max_workflow_bytes: int = setting(262144, "Largest workflow YAML accepted, bytes.",
+                                      at_least=1)
+    max_configurations: int = setting(1_000_000, "Largest configuration space a workflow may have.",
+                                      at_least=1)
+    request_timeout_s: float = setting(600.0, "A submit stream gives up waiting after this long.",
+                                       above=0)
     artifacts_dir: str = setting(
         "", "Trained routers and profiles (aragog-routing build); empty: ~/.cache/aragog/artifacts."
     )
@@ -97,8 +160,9 @@ class RouterSettings(BaseSettings):
         "all-MiniLM-L6-v2", "Router's text-embedding model (a sentence-transformers directory)."
     )
     embedding_int8: bool = setting(True, "Quantize the embedding model's weights to int8 (faster).")
-    embedding_threads: int = setting(2, "Threads ONNX Runtime uses for one embedding.")
-    routing_budget: int = setting(4096, "Configurations the router scores at most per request.")
+    embedding_threads: int = setting(2, "Threads ONNX Runtime uses for one embedding.", at_least=1)
+    routing_budget: int = setting(4096, "Configurations the router scores at most per request.",
+                                  at_least=1)
     routing_overlap: bool = setting(
         True, "Hand a request to executors before F(r) is ready (its first stage may then "
         "run on the largest configuration's model)."
@@ -110,13 +174,16 @@ class SchedulerSettings(BaseSettings):
     """Scheduler: meta-queue, capacity, leases."""
 
     listen: str = setting("127.0.0.1:50052", LISTEN_DOC)
-    beam_width: int = setting(4, "Beam width B of the scheduling round.")
-    lease_ttl_s: float = setting(30.0, "A lease not renewed or released within this frees itself.")
-    request_cache_size: int = setting(20000, "Idle requests kept in memory between their stages.")
+    beam_width: int = setting(4, "Beam width B of the scheduling round.", at_least=1)
+    lease_ttl_s: float = setting(30.0, "A lease not renewed or released within this frees itself.",
+                                 above=0)
+    request_cache_size: int = setting(20000, "Idle requests kept in memory between their stages.",
+                                      at_least=0)
     routing_wait_s: float = setting(
         0.05,
         "A stage whose request is still being routed waits this long for the router's F(r) "
         "before it is placed from the placeholder (the largest configuration); 0: at once.",
+        at_least=0,
     )
     pool_file: str = setting(
         "", "Pool YAML path or a shipped pool (llama3, qwen2.5); empty: the embedded llama3."
@@ -131,7 +198,7 @@ class LoadMonitorSettings(BaseSettings):
     triton_metrics_url: str = setting(
         "http://127.0.0.1:8002/metrics", "Triton's Prometheus metrics endpoint."
     )
-    interval_s: float = setting(0.5, "Seconds between snapshots.")
+    interval_s: float = setting(0.5, "Seconds between snapshots.", above=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,11 +209,13 @@ class ExecutorSettings(BaseSettings):
     executor_id: str = setting("", "Consumer name in the work stream; empty: host-pid.")
     scheduler_addr: str = setting("127.0.0.1:50052", "Scheduler gRPC address.")
     triton_url: str = setting("127.0.0.1:8001", "Triton gRPC address (host:port).")
-    max_concurrent_requests: int = setting(64, "Requests one executor runs at once.")
-    claim_idle_s: float = setting(5.0, "Work idle this long in a dead consumer is claimed.")
-    acquire_timeout_s: float = setting(300.0, "Deadline of one AcquireStage call (it waits in queue).")
-    stage_timeout_s: float = setting(120.0, "Deadline of one model call.")
-    stage_retries: int = setting(3, "Attempts per stage before the request fails.")
+    max_concurrent_requests: int = setting(64, "Requests one executor runs at once.", at_least=1)
+    claim_idle_s: float = setting(5.0, "Work idle this long in a dead consumer is claimed.",
+                                  above=0)
+    acquire_timeout_s: float = setting(300.0, "Deadline of one AcquireStage call (it waits in queue).",
+                                       above=0)
+    stage_timeout_s: float = setting(120.0, "Deadline of one model call.", above=0)
+    stage_retries: int = setting(3, "Attempts per stage before the request fails.", at_least=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,14 +225,16 @@ class PoolSettings(BaseSettings):
     pool_file: str = setting(
         "", "Pool YAML path or a shipped pool (llama3, qwen2.5); empty: the embedded llama3."
     )
-    time_scale: float = setting(0.0, "Multiplies every emulated latency; 0 keeps the file's.")
+    time_scale: float = setting(0.0, "Multiplies every emulated latency; 0 keeps the file's.",
+                                at_least=0)
     triton_address: str = setting("127.0.0.1", "Address Triton listens on (0.0.0.0 in a container).")
-    triton_grpc_port: int = setting(8001, "Triton gRPC port.")
-    triton_http_port: int = setting(8000, "Triton HTTP port.")
-    triton_metrics_port: int = setting(8002, "Triton metrics port.")
-    max_queue_delay_us: int = setting(2000, "Triton dynamic batcher's wait to fill a batch, us.")
+    triton_grpc_port: int = setting(8001, "Triton gRPC port.", at_least=1, at_most=65535)
+    triton_http_port: int = setting(8000, "Triton HTTP port.", at_least=1, at_most=65535)
+    triton_metrics_port: int = setting(8002, "Triton metrics port.", at_least=1, at_most=65535)
+    max_queue_delay_us: int = setting(2000, "Triton dynamic batcher's wait to fill a batch, us.",
+                                      at_least=0)
     batches_per_instance: int = setting(
-        2, "Triton instances per emulated engine: batches one engine decodes at once."
+        2, "Triton instances per emulated engine: batches one engine decodes at once.", at_least=1
     )
 
 
@@ -174,6 +245,14 @@ ALL_SETTINGS: tuple[type[BaseSettings], ...] = (
     ExecutorSettings,
     PoolSettings,
 )
+
+
+def _accepts(meta: Mapping[str, Any]) -> str:
+    parts = [f">= {meta['at_least']:g}" if meta["at_least"] is not None else "",
+             f"> {meta['above']:g}" if meta["above"] is not None else "",
+             f"<= {meta['at_most']:g}" if meta["at_most"] is not None else ""]
+    text = ", ".join(p for p in parts if p)
+    return f" ({text})" if text else ""
 
 
 def settings_table() -> str:
@@ -187,7 +266,7 @@ def settings_table() -> str:
         for f in dataclasses.fields(cls):
             var = PREFIX + f.name.upper()
             defaults.setdefault(var, {})[service] = f"`{f.default!r}`"
-            info.setdefault(var, (hints[f.name].__name__, f.metadata["doc"]))
+            info.setdefault(var, (hints[f.name].__name__, f.metadata["doc"] + _accepts(f.metadata)))
     for var, per_service in defaults.items():
         typ, doc = info[var]
         who = "all" if len(per_service) == len(ALL_SETTINGS) else ", ".join(per_service)

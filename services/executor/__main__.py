@@ -40,7 +40,7 @@ async def run(settings: ExecutorSettings) -> None:
 
 
 def main() -> None:
-    asyncio.run(run(ExecutorSettings.from_env()))
+    asyncio.run(run(ExecutorSettings.for_service("aragog-executor")))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ async def run(settings: LoadMonitorSettings) -> None:
 
 
 def main() -> None:
-    asyncio.run(run(LoadMonitorSettings.from_env()))
+    asyncio.run(run(LoadMonitorSettings.for_service("aragog-load-monitor")))
 
 
 if __name__ == "__main__":

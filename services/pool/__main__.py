@@ -10,7 +10,7 @@ from aragog.pool.emulated import serve
 
 def main() -> None:
     try:
-        serve(PoolSettings.from_env())
+        serve(PoolSettings.for_service("aragog-pool"))
     except RuntimeError:  # a taken port, Triton dying: say so as a log line, exit non-zero
         structlog.get_logger().exception("pool_failed")
         raise SystemExit(1) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+from aragog.common import policies
 from aragog.common.service import serve
 from aragog.common.settings import RouterSettings
 from aragog.common.store import Store, connect
@@ -37,7 +38,12 @@ async def run(settings: RouterSettings) -> None:
 
 
 def main() -> None:
-    asyncio.run(run(RouterSettings.from_env()))
+    settings = RouterSettings.for_service("aragog-router")
+    try:
+        policies.make(settings.default_policy)
+    except policies.PolicyError as e:
+        raise SystemExit(f"aragog-router: ARAGOG_DEFAULT_POLICY: {e}") from None
+    asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def main() -> None:
         require_extension()
     except RuntimeError as e:
         sys.exit(f"aragog-scheduler: {e}")
-    asyncio.run(run(SchedulerSettings.from_env()))
+    asyncio.run(run(SchedulerSettings.for_service("aragog-scheduler")))
 
 
 if __name__ == "__main__":

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 
 from aragog.common.pool import PoolSpec, PoolSpecError, load_pool
@@ -52,3 +54,35 @@ def test_readme_settings_table_is_current():
 
     readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
     assert settings_table() in readme.read_text(), "regenerate: python -m aragog.common.settings"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"ARAGOG_STAGE_RETRIES": "0"}, "ARAGOG_STAGE_RETRIES=0: must be at least 1"),
+    ({"ARAGOG_STAGE_TIMEOUT_S": "-1"}, "ARAGOG_STAGE_TIMEOUT_S=-1.0: must be more than 0"),
+    ({"ARAGOG_LOG_LEVEL": "loud"}, "must be one of debug, info, warning, error"),
+    ({"ARAGOG_METRICS_PORT": "70000"}, "must be at most 65535"),
+])
+def test_out_of_range_settings_name_the_variable(env, message):
+    with pytest.raises(SettingsError, match=None) as e:
+        ExecutorSettings.from_env(env)
+    assert message in str(e.value)
+
+
+def test_a_misspelled_variable_is_warned_about():
+    from aragog.common.settings import UnknownSettingWarning
+
+    with pytest.warns(UnknownSettingWarning, match="ARAGOG_STAGE_RETRIESS"):
+        ExecutorSettings.from_env({"ARAGOG_STAGE_RETRIESS": "2"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # another service's variable is not unknown
+        ExecutorSettings.from_env({"ARAGOG_DEFAULT_POLICY": "largest"})
+
+
+def test_a_service_with_a_bad_setting_stops_with_one_line():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "aragog.executor"], capture_output=True, text=True,
+                         env={"ARAGOG_STAGE_RETRIES": "0", "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "aragog-executor: ARAGOG_STAGE_RETRIES=0: must be at least 1"
