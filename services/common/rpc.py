@@ -183,9 +183,9 @@ class RpcError(Exception):
         )
 
 
-def start_metrics(port: int) -> int:
-    """Expose Prometheus metrics on 127.0.0.1:`port` (0: a free port); return the port."""
+def start_metrics(port: int, addr: str = "127.0.0.1") -> int:
+    """Expose Prometheus metrics on `addr`:`port` (0: a free port); return the port."""
     from prometheus_client import start_http_server
 
-    server, _thread = start_http_server(port, addr="127.0.0.1")
+    server, _thread = start_http_server(port, addr=addr)
     return int(server.server_port)

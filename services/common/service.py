@@ -26,7 +26,7 @@ async def serve(
     `drain` runs after new RPCs are refused, within shutdown_grace_s.
     """
     log = configure_logging(name, settings.log_level)
-    metrics_port = start_metrics(settings.metrics_port)
+    metrics_port = start_metrics(settings.metrics_port, settings.metrics_address)
     server, port, health_servicer = create_server(listen, register, service_names)
     await server.start()
     stop = asyncio.Event()

@@ -93,6 +93,9 @@ class BaseSettings:
                              choices=("debug", "info", "warning", "error"))
     metrics_port: int = setting(0, "Prometheus metrics port (0: pick a free one, logged at start).",
                                 at_least=0, at_most=65535)
+    metrics_address: str = setting(
+        "127.0.0.1", "Address the metrics endpoint binds (0.0.0.0 for a scraper in another "
+        "container or pod).")
     rpc_timeout_s: float = setting(10.0, "Deadline of outgoing unary RPCs, seconds.", above=0)
     shutdown_grace_s: float = setting(10.0, "On SIGTERM, time in-flight work gets to finish.",
                                       at_least=0)
