@@ -52,6 +52,7 @@ setup(
         "aragog.emulation",
         "aragog.routing",
         "aragog.training",
+        "aragog.client",
         "aragog.scheduler_ext",
         "aragog.loadgen",
     ],

@@ -25,6 +25,7 @@ OTHER_VARIABLES = frozenset({
     "ARAGOG_TEST_REDIS_URL", "ARAGOG_TEST_TRITON_URL",  # tests/conftest.py
     "ARAGOG_TORCH_VERSION",  # scripts/bootstrap.sh
     "ARAGOG_LOADGEN_POLICY", "ARAGOG_LOADGEN_TIMEOUT_S", "ARAGOG_LOADGEN_WORKLOAD",  # locustfile
+    "ARAGOG_ROUTER", "ARAGOG_TOKEN",  # the aragog command (aragog.client.cli)
 })
 """`ARAGOG_` variables read outside the services' settings (not misspellings)."""
 

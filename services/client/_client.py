@@ -1,0 +1,156 @@
+"""The blocking and asyncio clients: the same calls, one channel each."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+
+from aragog.client._errors import AragogError, translate
+from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
+
+Event = router_pb2.SubmitRequestResponse
+"""One progress event: `request_id` and one of `admitted`, `stage_started`,
+`stage_finished` (a StageResult) or `completed` (the final RequestStatus)."""
+
+
+def _credentials(tls: bool, root_certificates: bytes | None, token: str | None):
+    """Channel credentials, or None for plaintext (a token then travels as plain metadata:
+    only on loopback or a trusted network)."""
+    if not (tls or root_certificates):
+        return None
+    return grpc.ssl_channel_credentials(root_certificates=root_certificates)
+
+
+def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def _submit_request(workflow_id: str, text: str, policy: str, tenant: str,
+                    request_id: str) -> router_pb2.SubmitRequestRequest:
+    return router_pb2.SubmitRequestRequest(workflow_id=workflow_id, input=text, policy=policy,
+                                           tenant=tenant, request_id=request_id)
+
+
+class Client:
+    """Blocking client of the router at `address` (host:port)."""
+
+    def __init__(self, address: str = "127.0.0.1:50051", *, tls: bool = False,
+                 root_certificates: bytes | None = None, token: str | None = None,
+                 timeout_s: float = 30.0, request_timeout_s: float = 600.0):
+        creds = _credentials(tls, root_certificates, token)
+        self._channel = (grpc.secure_channel(address, creds) if creds
+                         else grpc.insecure_channel(address))
+        self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
+        self._md = _metadata(token)
+        self.timeout_s = timeout_s
+        self.request_timeout_s = request_timeout_s
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout_s, metadata=self._md)
+        except grpc.RpcError as e:
+            raise translate(e) from None
+
+    def register_workflow(self, yaml_text: str) -> router_pb2.RegisterWorkflowResponse:
+        return self._call(self._stub.RegisterWorkflow,
+                          router_pb2.RegisterWorkflowRequest(yaml_spec=yaml_text))
+
+    def list_workflows(self) -> list[common_pb2.Workflow]:
+        return list(self._call(self._stub.ListWorkflows,
+                               router_pb2.ListWorkflowsRequest()).workflows)
+
+    def status(self, request_id: str) -> common_pb2.RequestStatus:
+        return self._call(self._stub.GetRequestStatus,
+                          router_pb2.GetRequestStatusRequest(request_id=request_id)).status
+
+    def submit(self, workflow_id: str, text: str, *, policy: str = "", tenant: str = "",
+               request_id: str = "") -> Iterator[Event]:
+        """Stream the request's events until `completed`. Submitting an id again re-attaches."""
+        stream = self._stub.SubmitRequest(
+            _submit_request(workflow_id, text, policy, tenant, request_id),
+            timeout=self.request_timeout_s, metadata=self._md)
+        try:
+            yield from stream
+        except grpc.RpcError as e:
+            raise translate(e) from None
+        finally:
+            stream.cancel()
+
+    def run(self, workflow_id: str, text: str, **kw: str) -> common_pb2.RequestStatus:
+        """Submit and wait: the final status (its `state` says whether it succeeded)."""
+        for event in self.submit(workflow_id, text, **kw):
+            if event.WhichOneof("event") == "completed":
+                return event.completed
+        raise AragogError("the router closed the stream before the request completed")
+
+
+class AsyncClient:
+    """asyncio client of the router at `address`; the same calls as `Client`, awaited."""
+
+    def __init__(self, address: str = "127.0.0.1:50051", *, tls: bool = False,
+                 root_certificates: bytes | None = None, token: str | None = None,
+                 timeout_s: float = 30.0, request_timeout_s: float = 600.0):
+        creds = _credentials(tls, root_certificates, token)
+        self._channel = (grpc.aio.secure_channel(address, creds) if creds
+                         else grpc.aio.insecure_channel(address))
+        self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
+        self._md = _metadata(token)
+        self.timeout_s = timeout_s
+        self.request_timeout_s = request_timeout_s
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, method, request):
+        try:
+            return await method(request, timeout=self.timeout_s, metadata=self._md)
+        except grpc.RpcError as e:
+            raise translate(e) from None
+
+    async def register_workflow(self, yaml_text: str) -> router_pb2.RegisterWorkflowResponse:
+        return await self._call(self._stub.RegisterWorkflow,
+                                router_pb2.RegisterWorkflowRequest(yaml_spec=yaml_text))
+
+    async def list_workflows(self) -> list[common_pb2.Workflow]:
+        reply = await self._call(self._stub.ListWorkflows, router_pb2.ListWorkflowsRequest())
+        return list(reply.workflows)
+
+    async def status(self, request_id: str) -> common_pb2.RequestStatus:
+        reply = await self._call(self._stub.GetRequestStatus,
+                                 router_pb2.GetRequestStatusRequest(request_id=request_id))
+        return reply.status
+
+    async def submit(self, workflow_id: str, text: str, *, policy: str = "", tenant: str = "",
+                     request_id: str = "") -> AsyncIterator[Event]:
+        call = self._stub.SubmitRequest(
+            _submit_request(workflow_id, text, policy, tenant, request_id),
+            timeout=self.request_timeout_s, metadata=self._md)
+        try:
+            async for event in call:
+                yield event
+        except grpc.RpcError as e:
+            raise translate(e) from None
+        finally:
+            call.cancel()
+
+    async def run(self, workflow_id: str, text: str, **kw: str) -> common_pb2.RequestStatus:
+        async for event in self.submit(workflow_id, text, **kw):
+            if event.WhichOneof("event") == "completed":
+                return event.completed
+        raise AragogError("the router closed the stream before the request completed")
