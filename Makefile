@@ -1,7 +1,7 @@
 # Named tasks; `make demo` and `make test` are the two set-up commands of the README.
 VENV := .venv/bin
 
-.PHONY: demo up test test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check lint-imports routing-eval eval eval-smoke
+.PHONY: demo up test test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check deploy-check lint-imports routing-eval eval eval-smoke
 
 demo: bootstrap        ## start Redis, Triton (emulated pool) and the services; answer a few requests
 	$(VENV)/aragog-stack demo
@@ -45,6 +45,9 @@ bench-round: bootstrap    ## the scheduling round: extension against the pure-Py
 compose-check: bootstrap  ## validate docker-compose.yml offline (no Docker engine needed)
 	$(VENV)/pip install -q check-jsonschema
 	$(VENV)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+deploy-check: bootstrap   ## render + validate the k8s package, compose, Dockerfile (offline; scripts/deploy-check.sh)
+	@scripts/deploy-check.sh
 
 routing-eval: bootstrap   ## profile, train and evaluate the routers offline (held-out split)
 	$(VENV)/aragog-routing evaluate --out reports/routing.json
