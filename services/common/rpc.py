@@ -7,8 +7,10 @@ deadline on every call and turn status codes into one typed error.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import signal
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,6 +20,7 @@ from aragog.common.bounds import clip
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Histogram
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -41,12 +44,27 @@ class _Undecodable(Exception):
     """Request bytes that are not the method's message."""
 
 
+HANDLED = Counter("aragog_grpc_server_handled_total", "RPCs finished, by method and status code",
+                  ["method", "code"])
+HANDLING_SECONDS = Histogram(
+    "aragog_grpc_server_handling_seconds", "RPC duration, by method", ["method"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600))
+
+
+def _record(method: str, t0: float, context: Any) -> None:
+    code = context.code() if hasattr(context, "code") else None
+    HANDLED.labels(method, (code or grpc.StatusCode.OK).name).inc()
+    HANDLING_SECONDS.labels(method).observe(time.perf_counter() - t0)
+
+
 class DecodeInterceptor(grpc.aio.ServerInterceptor):
-    """Request bytes that do not decode are the caller's error: INVALID_ARGUMENT, not UNKNOWN.
+    """Request bytes that do not decode are the caller's error: INVALID_ARGUMENT, not UNKNOWN;
+    and every call is counted by method and final status code.
 
     grpc.aio decodes with the handler's request_deserializer and answers UNKNOWN when it
     raises. Each handler is wrapped once: a unary request that does not decode reaches the
     handler as a marker and a streamed one raises from `read()`; the wrapper aborts on both.
+    The wrapper also registers a done-callback that records the call's code and duration.
     """
 
     _MAKE = {
@@ -66,10 +84,10 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         guarded = self._guarded.get(method)
         if guarded is None:
-            guarded = self._guarded[method] = self._guard(handler)
+            guarded = self._guarded[method] = self._guard(handler, method)
         return guarded
 
-    def _guard(self, handler: Any) -> Any:
+    def _guard(self, handler: Any, method: str = "") -> Any:
         decode = handler.request_deserializer
         behavior = (handler.unary_unary or handler.unary_stream or handler.stream_unary
                     or handler.stream_stream)
@@ -93,8 +111,12 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
                      "serialized request message the .proto declares"),
             )
 
+        def count(context: grpc.aio.ServicerContext) -> None:
+            context.add_done_callback(functools.partial(_record, method, time.perf_counter()))
+
         if is_gen:
             async def guarded(request, context):  # type: ignore[no-untyped-def]
+                count(context)
                 if isinstance(request, _Undecodable):
                     await abort(context, request)
                 try:
@@ -104,6 +126,7 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
                     await abort(context, e)
         else:
             async def guarded(request, context):  # type: ignore[no-untyped-def]
+                count(context)
                 if isinstance(request, _Undecodable):
                     await abort(context, request)
                 try:

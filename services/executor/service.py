@@ -34,6 +34,13 @@ RUNNING = Gauge("aragog_executor_running_requests", "Requests this executor runs
 INFLIGHT = Gauge("aragog_executor_inflight_stages", "Stages in flight on each model", ["model"])
 FINISHED = Counter("aragog_executor_requests_total", "Requests finished", ["outcome"])
 STAGE_SECONDS = Histogram("aragog_executor_stage_seconds", "Model call time", ["model"])
+QUEUE_SECONDS = Histogram(
+    "aragog_executor_queue_wait_seconds", "Wait before the scheduler placed a stage", ["model"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+REQUEST_SECONDS = Histogram(
+    "aragog_request_seconds", "End-to-end request latency, admission to the final stage",
+    ["workflow", "policy", "outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300, 600))
 
 
 class Executor:
@@ -218,6 +225,10 @@ class Executor:
                 p.expire(key, ttl)
             await p.execute()
         FINISHED.labels("succeeded" if ok else "failed").inc()
+        if status is not None and status.created_at:
+            REQUEST_SECONDS.labels(status.workflow_id, status.policy.partition(":")[0],
+                                   "succeeded" if ok else "failed").observe(
+                max(0.0, status.finished_at - status.created_at))
         log.info("request_finished", ok=ok, error=error or None)
 
     async def record_stage(self, rid: str, result: common_pb2.StageResult) -> None:
@@ -228,6 +239,7 @@ class Executor:
             await p.execute()
         if result.model:
             STAGE_SECONDS.labels(result.model).observe(result.service_ms / 1000.0)
+            QUEUE_SECONDS.labels(result.model).observe(result.schedule_ms / 1000.0)
 
     async def stage_started(self, rid: str, stage: str, model: str, delta: int) -> None:
         """Count the stage in flight on `model` and announce it, in one round trip."""

@@ -31,6 +31,9 @@ TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
 
 ADMITTED = Counter("aragog_router_admitted_total", "Requests admitted", ["workflow", "policy"])
 REJECTED = Counter("aragog_router_rejected_total", "Requests rejected", ["reason"])
+F_SIZE = Histogram(
+    "aragog_router_f_size", "|F(r)|: configurations a request is admitted with, once final",
+    ["workflow"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 65536, 1 << 20))
 ROUTING_SECONDS = Histogram(
     "aragog_router_routing_seconds", "Time from arrival until F(r) is final (admission + routing)",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
@@ -190,6 +193,7 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             task.add_done_callback(self.background.discard)
         else:
             ROUTING_SECONDS.observe(time.perf_counter() - t0)
+            F_SIZE.labels(wf.id).observe(admitted)
         log.info("admitted", workflow=wf.id, policy=policy_name, configurations=admitted,
                  routing="pending" if routed_later else "done")
 
@@ -207,6 +211,7 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 p.hset(k.req(rid), mapping={"routing": "done", "admitted": len(f_r)})
                 await p.execute()
             ROUTING_SECONDS.observe(time.perf_counter() - t0)
+            F_SIZE.labels(wf.id).observe(len(f_r))
         except Exception:
             log.exception("routing_failed", request_id=rid)
 

@@ -312,6 +312,11 @@ def test_services_log_json_and_expose_metrics(stack, chain):
         if proc.name in names:
             body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port(proc)}/metrics", timeout=5).read()
             assert names[proc.name].encode() in body, proc.name
+            if proc.name == "router":  # every RPC counted by method and code
+                assert (b'aragog_grpc_server_handled_total{method="/aragog.v1.RouterService/'
+                        b'SubmitRequest",code="OK"}') in body
+            if proc.name == "scheduler":
+                assert b'method="/aragog.v1.SchedulerService/' in body
     with open(next(p for p in stack.procs if p.name == "router").log_path) as f:
         admitted = [json.loads(line) for line in f if '"admitted"' in line]
     assert admitted and all(a["request_id"] and a["service"] == "router" for a in admitted)
