@@ -150,6 +150,7 @@ class Stack:
         self.triton_url = triton_url
         self.triton_metrics_url = ""
         self.router_addr = self.scheduler_addr = self.load_monitor_addr = ""
+        self.http_addr = ""  # the router's HTTP/JSON and OpenAI-compatible front door
 
     # processes ----------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], addr: str = "") -> Proc:
@@ -216,7 +217,9 @@ class Stack:
         mon = self._python_service("load-monitor", "aragog.load_monitor",
                                    {"ARAGOG_TRITON_METRICS_URL": self.triton_metrics_url})
         self.load_monitor_addr = mon.addr
-        router = self._python_service("router", "aragog.router", {})
+        self.http_addr = f"127.0.0.1:{self.ports.get('http') or free_port()}"
+        router = self._python_service("router", "aragog.router",
+                                      {"ARAGOG_HTTP_LISTEN": self.http_addr})
         self.router_addr = router.addr
         for _ in range(self.n_executors):
             self.add_executor(wait=False)
@@ -343,7 +346,7 @@ def demo(stack: Stack, n: int, policy: str, concurrency: int) -> int:
     return 1 if failures else 0
 
 
-FIXED_PORTS = {"router": 50051, "scheduler": 50052, "load-monitor": 50053,
+FIXED_PORTS = {"router": 50051, "http": 8080, "scheduler": 50052, "load-monitor": 50053,
                "triton-grpc": 8001, "triton-http": 8000, "triton-metrics": 8002}
 """Where `aragog-stack up` and `demo` listen by default (the services' own defaults)."""
 
@@ -363,8 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--triton-url", default=os.environ.get("ARAGOG_TRITON_URL", ""))
     ap.add_argument("--time-scale", type=float, default=0.0, help="emulated latency multiplier")
     ap.add_argument("--random-ports", action="store_true",
-                    help="listen on free ports instead of the fixed ones (router 50051, scheduler "
-                    "50052, load-monitor 50053, Triton gRPC 8001, HTTP 8000, metrics 8002)")
+                    help="listen on free ports instead of the fixed ones (router 50051, its HTTP "
+                    "front door 8080, scheduler 50052, load-monitor 50053, Triton gRPC 8001, "
+                    "HTTP 8000, metrics 8002)")
     for name, port in FIXED_PORTS.items():
         ap.add_argument(f"--{name}-port", type=int, default=port, help=f"default {port}")
     args = ap.parse_args(argv)
@@ -379,7 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"starting the stack (logs in {stack.log_dir}) ...", flush=True)
     t0 = time.monotonic()
     with stack:
-        print(f"up in {time.monotonic() - t0:.1f}s: router {stack.router_addr}, scheduler "
+        print(f"up in {time.monotonic() - t0:.1f}s: router {stack.router_addr} (HTTP "
+              f"http://{stack.http_addr}), scheduler "
               f"{stack.scheduler_addr}, load-monitor {stack.load_monitor_addr}, "
               f"triton {stack.triton_url}, redis {stack.redis_url}\n", flush=True)
         if args.command == "demo":

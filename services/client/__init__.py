@@ -15,6 +15,7 @@ bearer token sent as `authorization` metadata when given. Every failure is one t
 the generated protocol code and grpc.
 """
 
+from aragog.client._client import AsyncClient, Client
 from aragog.client._errors import (
     AlreadyExists,
     AragogError,
@@ -25,7 +26,6 @@ from aragog.client._errors import (
     ResourceExhausted,
     Unavailable,
 )
-from aragog.client._client import AsyncClient, Client
 
 __all__ = [
     "AlreadyExists", "AragogError", "AsyncClient", "Client", "DeadlineExceeded",

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
-
 from aragog.client._errors import AragogError, translate
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 

@@ -16,10 +16,9 @@ import argparse
 import os
 import sys
 
-from google.protobuf.json_format import MessageToJson
-
 from aragog.client import AragogError, Client
 from aragog.v1 import common_pb2
+from google.protobuf.json_format import MessageToJson
 
 STATES = {v.number: v.name.removeprefix("REQUEST_STATE_").lower()
           for v in common_pb2.RequestState.DESCRIPTOR.values}

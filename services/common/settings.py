@@ -167,6 +167,9 @@ class RouterSettings(BaseSettings):
     embedding_threads: int = setting(2, "Threads ONNX Runtime uses for one embedding.", at_least=1)
     routing_budget: int = setting(4096, "Configurations the router scores at most per request.",
                                   at_least=1)
+    http_listen: str = setting(
+        "", "HTTP/JSON and OpenAI-compatible front door, host:port (empty: off); it calls the "
+        "router's gRPC port, so ARAGOG_LISTEN must name a fixed port.")
     routing_overlap: bool = setting(
         True, "Hand a request to executors before F(r) is ready (its first stage may then "
         "run on the largest configuration's model)."

@@ -13,10 +13,22 @@ from aragog.router.service import RouterService
 from aragog.v1 import router_pb2, router_pb2_grpc
 
 
+def loopback(listen: str) -> str:
+    """The address a process reaches its own gRPC port at."""
+    host, _, port = listen.rpartition(":")
+    return f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{port}"
+
+
 async def run(settings: RouterSettings) -> None:
     redis = connect(settings.redis_url, settings.redis_max_connections)
-    servicer = RouterService(settings, Store(redis, settings.namespace))
+    store = Store(redis, settings.namespace)
+    servicer = RouterService(settings, store)
     name = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
+    front: list = []  # the HTTP front door's runner and client, once started
+
+    async def pool_models() -> list[str]:
+        pool = await store.get_pool()
+        return pool.names if pool else []
 
     async def start() -> None:
         await redis.ping()
@@ -25,6 +37,11 @@ async def run(settings: RouterSettings) -> None:
             warm = asyncio.create_task(asyncio.to_thread(lambda: servicer.routing.embedder))
             servicer.background.add(warm)  # keep a reference until it is done
             warm.add_done_callback(servicer.background.discard)
+        if settings.http_listen:
+            from aragog.router import http
+
+            front.extend(await http.start(settings.http_listen, loopback(settings.listen),
+                                          pool_models))
 
     try:
         await serve(
@@ -33,6 +50,10 @@ async def run(settings: RouterSettings) -> None:
             [name], start=start,
         )
     finally:
+        if front:
+            runner, door = front
+            await runner.cleanup()
+            await door.close()
         await servicer.events.stop()
         await redis.aclose()
 
@@ -43,6 +64,8 @@ def main() -> None:
         policies.make(settings.default_policy)
     except policies.PolicyError as e:
         raise SystemExit(f"aragog-router: ARAGOG_DEFAULT_POLICY: {e}") from None
+    if settings.http_listen and settings.listen.endswith(":0"):
+        raise SystemExit("aragog-router: ARAGOG_HTTP_LISTEN needs ARAGOG_LISTEN on a fixed port")
     asyncio.run(run(settings))
 
 
