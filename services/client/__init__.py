@@ -28,6 +28,14 @@ from aragog.client._errors import (
 )
 
 __all__ = [
-    "AlreadyExists", "AragogError", "AsyncClient", "Client", "DeadlineExceeded",
-    "FailedPrecondition", "InvalidArgument", "NotFound", "ResourceExhausted", "Unavailable",
+    "AlreadyExists",
+    "AragogError",
+    "AsyncClient",
+    "Client",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "ResourceExhausted",
+    "Unavailable",
 ]

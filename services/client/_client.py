@@ -25,21 +25,31 @@ def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def _submit_request(workflow_id: str, text: str, policy: str, tenant: str,
-                    request_id: str) -> router_pb2.SubmitRequestRequest:
-    return router_pb2.SubmitRequestRequest(workflow_id=workflow_id, input=text, policy=policy,
-                                           tenant=tenant, request_id=request_id)
+def _submit_request(
+    workflow_id: str, text: str, policy: str, tenant: str, request_id: str
+) -> router_pb2.SubmitRequestRequest:
+    return router_pb2.SubmitRequestRequest(
+        workflow_id=workflow_id, input=text, policy=policy, tenant=tenant, request_id=request_id
+    )
 
 
 class Client:
     """Blocking client of the router at `address` (host:port)."""
 
-    def __init__(self, address: str = "127.0.0.1:50051", *, tls: bool = False,
-                 root_certificates: bytes | None = None, token: str | None = None,
-                 timeout_s: float = 30.0, request_timeout_s: float = 600.0):
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        request_timeout_s: float = 600.0,
+    ):
         creds = _credentials(tls, root_certificates, token)
-        self._channel = (grpc.secure_channel(address, creds) if creds
-                         else grpc.insecure_channel(address))
+        self._channel = (
+            grpc.secure_channel(address, creds) if creds else grpc.insecure_channel(address)
+        )
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         self._md = _metadata(token)
         self.timeout_s = timeout_s
@@ -61,23 +71,35 @@ class Client:
             raise translate(e) from None
 
     def register_workflow(self, yaml_text: str) -> router_pb2.RegisterWorkflowResponse:
-        return self._call(self._stub.RegisterWorkflow,
-                          router_pb2.RegisterWorkflowRequest(yaml_spec=yaml_text))
+        return self._call(
+            self._stub.RegisterWorkflow, router_pb2.RegisterWorkflowRequest(yaml_spec=yaml_text)
+        )
 
     def list_workflows(self) -> list[common_pb2.Workflow]:
-        return list(self._call(self._stub.ListWorkflows,
-                               router_pb2.ListWorkflowsRequest()).workflows)
+        return list(
+            self._call(self._stub.ListWorkflows, router_pb2.ListWorkflowsRequest()).workflows
+        )
 
     def status(self, request_id: str) -> common_pb2.RequestStatus:
-        return self._call(self._stub.GetRequestStatus,
-                          router_pb2.GetRequestStatusRequest(request_id=request_id)).status
+        return self._call(
+            self._stub.GetRequestStatus, router_pb2.GetRequestStatusRequest(request_id=request_id)
+        ).status
 
-    def submit(self, workflow_id: str, text: str, *, policy: str = "", tenant: str = "",
-               request_id: str = "") -> Iterator[Event]:
+    def submit(
+        self,
+        workflow_id: str,
+        text: str,
+        *,
+        policy: str = "",
+        tenant: str = "",
+        request_id: str = "",
+    ) -> Iterator[Event]:
         """Stream the request's events until `completed`. Submitting an id again re-attaches."""
         stream = self._stub.SubmitRequest(
             _submit_request(workflow_id, text, policy, tenant, request_id),
-            timeout=self.request_timeout_s, metadata=self._md)
+            timeout=self.request_timeout_s,
+            metadata=self._md,
+        )
         try:
             yield from stream
         except grpc.RpcError as e:
@@ -96,12 +118,20 @@ class Client:
 class AsyncClient:
     """asyncio client of the router at `address`; the same calls as `Client`, awaited."""
 
-    def __init__(self, address: str = "127.0.0.1:50051", *, tls: bool = False,
-                 root_certificates: bytes | None = None, token: str | None = None,
-                 timeout_s: float = 30.0, request_timeout_s: float = 600.0):
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        request_timeout_s: float = 600.0,
+    ):
         creds = _credentials(tls, root_certificates, token)
-        self._channel = (grpc.aio.secure_channel(address, creds) if creds
-                         else grpc.aio.insecure_channel(address))
+        self._channel = (
+            grpc.aio.secure_channel(address, creds) if creds else grpc.aio.insecure_channel(address)
+        )
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         self._md = _metadata(token)
         self.timeout_s = timeout_s
@@ -123,23 +153,34 @@ class AsyncClient:
             raise translate(e) from None
 
     async def register_workflow(self, yaml_text: str) -> router_pb2.RegisterWorkflowResponse:
-        return await self._call(self._stub.RegisterWorkflow,
-                                router_pb2.RegisterWorkflowRequest(yaml_spec=yaml_text))
+        return await self._call(
+            self._stub.RegisterWorkflow, router_pb2.RegisterWorkflowRequest(yaml_spec=yaml_text)
+        )
 
     async def list_workflows(self) -> list[common_pb2.Workflow]:
         reply = await self._call(self._stub.ListWorkflows, router_pb2.ListWorkflowsRequest())
         return list(reply.workflows)
 
     async def status(self, request_id: str) -> common_pb2.RequestStatus:
-        reply = await self._call(self._stub.GetRequestStatus,
-                                 router_pb2.GetRequestStatusRequest(request_id=request_id))
+        reply = await self._call(
+            self._stub.GetRequestStatus, router_pb2.GetRequestStatusRequest(request_id=request_id)
+        )
         return reply.status
 
-    async def submit(self, workflow_id: str, text: str, *, policy: str = "", tenant: str = "",
-                     request_id: str = "") -> AsyncIterator[Event]:
+    async def submit(
+        self,
+        workflow_id: str,
+        text: str,
+        *,
+        policy: str = "",
+        tenant: str = "",
+        request_id: str = "",
+    ) -> AsyncIterator[Event]:
         call = self._stub.SubmitRequest(
             _submit_request(workflow_id, text, policy, tenant, request_id),
-            timeout=self.request_timeout_s, metadata=self._md)
+            timeout=self.request_timeout_s,
+            metadata=self._md,
+        )
         try:
             async for event in call:
                 yield event

@@ -53,8 +53,18 @@ class DeadlineExceeded(AragogError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-_BY_CODE = {c.code: c for c in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
-                                ResourceExhausted, Unavailable, DeadlineExceeded)}
+_BY_CODE = {
+    c.code: c
+    for c in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        ResourceExhausted,
+        Unavailable,
+        DeadlineExceeded,
+    )
+}
 
 
 def _retry_after(metadata) -> float | None:

@@ -20,13 +20,17 @@ from aragog.client import AragogError, Client
 from aragog.v1 import common_pb2
 from google.protobuf.json_format import MessageToJson
 
-STATES = {v.number: v.name.removeprefix("REQUEST_STATE_").lower()
-          for v in common_pb2.RequestState.DESCRIPTOR.values}
+STATES = {
+    v.number: v.name.removeprefix("REQUEST_STATE_").lower()
+    for v in common_pb2.RequestState.DESCRIPTOR.values
+}
 
 
 def _print_status(s: common_pb2.RequestStatus) -> None:
-    print(f"{s.request_id}: {STATES.get(s.state, s.state)} (workflow {s.workflow_id}, policy "
-          f"{s.policy}, |F(r)| {s.admitted_configurations})")
+    print(
+        f"{s.request_id}: {STATES.get(s.state, s.state)} (workflow {s.workflow_id}, policy "
+        f"{s.policy}, |F(r)| {s.admitted_configurations})"
+    )
     for st in s.stages:
         print(f"  {st.stage}: {st.model or 'tool'}")
     if s.answer:
@@ -73,12 +77,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.cmd == "register":
                 with open(args.file, encoding="utf-8") as f:
                     reg = c.register_workflow(f.read())
-                print(MessageToJson(reg) if args.json else
-                      f"registered {reg.workflow.id}: {reg.configurations} configurations")
+                print(
+                    MessageToJson(reg)
+                    if args.json
+                    else f"registered {reg.workflow.id}: {reg.configurations} configurations"
+                )
             elif args.cmd == "workflows":
                 for wf in c.list_workflows():
-                    print(MessageToJson(wf) if args.json else
-                          f"{wf.id}: {', '.join(s.name for s in wf.stages)}")
+                    print(
+                        MessageToJson(wf)
+                        if args.json
+                        else f"{wf.id}: {', '.join(s.name for s in wf.stages)}"
+                    )
             elif args.cmd == "status":
                 s = c.status(args.request_id)
                 print(MessageToJson(s)) if args.json else _print_status(s)
@@ -86,11 +96,18 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 text = sys.stdin.read() if args.input == "-" else args.input
                 final = None
-                for e in c.submit(args.workflow, text, policy=args.policy, tenant=args.tenant,
-                                  request_id=args.request_id):
+                for e in c.submit(
+                    args.workflow,
+                    text,
+                    policy=args.policy,
+                    tenant=args.tenant,
+                    request_id=args.request_id,
+                ):
                     if args.watch:
-                        print(MessageToJson(e, indent=None) if args.json else _event_line(e),
-                              flush=True)
+                        print(
+                            MessageToJson(e, indent=None) if args.json else _event_line(e),
+                            flush=True,
+                        )
                     if e.WhichOneof("event") == "completed":
                         final = e.completed
                 if final is None:

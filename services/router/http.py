@@ -34,37 +34,49 @@ from google.protobuf.json_format import MessageToDict
 CHAT_WORKFLOW = "chat"
 MAX_BODY = 1 << 20
 HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409, grpc.StatusCode.FAILED_PRECONDITION: 412,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 412,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 
 
 def chat_workflow(models: list[str]) -> str:
     """The one-stage workflow chat completions run: the conversation in, one model's reply out."""
-    return "\n".join([
-        f"id: {CHAT_WORKFLOW}",
-        "description: One model call for OpenAI-compatible chat completions.",
-        "stages:",
-        "  - name: reply",
-        '    prompt: "{input}"',
-        f"    candidates: [{', '.join(models)}]",
-        "    output_tokens: 256",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                f"id: {CHAT_WORKFLOW}",
+                "description: One model call for OpenAI-compatible chat completions.",
+                "stages:",
+                "  - name: reply",
+                '    prompt: "{input}"',
+                f"    candidates: [{', '.join(models)}]",
+                "    output_tokens: 256",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _error(status: int, message: str, kind: str, code: str, headers: dict | None = None):
-    return web.json_response({"error": {"message": clip(message), "type": kind, "code": code}},
-                             status=status, headers=headers)
+    return web.json_response(
+        {"error": {"message": clip(message), "type": kind, "code": code}},
+        status=status,
+        headers=headers,
+    )
 
 
 def _from_aragog(e: AragogError) -> web.Response:
     headers = None
     if isinstance(e, ResourceExhausted) and e.retry_after_s is not None:
         headers = {"Retry-After": str(max(1, round(e.retry_after_s)))}
-    return _error(HTTP_STATUS.get(e.code, 500), e.details, "aragog_error", e.code.name.lower(),
-                  headers)
+    return _error(
+        HTTP_STATUS.get(e.code, 500), e.details, "aragog_error", e.code.name.lower(), headers
+    )
 
 
 def _dict(message) -> dict[str, Any]:
@@ -77,11 +89,14 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.content.read(MAX_BODY + 1) or b"{}")
     except ValueError:
-        raise web.HTTPBadRequest(text='{"error": {"message": "body is not JSON"}}',
-                                 content_type="application/json") from None
+        raise web.HTTPBadRequest(
+            text='{"error": {"message": "body is not JSON"}}', content_type="application/json"
+        ) from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text='{"error": {"message": "body must be a JSON object"}}',
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(
+            text='{"error": {"message": "body must be a JSON object"}}',
+            content_type="application/json",
+        )
     return body
 
 
@@ -89,9 +104,16 @@ def _str(body: dict, key: str, required: bool = False) -> str:
     value = body.get(key, "")
     if not isinstance(value, str) or (required and not value):
         raise web.HTTPBadRequest(
-            text=json.dumps({"error": {"message": f"`{key}` must be a{' non-empty' if required else ''}"
-                                                  " string", "type": "invalid_request_error"}}),
-            content_type="application/json")
+            text=json.dumps(
+                {
+                    "error": {
+                        "message": f"`{key}` must be a{' non-empty' if required else ''} string",
+                        "type": "invalid_request_error",
+                    }
+                }
+            ),
+            content_type="application/json",
+        )
     return value
 
 
@@ -103,11 +125,16 @@ class FrontDoor:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
-        app.add_routes([
-            web.post("/v1/workflows", self.register), web.get("/v1/workflows", self.workflows),
-            web.post("/v1/requests", self.submit), web.get("/v1/requests/{rid}", self.status),
-            web.post("/v1/chat/completions", self.chat), web.get("/v1/models", self.models),
-        ])
+        app.add_routes(
+            [
+                web.post("/v1/workflows", self.register),
+                web.get("/v1/workflows", self.workflows),
+                web.post("/v1/requests", self.submit),
+                web.get("/v1/requests/{rid}", self.status),
+                web.post("/v1/chat/completions", self.chat),
+                web.get("/v1/models", self.models),
+            ]
+        )
         return app
 
     async def close(self) -> None:
@@ -123,7 +150,9 @@ class FrontDoor:
 
     async def workflows(self, request: web.Request) -> web.StreamResponse:
         try:
-            return web.json_response({"workflows": [_dict(w) for w in await self.client.list_workflows()]})
+            return web.json_response(
+                {"workflows": [_dict(w) for w in await self.client.list_workflows()]}
+            )
         except AragogError as e:
             return _from_aragog(e)
 
@@ -135,10 +164,14 @@ class FrontDoor:
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
         body = await _body(request)
-        args = dict(workflow_id=_str(body, "workflow_id", required=True),
-                    text=_str(body, "input", required=True))
+        args = dict(
+            workflow_id=_str(body, "workflow_id", required=True),
+            text=_str(body, "input", required=True),
+        )
         kw = {k: _str(body, k) for k in ("policy", "tenant", "request_id")}
-        stream = body.get("stream") is True or "text/event-stream" in request.headers.get("Accept", "")
+        stream = body.get("stream") is True or "text/event-stream" in request.headers.get(
+            "Accept", ""
+        )
         events = self.client.submit(args["workflow_id"], args["text"], **kw)
         if not stream:
             try:
@@ -152,8 +185,9 @@ class FrontDoor:
         try:
             async for e in events:
                 if response is None:
-                    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                                           "Cache-Control": "no-cache"})
+                    response = web.StreamResponse(
+                        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+                    )
                     await response.prepare(request)
                 kind = e.WhichOneof("event")
                 data = json.dumps({"request_id": e.request_id, kind: _dict(getattr(e, kind))})
@@ -161,7 +195,9 @@ class FrontDoor:
         except AragogError as e:
             if response is None:
                 return _from_aragog(e)
-            await response.write(f"event: error\ndata: {json.dumps({'message': e.details})}\n\n".encode())
+            await response.write(
+                f"event: error\ndata: {json.dumps({'message': e.details})}\n\n".encode()
+            )
         if response is None:
             return _error(502, "the router ended the stream early", "aragog_error", "internal")
         await response.write_eof()
@@ -171,9 +207,15 @@ class FrontDoor:
         from aragog.common import policies
 
         now = int(time.time())
-        return web.json_response({"object": "list", "data": [
-            {"id": f"aragog/{p}", "object": "model", "created": now, "owned_by": "aragog"}
-            for p in policies.names()]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"id": f"aragog/{p}", "object": "model", "created": now, "owned_by": "aragog"}
+                    for p in policies.names()
+                ],
+            }
+        )
 
     async def _ensure_chat(self) -> None:
         if self.chat_ready:
@@ -189,19 +231,32 @@ class FrontDoor:
         body = await _body(request)
         model = _str(body, "model", required=True)
         if not model.startswith("aragog/"):
-            return _error(404, f"model {model!r}: name a routing policy as aragog/<policy>, e.g. "
-                          "aragog/largest (GET /v1/models lists them)", "invalid_request_error",
-                          "model_not_found")
+            return _error(
+                404,
+                f"model {model!r}: name a routing policy as aragog/<policy>, e.g. "
+                "aragog/largest (GET /v1/models lists them)",
+                "invalid_request_error",
+                "model_not_found",
+            )
         messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
-            return _error(400, "`messages` must be a non-empty list of {role, content} objects "
-                          "with string content", "invalid_request_error", "invalid_messages")
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages)
+        ):
+            return _error(
+                400,
+                "`messages` must be a non-empty list of {role, content} objects "
+                "with string content",
+                "invalid_request_error",
+                "invalid_messages",
+            )
         text = "\n".join(f"{m.get('role', 'user')}: {m['content']}" for m in messages)
         try:
             await self._ensure_chat()
-            status = await self.client.run(CHAT_WORKFLOW, text, policy=model.removeprefix("aragog/"),
-                                           tenant=_str(body, "user"))
+            status = await self.client.run(
+                CHAT_WORKFLOW, text, policy=model.removeprefix("aragog/"), tenant=_str(body, "user")
+            )
         except AragogError as e:
             return _from_aragog(e)
         if status.error:
@@ -209,25 +264,39 @@ class FrontDoor:
         served = status.stages[0].model if status.stages else ""
         reply = {"role": "assistant", "content": status.answer}
         cid = f"chatcmpl-{status.request_id or uuid.uuid4().hex}"
-        usage = {"prompt_tokens": len(text.split()), "completion_tokens": len(status.answer.split())}
+        usage = {
+            "prompt_tokens": len(text.split()),
+            "completion_tokens": len(status.answer.split()),
+        }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         created = int(time.time())
         if body.get("stream") is True:
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
             for delta, finish in ((reply, None), ({}, "stop")):
-                chunk = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                         "model": model, "system_fingerprint": served,
-                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                chunk = {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "system_fingerprint": served,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
                 await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
             return response
-        return web.json_response({
-            "id": cid, "object": "chat.completion", "created": created, "model": model,
-            "system_fingerprint": served,  # the pool model that answered
-            "choices": [{"index": 0, "message": reply, "finish_reason": "stop"}], "usage": usage,
-        })
+        return web.json_response(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": served,  # the pool model that answered
+                "choices": [{"index": 0, "message": reply, "finish_reason": "stop"}],
+                "usage": usage,
+            }
+        )
 
 
 async def start(listen: str, router_addr: str, pool_models) -> tuple[web.AppRunner, FrontDoor]:

@@ -19,8 +19,10 @@ def test_sync_client_runs_a_request_and_raises_typed_errors(stack):
     with Client(stack.router_addr) as c:
         c.register_workflow(shipped_workflow("chain3"))
         assert "chain3" in [w.id for w in c.list_workflows()]
-        kinds = [e.WhichOneof("event") for e in c.submit("chain3", "Why is the sky blue?",
-                                                         policy="cheapest")]
+        kinds = [
+            e.WhichOneof("event")
+            for e in c.submit("chain3", "Why is the sky blue?", policy="cheapest")
+        ]
         assert kinds[0] == "admitted" and kinds[-1] == "completed"
         assert kinds.count("stage_finished") == 3
         done = c.run("chain3", "Name a blue thing.", policy="largest", request_id="sdk-run-1")
@@ -38,8 +40,10 @@ def test_async_client_streams_the_same_events(stack):
     async def go():
         async with AsyncClient(stack.router_addr) as c:
             await c.register_workflow(shipped_workflow("chain3"))
-            kinds = [e.WhichOneof("event") async for e in c.submit("chain3", "async hello",
-                                                                  policy="cheapest")]
+            kinds = [
+                e.WhichOneof("event")
+                async for e in c.submit("chain3", "async hello", policy="cheapest")
+            ]
             with pytest.raises(InvalidArgument):
                 await c.run("chain3", "", policy="cheapest")  # empty input
             return kinds
@@ -50,8 +54,13 @@ def test_async_client_streams_the_same_events(stack):
 
 def aragog(*args: str, stack) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"ARAGOG_ROUTER": stack.router_addr}
-    return subprocess.run([sys.executable, "-m", "aragog.client.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "aragog.client.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_aragog_command(stack, tmp_path):
@@ -60,8 +69,17 @@ def test_the_aragog_command(stack, tmp_path):
     out = aragog("register", str(wf), stack=stack)
     assert out.returncode == 0 and "registered cli-chain: 27 configurations" in out.stdout
     assert "cli-chain:" in aragog("workflows", stack=stack).stdout
-    out = aragog("submit", "cli-chain", "What is a DAG?", "--policy", "cheapest", "--watch",
-                 "--request-id", "cli-1", stack=stack)
+    out = aragog(
+        "submit",
+        "cli-chain",
+        "What is a DAG?",
+        "--policy",
+        "cheapest",
+        "--watch",
+        "--request-id",
+        "cli-1",
+        stack=stack,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("admitted cli-1: policy cheapest")

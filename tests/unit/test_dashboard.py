@@ -28,7 +28,9 @@ def exported() -> set[str]:
 
 def test_every_aragog_metric_in_the_dashboard_exists():
     panels = json.loads(DASHBOARD.read_text())["panels"]
-    used = {m for p in panels for t in p["targets"] for m in re.findall(r"aragog_[a-z_]+", t["expr"])}
+    used = {
+        m for p in panels for t in p["targets"] for m in re.findall(r"aragog_[a-z_]+", t["expr"])
+    }
     assert len(used) >= 10
     missing = sorted(used - exported())
     assert not missing, f"dashboard queries metrics no service exports: {missing}"
@@ -36,6 +38,10 @@ def test_every_aragog_metric_in_the_dashboard_exists():
 
 def test_the_new_histograms_are_there():
     names = exported()
-    for m in ("aragog_request_seconds_bucket", "aragog_executor_queue_wait_seconds_bucket",
-              "aragog_router_f_size_bucket", "aragog_grpc_server_handled_total"):
+    for m in (
+        "aragog_request_seconds_bucket",
+        "aragog_executor_queue_wait_seconds_bucket",
+        "aragog_router_f_size_bucket",
+        "aragog_grpc_server_handled_total",
+    ):
         assert m in names, m
