@@ -144,13 +144,16 @@ def answer(model: str, prompt: str) -> str | None:
 
 def dataset(out: str | None = None) -> list[dict]:
     """The recorded prompts as a dataset ({"id", "input", "expected", "subject"} per record;
-    `expected` is the designated letter), written as JSON lines to `out` if given."""
+    `expected` is the designated letter). Written to `out` if given as the JSONL datasets
+    aragog-routing profiles (aragog.training.dataset): id, input, expected, the subject
+    being in the id, as that format has no other fields."""
     rows = [{"id": r.id, "input": r.prompt, "expected": designated_letter(r.prompt),
              "subject": r.subject} for r in records()]
     if out:
         with open(out, "w", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps(row) + "\n")  # ASCII: no U+2028 inside a line
+                line = {k: row[k] for k in ("id", "input", "expected")}
+                f.write(json.dumps(line) + "\n")  # ASCII: no U+2028 inside a line
     return rows
 
 

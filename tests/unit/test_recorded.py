@@ -3,13 +3,13 @@ answers the mmlu-recorded pool's models give from them."""
 
 import collections
 import importlib.util
-import json
 import pathlib
 
 import pytest
 from aragog.common.pool import load_pool
 from aragog.emulation import recorded
 from aragog.emulation.answer import answer as pool_answer
+from aragog.training import dataset
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data" / "routellm-mmlu"
@@ -110,15 +110,16 @@ def test_the_pool_answer_function_dispatches_recorded_models():
     assert pool_answer("llama3-8b", "answer", prompt).startswith("[llama3-8b/answer] ")
 
 
-def test_the_dataset_is_written_as_json_lines(tmp_path):
+def test_the_dataset_is_written_as_a_dataset_aragog_routing_reads(tmp_path):
     out = tmp_path / "mmlu.jsonl"
     rows = recorded.dataset(str(out))
-    lines = out.read_text("utf-8").splitlines()
-    assert len(lines) == len(rows) == 14042
-    first = json.loads(lines[0])
-    assert first == rows[0]
-    assert set(first) == {"id", "input", "expected", "subject"}
-    assert first["input"] == recorded.records()[0].prompt
+    assert len(rows) == 14042
+    assert set(rows[0]) == {"id", "input", "expected", "subject"}
+    assert rows[0]["input"] == recorded.records()[0].prompt
+    loaded = dataset.load(str(out))
+    assert [(r.id, r.input, r.expected) for r in loaded] == [
+        (row["id"], row["input"], row["expected"]) for row in rows]
+    assert all(row["subject"] in row["id"] for row in rows)
 
 
 def test_the_recorded_pool_serves_the_recorded_models():
