@@ -5,8 +5,9 @@ One definition serves the emulated Triton models (how long a batch takes), the s
 forecasts with), the load-monitor (profiled throughput to compare measurements with) and
 the cost model (GPU-seconds per request, from the instances' tensor parallelism).
 
-Shipped pools: aragog/pool/pool.yaml (the default) and the calibrated families in
-aragog/pool/pools/<family>.yaml, which `load_pool("<family>")` loads by name.
+Shipped pools: aragog/pool/pool.yaml (the default) and aragog/pool/pools/<name>.yaml, which
+`load_pool("<name>")` loads by name: the calibrated families (llama3, qwen2.5) and the
+recorded pool mmlu-recorded (real outcomes, emulated latency: aragog.emulation.recorded).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ OPTIONAL_FIELDS = ("tensor_parallel",)
 
 
 def shipped_pools() -> list[str]:
-    """Names of the calibrated pools shipped in aragog/pool/pools (what `load_pool` takes)."""
+    """Names of the pools shipped in aragog/pool/pools (what `load_pool` takes)."""
     root = importlib.resources.files("aragog.pool").joinpath("pools")
     return sorted(e.name[: -len(".yaml")] for e in root.iterdir()
                   if e.name.endswith(".yaml") and e.name != "accuracy.yaml")

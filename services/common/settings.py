@@ -193,7 +193,9 @@ class SchedulerSettings(BaseSettings):
         at_least=0,
     )
     pool_file: str = setting(
-        "", "Pool YAML path or a shipped pool (llama3, qwen2.5); empty: the embedded llama3."
+        "",
+        "Pool YAML path or a shipped pool (llama3, qwen2.5, mmlu-recorded); empty: the embedded "
+        "llama3.",
     )
 
 
@@ -230,7 +232,9 @@ class PoolSettings(BaseSettings):
     """Emulated model pool served by a real Triton (from nvidia-pytriton)."""
 
     pool_file: str = setting(
-        "", "Pool YAML path or a shipped pool (llama3, qwen2.5); empty: the embedded llama3."
+        "",
+        "Pool YAML path or a shipped pool (llama3, qwen2.5, mmlu-recorded); empty: the embedded "
+        "llama3.",
     )
     time_scale: float = setting(0.0, "Multiplies every emulated latency; 0 keeps the file's.",
                                 at_least=0)

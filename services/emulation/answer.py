@@ -12,6 +12,11 @@ the paper observes of real models). Intermediate outputs carry a marker (`<<ok>>
 `<<err>>`, `<<vote:X>>`) that downstream stages read back from their prompt: that is how
 errors propagate. The final stage answers with the ground truth or a wrong answer.
 
+The RECORDED models (aragog.emulation.recorded: RouteLLM's real GPT-4 and Mixtral outcomes
+on MMLU) answer through `recorded.answer` instead: their correctness on a recorded MMLU
+prompt is the real one; to any other prompt, a generated benchmark's included (they have no
+emulated skill), they give the digest answer below.
+
 Any other prompt gets `[model/stage] <digest> <first words>`: deterministic, and equal
 prompts give equal answers.
 """
@@ -23,7 +28,7 @@ import hashlib
 import math
 import re
 
-from aragog.emulation import calibration, skills
+from aragog.emulation import calibration, recorded, skills
 from aragog.emulation.generate import LETTERS, Item, index, unit
 from aragog.emulation.specs import DEFAULT_STAGE, SPECS, StageSpec
 
@@ -34,11 +39,12 @@ MARK_RE = re.compile(r"<<(ok|err|vote:[A-Z])>>")
 
 
 def answer(model: str, stage: str, prompt: str) -> str:
+    if model in recorded.MODELS:
+        letter = recorded.answer(model, prompt)
+        return _digest(model, stage, prompt) if letter is None else letter
     item = find_item(prompt)
     if item is None:
-        digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:8]
-        preview = " ".join(prompt.split()[:PREVIEW_WORDS])
-        return f"[{model}/{stage}] {digest} {preview}".rstrip()
+        return _digest(model, stage, prompt)
     spec = SPECS[item.workflow]
     st = spec.stages.get(stage, DEFAULT_STAGE)
     marks = MARK_RE.findall(prompt)
@@ -55,6 +61,13 @@ def answer(model: str, stage: str, prompt: str) -> str:
     if final:
         return item.answer if ok else wrong_answer(item, stage, model, prompt)
     return f"{stage} ({model}) on request {item.id[-5:]}: {'sound' if ok else 'flawed'} step <<{'ok' if ok else 'err'}>>"
+
+
+def _digest(model: str, stage: str, prompt: str) -> str:
+    """The answer to a prompt no benchmark or record knows: deterministic, not an answer."""
+    digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:8]
+    preview = " ".join(prompt.split()[:PREVIEW_WORDS])
+    return f"[{model}/{stage}] {digest} {preview}".rstrip()
 
 
 def probability(item: Item, model: str, st: StageSpec, upstream: float, bonus: float = 0.0) -> float:
