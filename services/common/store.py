@@ -20,6 +20,11 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 
 Finished requests' keys expire after the router's request_ttl_s. Ids inside keys follow
 the one id rule (`aragog.common.bounds`: no ':'), so no id can name another record's key.
+
+What happens to a request after admission (RUNNING, a recorded stage, its end) is written
+by a script that first checks its record is there and has not ended: a request ends once,
+and a record that Redis lost (a crash losing its last second of writes) or that expired is
+never written back in part by an executor still running it.
 """
 
 from __future__ import annotations
@@ -33,9 +38,50 @@ from redis.exceptions import WatchError
 
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef, parse_workflow
-from aragog.v1 import common_pb2
+from aragog.v1 import common_pb2, router_pb2
 
 WORK_GROUP = "executors"
+TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
+"""States a request never leaves."""
+
+# Writes about a request that are refused once it has ended, or when its record is gone (a
+# Redis that lost its last second of writes in a crash, or a deleted or expired record), so
+# nothing runs on for a request that ended and no partial record is ever written back.
+_LIVE_LUA = (
+    "local terminal = {" + ", ".join(f"['{s}'] = true" for s in TERMINAL) + "}\n"
+    "local state = redis.call('HGET', KEYS[1], 'state')\n"
+    "if not state or terminal[state] then return 0 end\n"
+)
+MARK_RUNNING_LUA = _LIVE_LUA + """
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+return 1
+"""
+RECORD_STAGE_LUA = _LIVE_LUA + """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"""
+FINISH_LUA = _LIVE_LUA + """
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+return 1
+"""
+
+# An executor's heartbeat keeps its ownership of a request, or takes it back if the key
+# lapsed (a Redis restart outlasting its TTL), but never takes another executor's.
+RENEW_OWNER_LUA = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+DROP_OWNER_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 ALL_CONFIGS = b"*"
 ROUTING_PENDING = b"pending"
 """`routing` field of a request while the router still computes F(r): `:f` then holds a
@@ -130,6 +176,11 @@ class Store:
         self.k = Keys(namespace)
         # parsed workflows by their stored YAML: admission must not re-parse YAML per request
         self._parsed: dict[bytes, WorkflowDef] = {}
+        self._renew_owner = redis.register_script(RENEW_OWNER_LUA)
+        self._drop_owner = redis.register_script(DROP_OWNER_LUA)
+        self._mark_running = redis.register_script(MARK_RUNNING_LUA)
+        self._record_stage = redis.register_script(RECORD_STAGE_LUA)
+        self._finish = redis.register_script(FINISH_LUA)
 
     def _parse(self, raw: bytes) -> WorkflowDef:
         wf = self._parsed.get(raw)
@@ -143,6 +194,21 @@ class Store:
         """Queue, on `pipe`, an event for the request's stream and the wake-up of its followers."""
         pipe.xadd(self.k.events(rid), {"e": event})
         pipe.publish(self.k.event_channel, rid)
+
+    async def uptime_s(self) -> int:
+        """Seconds since Redis started (it restarts with its append-only file, not its clock:
+        keys' TTLs and stream entries' idle times ran on while it was down)."""
+        return int((await self.r.info("server"))["uptime_in_seconds"])
+
+    # request ownership (executors) ----------------------------------------------------
+    async def renew_owner(self, pipe: Any, rid: str, executor_id: str, ttl_ms: int) -> None:
+        """Queue, on `pipe`, the renewal of `executor_id`'s ownership of the request; its reply
+        is 1, or 0 if another executor owns the request now."""
+        await self._renew_owner(keys=[self.k.owner(rid)], args=[executor_id, ttl_ms], client=pipe)
+
+    async def drop_owner(self, rid: str, executor_id: str) -> None:
+        """Give up ownership of the request, if `executor_id` still has it."""
+        await self._drop_owner(keys=[self.k.owner(rid)], args=[executor_id])
 
     # pool and workflows -------------------------------------------------------------
     async def put_pool(self, pool: PoolSpec) -> None:
@@ -202,6 +268,39 @@ class Store:
             except WatchError:
                 return False
         return True
+
+    async def mark_running(self, rid: str) -> bool:
+        """Mark the request RUNNING; False if it ended or its record is gone (do not run it)."""
+        return bool(await self._mark_running(
+            keys=[self.k.req(rid)], args=[common_pb2.REQUEST_STATE_RUNNING]))
+
+    async def record_stage(self, rid: str, result: common_pb2.StageResult) -> bool:
+        """Record a finished stage and announce it; False (nothing written) if the request
+        ended or its record is gone meanwhile: its runner should stop."""
+        event = router_pb2.SubmitRequestResponse(request_id=rid, stage_finished=result)
+        k = self.k
+        return bool(await self._record_stage(
+            keys=[k.req(rid), k.stages(rid), k.events(rid)],
+            args=[result.stage, result.SerializeToString(), event.SerializeToString(),
+                  k.event_channel, rid]))
+
+    async def finish(self, rid: str, state: int, answer: str, error: str, ttl_s: int) -> bool:
+        """End the request in `state` and send its `completed` event, exactly once: False
+        (nothing written) if it had ended already or its record is gone. Its keys expire
+        after `ttl_s`."""
+        status = await self.status(rid)
+        if status is None or status.state in TERMINAL:
+            return False
+        finished_at = time.time()
+        status.state, status.answer, status.error = state, answer, error
+        status.finished_at = finished_at
+        event = router_pb2.SubmitRequestResponse(request_id=rid, completed=status)
+        k = self.k
+        others = [key for key in k.request_keys(rid) if key not in (k.req(rid), k.events(rid))]
+        return bool(await self._finish(
+            keys=[k.req(rid), k.events(rid), *others],
+            args=[event.SerializeToString(), k.event_channel, rid, ttl_s,
+                  "state", state, "answer", answer, "error", error, "finished_at", finished_at]))
 
     async def request_fields(self, rid: str) -> dict[str, str]:
         raw = await self.r.hgetall(self.k.req(rid))

@@ -29,6 +29,10 @@ class StageFailed(Exception):
     """A stage failed after its retries; the request fails with this message."""
 
 
+class RequestEnded(Exception):
+    """The request ended elsewhere, or its record is gone from Redis: stop, write nothing."""
+
+
 class RequestRunner:
     def __init__(self, ex: Executor, rid: str, workflow: WorkflowDef, fields: dict[str, str]):
         self.ex = ex
@@ -57,6 +61,8 @@ class RequestRunner:
                         outputs[name] = task.result()
         except StageFailed as e:
             return False, "", str(e)
+        except RequestEnded:
+            return False, "", "the request ended elsewhere"  # not recorded: it has ended
         except Exception as e:  # a bug or bad data: fail the request rather than retry it forever
             log.exception("stage_crashed")
             return False, "", f"stage crashed: {type(e).__name__}: {e}"

@@ -8,6 +8,9 @@ SubmitRequest streams as it has memory for.
 
 Pub/sub is at-most-once (a notification published while the hub reconnects is lost), so a
 follower also re-reads its stream every `poll_s`: a lost wake-up costs delay, never an event.
+When such a re-read finds nothing new, the follower checks that the request's record still
+exists: a Redis that crashed loses its last second of writes, admissions included, and a
+client must hear that its request is gone rather than wait for it to its deadline.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from aragog.v1 import router_pb2
 
 log = structlog.get_logger("router")
 READ_BATCH = 100
+
+
+class RequestGone(Exception):
+    """The request's record is no longer in Redis (lost in a Redis crash, or deleted)."""
 
 
 class EventHub:
@@ -66,7 +73,8 @@ class EventHub:
     async def follow(self, rid: str, deadline: float) -> AsyncIterator[router_pb2.SubmitRequestResponse]:
         """The request's events from the first, then as they come, until `completed`.
 
-        Raises TimeoutError when time.monotonic() passes `deadline` first.
+        Raises TimeoutError when time.monotonic() passes `deadline` first, RequestGone when
+        the request's record disappears before its final event.
         """
         key = self.store.k.events(rid)
         wake = asyncio.Event()
@@ -89,7 +97,8 @@ class EventHub:
                     try:
                         await asyncio.wait_for(wake.wait(), min(self.poll_s, remaining))
                     except TimeoutError:
-                        pass
+                        if not await self.store.r.exists(self.store.k.req(rid)):
+                            raise RequestGone(rid) from None
         finally:
             wakes = self._followers.get(rid)
             if wakes is not None:

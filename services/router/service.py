@@ -21,7 +21,7 @@ from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
 from aragog.common.store import ROUTING_PENDING, Store, encode_configs
 from aragog.common.workflow import WorkflowError, parse_workflow
-from aragog.router.events import EventHub
+from aragog.router.events import EventHub, RequestGone
 from aragog.routing.context import Routing
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 from prometheus_client import Counter, Histogram
@@ -216,6 +216,12 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         try:
             async for event in self.events.follow(rid, deadline):
                 yield event
+        except RequestGone:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"request {rid} is no longer in Redis (Redis lost its last writes in a crash): "
+                "submit it again with the same request_id to run it",
+            )
         except TimeoutError:
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -552,10 +552,27 @@ class Scheduler:
                     EXPIRED.inc()
                     await self.release(lease.lease_id, False)
                 await self.store.put_pool(self.pool)  # back after a Redis restart lost it
+                await self._sync_leases()
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis away: leases expire on a later pass
                 log.exception("expiry_pass_failed")
+
+    async def _sync_leases(self) -> None:
+        """Make the leases recorded in Redis those held, whatever Redis lost: restarted after
+        a crash, it may have back leases released in its last second, or lack some granted
+        then (the load-monitor and a restarted scheduler read them). Corrections go through
+        the group commit, in order with the grants and releases queued meanwhile."""
+        stored = {lid.decode() for lid in await self.store.r.hkeys(self.store.k.leases)}
+        k = self.store.k
+        writes: list[Write] = [("D", k.leases, lid) for lid in stored - self.leases.keys()]
+        writes += [("S", k.leases, lid, lease.to_json())
+                   for lid, lease in self.leases.items() if lid not in stored]
+        if writes:
+            log.warning("leases_resynced", dropped=len(stored - self.leases.keys()),
+                        restored=len(self.leases.keys() - stored))
+            self._writes.extend(writes)
+            self._kick.set()
 
     def _publish_gauges(self) -> None:
         for gauge, occupied in zip(self._leased_gauges, self.occupancy.tolist(), strict=True):
