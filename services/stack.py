@@ -246,6 +246,14 @@ class Stack:
             wait_healthy(proc.addr, 60, proc.popen)
         return proc
 
+    def add_router(self, env: dict[str, str] | None = None) -> Proc:
+        """One more router on the same Redis (routers share nothing else), with `env` added
+        to its settings: tests give one other admission bounds."""
+        n = sum(p.name.startswith("router") for p in self.procs)
+        proc = self._python_service(f"router-{n}", "aragog.router", env or {})
+        wait_healthy(proc.addr, 60, proc.popen)
+        return proc
+
     def start_redis(self, timeout_s: float = 60.0) -> Proc:
         """Start our Redis on redis_url's port, durable in redis_dir: it loads the append-only
         file left there, so calling this after stop_redis() is a Redis restart."""

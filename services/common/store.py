@@ -6,14 +6,15 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 |---|---|---|---|
 | `{ns}:pool` | string | scheduler (start) | the model pool, PoolSpec JSON |
 | `{ns}:workflows` | hash | router | workflow id -> validated YAML (write-once per id) |
-| `{ns}:req:{id}` | hash | router, executor | workflow, policy, tenant, input, state, answer, error, times (`created_at` also orders the scheduler's meta-queue), `routing` (`pending` until F(r) is final) |
+| `{ns}:req:{id}` | hash | router, executor | workflow, policy, tenant, input, state, answer, error, times (`created_at` also orders the scheduler's meta-queue), `routing` (`pending` until F(r) is final), `work_id` (its work entry) |
 | `{ns}:req:{id}:f` | string | router | F(r): sorted int64 config indices, or `*` for every configuration |
 | `{ns}:req:{id}:chosen` | hash | scheduler | LLM stage -> model chosen so far (C(r) = F(r) narrowed by it) |
 | `{ns}:req:{id}:stages` | hash | executor | stage -> StageResult (protobuf bytes) |
 | `{ns}:req:{id}:events` | stream | router, executor | progress events (SubmitRequestResponse bytes) |
 | `{ns}:events` | pub/sub channel | router, executor | request id, published after each append to its events stream |
 | `{ns}:req:{id}:owner` | string, TTL | executor | executor id running the request (heartbeat-renewed) |
-| `{ns}:work` | stream | router, executor | unfinished requests' ids; consumer group `executors`; an executor deletes an entry once its request finished |
+| `{ns}:work` | stream | router, executor | exactly the unfinished requests: {rid, tenant} per request, consumer group `executors`; the entry is deleted when its request ends (its length is the bound ARAGOG_MAX_QUEUED_REQUESTS counts) |
+| `{ns}:tenants` | hash | router, executor | tenant -> its requests with a work entry ('' for no tenant; ARAGOG_MAX_QUEUED_PER_TENANT): +1 at admission, -1 by whoever deletes the entry, in the same script |
 | `{ns}:leases` | hash | scheduler | lease id -> JSON {model, request, stage, executor, expires} |
 | `{ns}:inflight:{executor}` | hash, TTL | executor | model -> stages in flight on it now |
 | `{ns}:load` | string | load-monitor | newest LoadSnapshot (protobuf bytes) |
@@ -34,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef, parse_workflow
@@ -62,13 +62,66 @@ redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 """
-FINISH_LUA = _LIVE_LUA + """
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+# A request holds a slot of its tenant's bound (`{ns}:tenants`) exactly as long as its work
+# entry is in the stream: whoever deletes the entry (XDEL answers 1 once) frees the slot.
+_RETIRE_LUA = """
+local function retire(work, tenants, group, entry)
+  local found = redis.call('XRANGE', work, entry, entry)
+  redis.call('XACK', work, group, entry)
+  if #found == 0 or redis.call('XDEL', work, entry) == 0 then return 0 end
+  local fields = found[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'tenant' and redis.call('HINCRBY', tenants, fields[i + 1], -1) <= 0 then
+      redis.call('HDEL', tenants, fields[i + 1])
+    end
+  end
+  return 1
+end
+"""
+RETIRE_LUA = _RETIRE_LUA + "return retire(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
+FINISH_LUA = _RETIRE_LUA + _LIVE_LUA + """
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('XADD', KEYS[2], '*', 'e', ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+local entry = redis.call('HGET', KEYS[1], 'work_id')
+if entry then retire(KEYS[3], KEYS[4], ARGV[5], entry) end
+for i = 1, #KEYS do
+  if i ~= 3 and i ~= 4 then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+end
 return 1
 """
+# Admission: the id is free and the bounds hold, then everything is written, or nothing.
+ADMIT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'taken', 0} end
+local limit = tonumber(ARGV[5])
+if limit > 0 then
+  local n = redis.call('XLEN', KEYS[4])
+  if n >= limit then return {'requests', n} end
+end
+limit = tonumber(ARGV[6])
+if limit > 0 then
+  local n = tonumber(redis.call('HGET', KEYS[5], ARGV[7]) or 0)
+  if n >= limit then return {'tenant', n} end
+end
+local entry = redis.call('XADD', KEYS[4], '*', 'rid', ARGV[1], 'tenant', ARGV[7])
+redis.call('HSET', KEYS[1], 'work_id', entry, unpack(ARGV, 8))
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[1])
+redis.call('HINCRBY', KEYS[5], ARGV[7], 1)
+return {'admitted', 0}
+"""
+
+
+class QueueFull(Exception):
+    """Admission refused: `bound` ('requests' overall or 'tenant') holds `unfinished`
+    requests already, its limit."""
+
+    def __init__(self, bound: str, unfinished: int, limit: int):
+        super().__init__(f"{bound}: {unfinished} unfinished requests, limit {limit}")
+        self.bound = bound
+        self.unfinished = unfinished
+        self.limit = limit
 
 # An executor's heartbeat keeps its ownership of a request, or takes it back if the key
 # lapsed (a Redis restart outlasting its TTL), but never takes another executor's.
@@ -97,6 +150,7 @@ class Keys:
         self.workflows = f"{ns}:workflows"
         self.work = f"{ns}:work"
         self.leases = f"{ns}:leases"
+        self.tenants = f"{ns}:tenants"
         self.load = f"{ns}:load"
         self.event_channel = f"{ns}:events"
 
@@ -181,6 +235,8 @@ class Store:
         self._mark_running = redis.register_script(MARK_RUNNING_LUA)
         self._record_stage = redis.register_script(RECORD_STAGE_LUA)
         self._finish = redis.register_script(FINISH_LUA)
+        self._retire = redis.register_script(RETIRE_LUA)
+        self._admit = redis.register_script(ADMIT_LUA)
 
     def _parse(self, raw: bytes) -> WorkflowDef:
         wf = self._parsed.get(raw)
@@ -245,29 +301,39 @@ class Store:
             return {}
         return {m.model: m for m in common_pb2.LoadSnapshot.FromString(raw).models}
 
-    async def admit(self, rid: str, fields: dict[str, Any], f_r: bytes, first_event: bytes) -> bool:
-        """Write a new request (its record, F(r), first event, work entry) in one transaction,
-        unless its id is taken; False if it was.
+    async def admit(self, rid: str, fields: dict[str, Any], f_r: bytes, first_event: bytes,
+                    max_requests: int = 0, max_per_tenant: int = 0) -> bool:
+        """Write a new request (its record, F(r), first event, work entry, a slot of its
+        tenant's count) in one atomic step, unless its id is taken: False if it was.
 
-        Checking the id and writing are one atomic step (WATCH): submissions of one id that
-        race all see it free, but once the first transaction has written the record the
-        others' transactions are refused, so exactly one is admitted and queued.
+        Raises QueueFull, having written nothing, when `max_requests` requests are unfinished
+        (the work stream holds exactly those) or the request's tenant has `max_per_tenant`
+        (0: no bound). One script checks and writes, so submissions of one id that race admit
+        it once, and concurrent admissions never overshoot a bound.
         """
         k = self.k
-        async with self.r.pipeline(transaction=True) as p:
-            await p.watch(k.req(rid))
-            if await p.exists(k.req(rid)):
-                return False
-            p.multi()
-            p.hset(k.req(rid), mapping=fields)
-            p.set(k.f(rid), f_r)
-            self.add_event(p, rid, first_event)
-            p.xadd(k.work, {"rid": rid})  # never trimmed: executors delete finished entries
-            try:
-                await p.execute()
-            except WatchError:
-                return False
-        return True
+        tenant = str(fields.get("tenant", ""))
+        outcome, unfinished = await self._admit(
+            keys=[k.req(rid), k.f(rid), k.events(rid), k.work, k.tenants],
+            args=[rid, f_r, first_event, k.event_channel, max_requests, max_per_tenant, tenant,
+                  *(x for kv in fields.items() for x in kv)])
+        if outcome == b"requests":
+            raise QueueFull("requests", unfinished, max_requests)
+        if outcome == b"tenant":
+            raise QueueFull("tenant", unfinished, max_per_tenant)
+        return outcome == b"admitted"
+
+    async def retire(self, entry_id: bytes) -> bool:
+        """Drop a work entry whose request has ended or whose record is gone (acknowledged and
+        deleted: the stream holds only unfinished work); True if this call deleted it, and so
+        freed its tenant's slot."""
+        k = self.k
+        return bool(await self._retire(keys=[k.work, k.tenants], args=[WORK_GROUP, entry_id]))
+
+    async def tenant_unfinished(self) -> dict[str, int]:
+        """Unfinished requests per tenant ('' for requests without one)."""
+        raw = await self.r.hgetall(self.k.tenants)
+        return {t.decode(): int(n) for t, n in raw.items()}
 
     async def mark_running(self, rid: str) -> bool:
         """Mark the request RUNNING; False if it ended or its record is gone (do not run it)."""
@@ -286,8 +352,8 @@ class Store:
 
     async def finish(self, rid: str, state: int, answer: str, error: str, ttl_s: int) -> bool:
         """End the request in `state` and send its `completed` event, exactly once: False
-        (nothing written) if it had ended already or its record is gone. Its keys expire
-        after `ttl_s`."""
+        (nothing written) if it had ended already or its record is gone. Its work entry goes
+        and its tenant's slot is freed in the same step; its keys expire after `ttl_s`."""
         status = await self.status(rid)
         if status is None or status.state in TERMINAL:
             return False
@@ -298,8 +364,8 @@ class Store:
         k = self.k
         others = [key for key in k.request_keys(rid) if key not in (k.req(rid), k.events(rid))]
         return bool(await self._finish(
-            keys=[k.req(rid), k.events(rid), *others],
-            args=[event.SerializeToString(), k.event_channel, rid, ttl_s,
+            keys=[k.req(rid), k.events(rid), k.work, k.tenants, *others],
+            args=[event.SerializeToString(), k.event_channel, rid, ttl_s, WORK_GROUP,
                   "state", state, "answer", answer, "error", error, "finished_at", finished_at]))
 
     async def request_fields(self, rid: str) -> dict[str, str]:

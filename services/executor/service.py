@@ -168,13 +168,10 @@ class Executor:
             await self.store.drop_owner(rid, self.id)
 
     async def _retire(self, entry_id: bytes) -> None:
-        """The request is finished: acknowledge its work entry and drop it from the stream (the
-        stream holds only unfinished work, so it is never trimmed)."""
-        k = self.store.k
-        async with self.store.r.pipeline(transaction=True) as p:
-            p.xack(k.work, WORK_GROUP, entry_id)
-            p.xdel(k.work, entry_id)
-            await p.execute()
+        """The request ended (its end dropped the entry already) or its record is gone: make
+        sure the entry is gone (the stream holds only unfinished work, never trimmed)."""
+        if await self.store.retire(entry_id):
+            log.info("work_entry_retired_without_its_request")
 
     async def _heartbeat(self) -> None:
         """Keep ownership and stream entries fresh, and the in-flight hash alive and exact.

@@ -4,6 +4,11 @@ Admission writes the request's state, F(r), its first event and its entry in the
 stream in one Redis transaction that also claims the request id, so a request is either
 fully admitted or not at all, and once however many clients submit the same id at the same
 time; bad input is rejected with INVALID_ARGUMENT before anything is written.
+
+Admission is bounded: past ARAGOG_MAX_QUEUED_REQUESTS unfinished requests, or
+ARAGOG_MAX_QUEUED_PER_TENANT of the request's tenant, SubmitRequest is refused with
+RESOURCE_EXHAUSTED, a message naming the bound, and the trailing metadata `retry-after-ms`
+(ARAGOG_RETRY_AFTER_MS); the same transaction checks the bounds, so a refusal writes nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ from collections.abc import AsyncIterator
 import grpc
 import structlog
 from aragog.common import policies
-from aragog.common.bounds import clip, id_error
+from aragog.common.bounds import clip, id_error, quote
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
-from aragog.common.store import ROUTING_PENDING, Store, encode_configs
+from aragog.common.store import ROUTING_PENDING, QueueFull, Store, encode_configs
 from aragog.common.workflow import WorkflowError, parse_workflow
 from aragog.router.events import EventHub, RequestGone
 from aragog.routing.context import Routing
@@ -27,7 +32,8 @@ from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 from prometheus_client import Counter, Histogram
 
 log = structlog.get_logger("router")
-TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
+RETRY_AFTER_MS = "retry-after-ms"
+"""Trailing metadata of a RESOURCE_EXHAUSTED refusal: milliseconds to wait before retrying."""
 
 ADMITTED = Counter("aragog_router_admitted_total", "Requests admitted", ["workflow", "policy"])
 REJECTED = Counter("aragog_router_rejected_total", "Requests rejected", ["reason"])
@@ -180,9 +186,15 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             "created_at": time.time(),
             **({"routing": ROUTING_PENDING} if routed_later else {}),
         }
-        if not await self.store.admit(rid, fields, encode_configs(f_r), first.SerializeToString()):
-            log.info("reattach", raced=True)
-            return
+        s = self.settings
+        try:
+            if not await self.store.admit(rid, fields, encode_configs(f_r),
+                                          first.SerializeToString(),
+                                          s.max_queued_requests, s.max_queued_per_tenant):
+                log.info("reattach", raced=True)
+                return
+        except QueueFull as e:
+            await self._refuse_full(context, e, request.tenant)
         ADMITTED.labels(wf.id, policy_name).inc()
         if routed_later:
             task = asyncio.create_task(self._route(rid, policy, wf, pool, request.input, t0))
@@ -192,6 +204,24 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             ROUTING_SECONDS.observe(time.perf_counter() - t0)
         log.info("admitted", workflow=wf.id, policy=policy_name, configurations=admitted,
                  routing="pending" if routed_later else "done")
+
+    async def _refuse_full(self, context: grpc.aio.ServicerContext, e: QueueFull,
+                           tenant: str) -> None:
+        REJECTED.labels(f"{e.bound}_bound").inc()
+        ms = self.settings.retry_after_ms
+        if e.bound == "tenant":
+            who = f"tenant {quote(tenant)} has" if tenant else "requests without a tenant have"
+            bound = f"the most one tenant may have (ARAGOG_MAX_QUEUED_PER_TENANT={e.limit})"
+        else:
+            who = "the router has"
+            bound = f"the most it admits (ARAGOG_MAX_QUEUED_REQUESTS={e.limit})"
+        log.info("refused_queue_full", bound=e.bound, unfinished=e.unfinished)
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            clip(f"{who} {e.unfinished} unfinished requests, {bound}: submit again in {ms} ms "
+                 "(trailing metadata retry-after-ms) or later, once some have finished"),
+            trailing_metadata=((RETRY_AFTER_MS, str(ms)),),
+        )
 
     async def _route(self, rid: str, policy: policies.Policy, wf, pool, text: str, t0: float) -> None:
         """Compute F(r) off the event loop and replace the placeholder.
