@@ -6,18 +6,30 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 |---|---|---|---|
 | `{ns}:pool` | string | scheduler (start) | the model pool, PoolSpec JSON |
 | `{ns}:workflows` | hash | router | workflow id -> validated YAML (write-once per id) |
-| `{ns}:req:{id}` | hash | router, executor | workflow, policy, tenant, input, state, answer, error, times (`created_at` also orders the scheduler's meta-queue), `routing` (`pending` until F(r) is final), `work_id` (its work entry) |
+| `{ns}:req:{id}` | hash | router, executor | the request (fields below) |
 | `{ns}:req:{id}:f` | string | router | F(r): sorted int64 config indices, or `*` for every configuration |
 | `{ns}:req:{id}:chosen` | hash | scheduler | LLM stage -> model chosen so far (C(r) = F(r) narrowed by it) |
 | `{ns}:req:{id}:stages` | hash | executor | stage -> StageResult (protobuf bytes) |
 | `{ns}:req:{id}:events` | stream | router, executor | progress events (SubmitRequestResponse bytes) |
 | `{ns}:events` | pub/sub channel | router, executor | request id, published after each append to its events stream |
+| `{ns}:cancelled` | pub/sub channel | router | id of a request just cancelled (for the scheduler) |
 | `{ns}:req:{id}:owner` | string, TTL | executor | executor id running the request (heartbeat-renewed) |
-| `{ns}:work` | stream | router, executor | exactly the unfinished requests: {rid, tenant} per request, consumer group `executors`; the entry is deleted when its request ends (its length is the bound ARAGOG_MAX_QUEUED_REQUESTS counts) |
-| `{ns}:tenants` | hash | router, executor | tenant -> its requests with a work entry ('' for no tenant; ARAGOG_MAX_QUEUED_PER_TENANT): +1 at admission, -1 by whoever deletes the entry, in the same script |
+| `{ns}:work` | stream | router, executor | the unfinished requests, {rid, tenant} each (below) |
+| `{ns}:tenants` | hash | router, executor | tenant -> its unfinished requests (below) |
 | `{ns}:leases` | hash | scheduler | lease id -> JSON {model, request, stage, executor, expires} |
 | `{ns}:inflight:{executor}` | hash, TTL | executor | model -> stages in flight on it now |
 | `{ns}:load` | string | load-monitor | newest LoadSnapshot (protobuf bytes) |
+
+A request's hash holds workflow_id, policy, tenant, input, state, answer, error, times
+(`created_at` also orders the scheduler's meta-queue), `routing` (`pending` until F(r) is
+final), `work_id` (its work entry), and with `cancel_on_disconnect` set, `attached` (the
+clients following it).
+
+The work stream holds exactly the unfinished requests (consumer group `executors`; never
+trimmed): an entry goes when its request ends, so its length is what
+ARAGOG_MAX_QUEUED_REQUESTS bounds. `{ns}:tenants` counts each tenant's entries ('' for no
+tenant; ARAGOG_MAX_QUEUED_PER_TENANT bounds it): +1 at admission, -1 by whoever deletes
+the entry, in the same script.
 
 Finished requests' keys expire after the router's request_ttl_s. Ids inside keys follow
 the one id rule (`aragog.common.bounds`: no ':'), so no id can name another record's key.
@@ -30,18 +42,23 @@ never written back in part by an executor still running it.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
+import structlog
 
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef, parse_workflow
 from aragog.v1 import common_pb2, router_pb2
 
+log = structlog.get_logger("store")
 WORK_GROUP = "executors"
-TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
+TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED,
+            common_pb2.REQUEST_STATE_CANCELLED)
 """States a request never leaves."""
 
 # Writes about a request that are refused once it has ended, or when its record is gone (a
@@ -80,14 +97,23 @@ end
 """
 RETIRE_LUA = _RETIRE_LUA + "return retire(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
 FINISH_LUA = _RETIRE_LUA + _LIVE_LUA + """
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if ARGV[7] == '1' and redis.call('HINCRBY', KEYS[1], 'attached', -1) > 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('XADD', KEYS[2], '*', 'e', ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[3]) end
 local entry = redis.call('HGET', KEYS[1], 'work_id')
 if entry then retire(KEYS[3], KEYS[4], ARGV[5], entry) end
 for i = 1, #KEYS do
   if i ~= 3 and i ~= 4 then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 end
+return 1
+"""
+# A client following a request that cancels on disconnect counts itself in `attached`.
+ATTACH_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HGET', KEYS[1], 'cancel_on_disconnect') ~= '1' then return 0 end
+redis.call('HINCRBY', KEYS[1], 'attached', 1)
 return 1
 """
 # Admission: the id is free and the bounds hold, then everything is written, or nothing.
@@ -153,6 +179,7 @@ class Keys:
         self.tenants = f"{ns}:tenants"
         self.load = f"{ns}:load"
         self.event_channel = f"{ns}:events"
+        self.cancel_channel = f"{ns}:cancelled"
 
     def req(self, rid: str) -> str:
         return f"{self.ns}:req:{rid}"
@@ -237,6 +264,7 @@ class Store:
         self._finish = redis.register_script(FINISH_LUA)
         self._retire = redis.register_script(RETIRE_LUA)
         self._admit = redis.register_script(ADMIT_LUA)
+        self._attach = redis.register_script(ATTACH_LUA)
 
     def _parse(self, raw: bytes) -> WorkflowDef:
         wf = self._parsed.get(raw)
@@ -354,7 +382,19 @@ class Store:
         """End the request in `state` and send its `completed` event, exactly once: False
         (nothing written) if it had ended already or its record is gone. Its work entry goes
         and its tenant's slot is freed in the same step; its keys expire after `ttl_s`."""
-        status = await self.status(rid)
+        return await self._end(rid, state, answer, error, ttl_s)
+
+    async def cancel(self, rid: str, why: str, ttl_s: int, detach: bool = False) -> bool:
+        """finish() the request CANCELLED (`why` is its error) and publish its id on
+        `{ns}:cancelled`, where the scheduler withdraws its stages and frees its leases.
+        With `detach`, the caller is a client that stopped following it (see attach()): it is
+        cancelled only if that client was the last one. False if nothing was cancelled."""
+        return await self._end(rid, common_pb2.REQUEST_STATE_CANCELLED, "", why, ttl_s,
+                               notify=self.k.cancel_channel, detach=detach)
+
+    async def _end(self, rid: str, state: int, answer: str, error: str, ttl_s: int,
+                   notify: str = "", detach: bool = False) -> bool:
+        status = await self.status(rid)  # the `completed` event carries it, so built first
         if status is None or status.state in TERMINAL:
             return False
         finished_at = time.time()
@@ -365,8 +405,34 @@ class Store:
         others = [key for key in k.request_keys(rid) if key not in (k.req(rid), k.events(rid))]
         return bool(await self._finish(
             keys=[k.req(rid), k.events(rid), k.work, k.tenants, *others],
-            args=[event.SerializeToString(), k.event_channel, rid, ttl_s, WORK_GROUP,
-                  "state", state, "answer", answer, "error", error, "finished_at", finished_at]))
+            args=[event.SerializeToString(), k.event_channel, rid, ttl_s, WORK_GROUP, notify,
+                  int(detach), "state", state, "answer", answer, "error", error,
+                  "finished_at", finished_at]))
+
+    async def attach(self, rid: str) -> bool | None:
+        """A client starts following the request: None if there is no such request, else
+        whether it cancels on disconnect (it then counts the client, who must cancel(...,
+        detach=True) when it stops following before the end)."""
+        found = await self._attach(keys=[self.k.req(rid)])
+        return None if found < 0 else bool(found)
+
+    async def subscribe(self, channel: str, on_message: Callable[[bytes], None],
+                        on_subscribed: Callable[[], Awaitable[None]]) -> None:
+        """Pass each message of `channel` to `on_message`, resubscribing whenever the
+        connection is lost (Redis restarting), until cancelled. Pub/sub is at-most-once:
+        `on_subscribed` runs after every (re)subscription, to catch up on what was missed."""
+        while True:
+            try:
+                async with self.r.pubsub(ignore_subscribe_messages=True) as ps:
+                    await ps.subscribe(channel)
+                    await on_subscribed()
+                    async for msg in ps.listen():
+                        on_message(msg["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("subscription_lost", channel=channel, error=str(e))
+                await asyncio.sleep(0.5)
 
     async def request_fields(self, rid: str) -> dict[str, str]:
         raw = await self.r.hgetall(self.k.req(rid))

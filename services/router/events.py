@@ -19,11 +19,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import structlog
 from aragog.common.store import Store
 from aragog.v1 import router_pb2
 
-log = structlog.get_logger("router")
 READ_BATCH = 100
 
 
@@ -49,21 +47,15 @@ class EventHub:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _listen(self, subscribed: asyncio.Event) -> None:
-        channel = self.store.k.event_channel
-        while True:
-            try:
-                async with self.store.r.pubsub(ignore_subscribe_messages=True) as ps:
-                    await ps.subscribe(channel)
-                    subscribed.set()
-                    self._wake_all()  # whatever was published while we were away
-                    async for msg in ps.listen():
-                        for wake in self._followers.get(msg["data"].decode(), ()):
-                            wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # Redis restarting: followers keep polling meanwhile
-                log.warning("event_channel_lost", error=str(e))
-                await asyncio.sleep(0.5)
+        async def on_subscribed() -> None:
+            subscribed.set()
+            self._wake_all()  # whatever was published while we were away
+
+        await self.store.subscribe(self.store.k.event_channel, self._wake, on_subscribed)
+
+    def _wake(self, rid: bytes) -> None:
+        for wake in self._followers.get(rid.decode(), ()):
+            wake.set()
 
     def _wake_all(self) -> None:
         for wakes in self._followers.values():

@@ -9,6 +9,13 @@ Admission is bounded: past ARAGOG_MAX_QUEUED_REQUESTS unfinished requests, or
 ARAGOG_MAX_QUEUED_PER_TENANT of the request's tenant, SubmitRequest is refused with
 RESOURCE_EXHAUSTED, a message naming the bound, and the trailing metadata `retry-after-ms`
 (ARAGOG_RETRY_AFTER_MS); the same transaction checks the bounds, so a refusal writes nothing.
+
+CancelRequest, or the last client of a request submitted with cancel_on_disconnect leaving
+before its end, ends it CANCELLED through the store (once, freeing its tenant's slot, with
+the final event to its followers); the scheduler, told on `{ns}:cancelled`, withdraws its
+stages and frees its leases. Clients of such a request are counted in Redis (`attached`),
+so one re-attached through another router keeps it alive; a router that dies leaves its
+clients counted, and the request then runs to its end.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from aragog.common import policies
 from aragog.common.bounds import clip, id_error, quote
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
-from aragog.common.store import ROUTING_PENDING, QueueFull, Store, encode_configs
+from aragog.common.store import ROUTING_PENDING, TERMINAL, QueueFull, Store, encode_configs
 from aragog.common.workflow import WorkflowError, parse_workflow
 from aragog.router.events import EventHub, RequestGone
 from aragog.routing.context import Routing
@@ -37,6 +44,7 @@ RETRY_AFTER_MS = "retry-after-ms"
 
 ADMITTED = Counter("aragog_router_admitted_total", "Requests admitted", ["workflow", "policy"])
 REJECTED = Counter("aragog_router_rejected_total", "Requests rejected", ["reason"])
+CANCELLED = Counter("aragog_router_cancelled_total", "Requests cancelled", ["reason"])
 ROUTING_SECONDS = Histogram(
     "aragog_router_routing_seconds", "Time from arrival until F(r) is final (admission + routing)",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
@@ -113,20 +121,67 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 await self._reject(context, what, bad_id)
         rid = request.request_id or uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=rid)
-        if request.request_id and await self.store.r.exists(self.store.k.req(rid)):
+        # whether this stream counts among the clients of a cancel_on_disconnect request
+        counted = await self.store.attach(rid) if request.request_id else None
+        if counted is not None:
             log.info("reattach")
+        elif await self._admit(rid, request, context):
+            counted = request.cancel_on_disconnect  # admission counted this client
         else:
-            await self._admit(rid, request, context)
-        async for event in self._events(rid, context):
-            yield event
+            counted = await self.store.attach(rid)  # another submission admitted it first
+        ended = False
+        try:
+            async for event in self._events(rid, context):
+                ended = event.WhichOneof("event") == "completed"
+                yield event
+        finally:
+            if counted and not ended:  # the client left (or this stream gave up) first
+                self._spawn(self._client_left(rid))
+
+    async def CancelRequest(self, request, context):  # noqa: N802
+        rid = request.request_id
+        bad_id = id_error("request_id", rid)
+        if bad_id:
+            await self._reject(context, "request_id", bad_id)
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        status = await self.store.status(rid)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"no request {rid!r} (unknown, or finished over "
+                                f"{self.settings.request_ttl_s} s ago)")
+        assert status is not None
+        if status.state not in TERMINAL:  # a finished request stays as it finished
+            ttl = self.settings.request_ttl_s
+            if await self.store.cancel(rid, "cancelled by CancelRequest", ttl):
+                CANCELLED.labels("client").inc()
+                log.info("cancelled", reason="client")
+            status = await self.store.status(rid) or status
+        return router_pb2.CancelRequestResponse(status=status)
+
+    async def _client_left(self, rid: str) -> None:
+        """A client of a cancel_on_disconnect request stopped following it before its end:
+        cancel it if that client was the last one."""
+        why = "cancelled: its last client disconnected (cancel_on_disconnect)"
+        try:
+            if await self.store.cancel(rid, why, self.settings.request_ttl_s, detach=True):
+                CANCELLED.labels("disconnect").inc()
+                log.info("cancelled", request_id=rid, reason="disconnect")
+        except Exception:  # Redis away: the request runs on to its end
+            log.exception("cancel_on_disconnect_failed", request_id=rid)
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        """Run `coro` on its own, keeping a reference until it is done."""
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def _reject(self, context: grpc.aio.ServicerContext, reason: str, message: str) -> None:
         REJECTED.labels(reason).inc()
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, clip(message))
 
-    async def _admit(self, rid: str, request: router_pb2.SubmitRequestRequest, context) -> None:
-        """Admit the request, unless a concurrent submission of its id admitted it first (the
-        caller then follows that one)."""
+    async def _admit(self, rid: str, request: router_pb2.SubmitRequestRequest, context) -> bool:
+        """Admit the request; False if a concurrent submission of its id admitted it first
+        (the caller then follows that one)."""
         t0 = time.perf_counter()
         if not request.workflow_id:
             await self._reject(context, "workflow", "workflow_id is required")
@@ -185,6 +240,8 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             "admitted": admitted,
             "created_at": time.time(),
             **({"routing": ROUTING_PENDING} if routed_later else {}),
+            # this client is the first to follow it
+            **({"cancel_on_disconnect": 1, "attached": 1} if request.cancel_on_disconnect else {}),
         }
         s = self.settings
         try:
@@ -192,18 +249,17 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                                           first.SerializeToString(),
                                           s.max_queued_requests, s.max_queued_per_tenant):
                 log.info("reattach", raced=True)
-                return
+                return False
         except QueueFull as e:
             await self._refuse_full(context, e, request.tenant)
         ADMITTED.labels(wf.id, policy_name).inc()
         if routed_later:
-            task = asyncio.create_task(self._route(rid, policy, wf, pool, request.input, t0))
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
+            self._spawn(self._route(rid, policy, wf, pool, request.input, t0))
         else:
             ROUTING_SECONDS.observe(time.perf_counter() - t0)
         log.info("admitted", workflow=wf.id, policy=policy_name, configurations=admitted,
                  routing="pending" if routed_later else "done")
+        return True
 
     async def _refuse_full(self, context: grpc.aio.ServicerContext, e: QueueFull,
                            tenant: str) -> None:
@@ -233,7 +289,7 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         try:
             f_r = await asyncio.to_thread(policy.admit, wf, pool, text, self.routing)
             async with self.store.r.pipeline(transaction=True) as p:
-                p.set(k.f(rid), encode_configs(f_r))
+                p.set(k.f(rid), encode_configs(f_r), keepttl=True)  # it may have ended already
                 p.hset(k.req(rid), mapping={"routing": "done", "admitted": len(f_r)})
                 await p.execute()
             ROUTING_SECONDS.observe(time.perf_counter() - t0)

@@ -12,25 +12,14 @@ import redis
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 pytestmark = pytest.mark.integration
-SLOW = """\
-id: slow
-description: One long stage on the largest model, for requests that must stay unfinished.
-stages:
-  - name: think
-    kind: llm
-    prompt: "{input}"
-    candidates: [llama3-70b]
-    output_tokens: 5000
-"""
 
 
 @pytest.fixture(scope="module")
-def bounded(stack):
+def bounded(stack, slow_workflow):
     """A second router on the session stack's Redis: 4 unfinished requests, 2 per tenant."""
     proc = stack.add_router({"ARAGOG_MAX_QUEUED_REQUESTS": "4",
                              "ARAGOG_MAX_QUEUED_PER_TENANT": "2",
                              "ARAGOG_RETRY_AFTER_MS": "250"})
-    stack.register(SLOW)
     yield proc.addr
     proc.popen.terminate()
     proc.popen.wait(30)

@@ -113,3 +113,33 @@ async def test_writes_about_an_ended_or_missing_request_are_refused(store):
     assert not await store.mark_running("done")
     assert not await store.record_stage("done", result)
     assert (await store.status("done")).state == SUCCEEDED
+
+
+async def test_a_cancel_ends_it_once_frees_its_slot_and_tells_the_scheduler(store):
+    assert await admit(store, "c1", "acme")
+    ps = store.r.pubsub()
+    await ps.subscribe(store.k.cancel_channel)
+    assert await store.cancel("c1", "cancelled by CancelRequest", 60)
+    assert not await store.cancel("c1", "again", 60), "a request is cancelled once"
+    status = await store.status("c1")
+    assert status.state == common_pb2.REQUEST_STATE_CANCELLED
+    assert status.error == "cancelled by CancelRequest"
+    assert await store.tenant_unfinished() == {} and await store.r.xlen(store.k.work) == 0
+    told = [await ps.get_message(ignore_subscribe_messages=True, timeout=1) for _ in range(2)]
+    assert [m["data"] for m in told if m] == [b"c1"]
+    await ps.aclose()
+    assert await store.finish("c2", SUCCEEDED, "", "", 60) is False
+
+
+async def test_a_disconnect_cancels_when_the_last_client_leaves(store):
+    fields = {"workflow_id": "w", "tenant": "", "state": common_pb2.REQUEST_STATE_QUEUED,
+              "cancel_on_disconnect": 1, "attached": 1}  # as the router admits it
+    assert await store.admit("d1", fields, b"*", b"")
+    assert await store.attach("d1") is True  # a second client
+    assert not await store.cancel("d1", "left", 60, detach=True), "one client is left"
+    assert (await store.status("d1")).state == common_pb2.REQUEST_STATE_QUEUED
+    assert await store.cancel("d1", "left", 60, detach=True)
+    assert (await store.status("d1")).state == common_pb2.REQUEST_STATE_CANCELLED
+    assert await admit(store, "plain", "")
+    assert await store.attach("plain") is False, "not counted without the flag"
+    assert await store.attach("nobody") is None
