@@ -11,6 +11,7 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 | `{ns}:req:{id}:chosen` | hash | scheduler | LLM stage -> model chosen so far (C(r) = F(r) narrowed by it) |
 | `{ns}:req:{id}:stages` | hash | executor | stage -> StageResult (protobuf bytes) |
 | `{ns}:req:{id}:events` | stream | router, executor | progress events (SubmitRequestResponse bytes) |
+| `{ns}:req:{id}:clients` | set | router | the streams following it (if cancel_on_disconnect) |
 | `{ns}:events` | pub/sub channel | router, executor | request id, published after each append to its events stream |
 | `{ns}:cancelled` | pub/sub channel | router | id of a request just cancelled (for the scheduler) |
 | `{ns}:req:{id}:owner` | string, TTL | executor | executor id running the request (heartbeat-renewed) |
@@ -22,8 +23,8 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 
 A request's hash holds workflow_id, policy, tenant, input, state, answer, error, times
 (`created_at` also orders the scheduler's meta-queue), `routing` (`pending` until F(r) is
-final), `work_id` (its work entry), and with `cancel_on_disconnect` set, `attached` (the
-clients following it).
+final), `work_id` (its work entry), `cancel_on_disconnect`. The clients following a
+request that cancels on disconnect are in `{ns}:req:{id}:clients`, one token per stream.
 
 The work stream holds exactly the unfinished requests (consumer group `executors`; never
 trimmed): an entry goes when its request ends, so its length is what
@@ -64,8 +65,8 @@ TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED,
 # Writes about a request that are refused once it has ended, or when its record is gone (a
 # Redis that lost its last second of writes in a crash, or a deleted or expired record), so
 # nothing runs on for a request that ended and no partial record is ever written back.
-_LIVE_LUA = (
-    "local terminal = {" + ", ".join(f"['{s}'] = true" for s in TERMINAL) + "}\n"
+_TERMINAL_LUA = "local terminal = {" + ", ".join(f"['{s}'] = true" for s in TERMINAL) + "}\n"
+_LIVE_LUA = _TERMINAL_LUA + (
     "local state = redis.call('HGET', KEYS[1], 'state')\n"
     "if not state or terminal[state] then return 0 end\n"
 )
@@ -97,7 +98,7 @@ end
 """
 RETIRE_LUA = _RETIRE_LUA + "return retire(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
 FINISH_LUA = _RETIRE_LUA + _LIVE_LUA + """
-if ARGV[7] == '1' and redis.call('HINCRBY', KEYS[1], 'attached', -1) > 0 then return 0 end
+if ARGV[7] == '1' and redis.call('SCARD', KEYS[5]) > 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('XADD', KEYS[2], '*', 'e', ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
@@ -109,16 +110,27 @@ for i = 1, #KEYS do
 end
 return 1
 """
-# A client following a request that cancels on disconnect counts itself in `attached`.
-ATTACH_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('HGET', KEYS[1], 'cancel_on_disconnect') ~= '1' then return 0 end
-redis.call('HINCRBY', KEYS[1], 'attached', 1)
+# Each stream following a live request that cancels on disconnect adds its own token to the
+# request's clients, and removes it when it ends: idempotent, so a stream cancelled in the
+# middle of either step can always remove its token, and never someone else's.
+ATTACH_LUA = _TERMINAL_LUA + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return -1 end
+if terminal[state] or redis.call('HGET', KEYS[1], 'cancel_on_disconnect') ~= '1' then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
 return 1
+"""
+DETACH_LUA = """
+redis.call('SREM', KEYS[2], ARGV[1])
+""" + _LIVE_LUA + """
+if redis.call('HGET', KEYS[1], 'cancel_on_disconnect') ~= '1' then return 0 end
+return redis.call('SCARD', KEYS[2]) == 0 and 1 or 0
 """
 # Admission: the id is free and the bounds hold, then everything is written, or nothing.
 ADMIT_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'taken', 0} end
+-- KEYS: req, f, events, work, tenants, clients; ARGV: rid, F(r), first event, channel,
+-- bounds (2), tenant, client token ('' unless it cancels on disconnect), fields
 local limit = tonumber(ARGV[5])
 if limit > 0 then
   local n = redis.call('XLEN', KEYS[4])
@@ -130,7 +142,8 @@ if limit > 0 then
   if n >= limit then return {'tenant', n} end
 end
 local entry = redis.call('XADD', KEYS[4], '*', 'rid', ARGV[1], 'tenant', ARGV[7])
-redis.call('HSET', KEYS[1], 'work_id', entry, unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], 'work_id', entry, unpack(ARGV, 9))
+if ARGV[8] ~= '' then redis.call('SADD', KEYS[6], ARGV[8]) end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[1])
@@ -196,11 +209,15 @@ class Keys:
     def events(self, rid: str) -> str:
         return f"{self.ns}:req:{rid}:events"
 
+    def clients(self, rid: str) -> str:
+        return f"{self.ns}:req:{rid}:clients"
+
     def owner(self, rid: str) -> str:
         return f"{self.ns}:req:{rid}:owner"
 
     def request_keys(self, rid: str) -> list[str]:
-        return [self.req(rid), self.f(rid), self.chosen(rid), self.stages(rid), self.events(rid)]
+        return [self.req(rid), self.f(rid), self.chosen(rid), self.stages(rid), self.events(rid),
+                self.clients(rid)]
 
     def inflight(self, executor: str) -> str:
         return f"{self.ns}:inflight:{executor}"
@@ -265,6 +282,7 @@ class Store:
         self._retire = redis.register_script(RETIRE_LUA)
         self._admit = redis.register_script(ADMIT_LUA)
         self._attach = redis.register_script(ATTACH_LUA)
+        self._detach = redis.register_script(DETACH_LUA)
 
     def _parse(self, raw: bytes) -> WorkflowDef:
         wf = self._parsed.get(raw)
@@ -330,21 +348,22 @@ class Store:
         return {m.model: m for m in common_pb2.LoadSnapshot.FromString(raw).models}
 
     async def admit(self, rid: str, fields: dict[str, Any], f_r: bytes, first_event: bytes,
-                    max_requests: int = 0, max_per_tenant: int = 0) -> bool:
+                    max_requests: int = 0, max_per_tenant: int = 0, client: str = "") -> bool:
         """Write a new request (its record, F(r), first event, work entry, a slot of its
         tenant's count) in one atomic step, unless its id is taken: False if it was.
 
         Raises QueueFull, having written nothing, when `max_requests` requests are unfinished
         (the work stream holds exactly those) or the request's tenant has `max_per_tenant`
         (0: no bound). One script checks and writes, so submissions of one id that race admit
-        it once, and concurrent admissions never overshoot a bound.
+        it once, and concurrent admissions never overshoot a bound. `client`: the submitting
+        stream's token, its first follower, when it cancels on disconnect (see attach()).
         """
         k = self.k
         tenant = str(fields.get("tenant", ""))
         outcome, unfinished = await self._admit(
-            keys=[k.req(rid), k.f(rid), k.events(rid), k.work, k.tenants],
+            keys=[k.req(rid), k.f(rid), k.events(rid), k.work, k.tenants, k.clients(rid)],
             args=[rid, f_r, first_event, k.event_channel, max_requests, max_per_tenant, tenant,
-                  *(x for kv in fields.items() for x in kv)])
+                  client, *(x for kv in fields.items() for x in kv)])
         if outcome == b"requests":
             raise QueueFull("requests", unfinished, max_requests)
         if outcome == b"tenant":
@@ -384,16 +403,16 @@ class Store:
         and its tenant's slot is freed in the same step; its keys expire after `ttl_s`."""
         return await self._end(rid, state, answer, error, ttl_s)
 
-    async def cancel(self, rid: str, why: str, ttl_s: int, detach: bool = False) -> bool:
+    async def cancel(self, rid: str, why: str, ttl_s: int, unfollowed: bool = False) -> bool:
         """finish() the request CANCELLED (`why` is its error) and publish its id on
         `{ns}:cancelled`, where the scheduler withdraws its stages and frees its leases.
-        With `detach`, the caller is a client that stopped following it (see attach()): it is
-        cancelled only if that client was the last one. False if nothing was cancelled."""
+        With `unfollowed`, only if no client follows it (see detach()). False if nothing was
+        cancelled."""
         return await self._end(rid, common_pb2.REQUEST_STATE_CANCELLED, "", why, ttl_s,
-                               notify=self.k.cancel_channel, detach=detach)
+                               notify=self.k.cancel_channel, unfollowed=unfollowed)
 
     async def _end(self, rid: str, state: int, answer: str, error: str, ttl_s: int,
-                   notify: str = "", detach: bool = False) -> bool:
+                   notify: str = "", unfollowed: bool = False) -> bool:
         status = await self.status(rid)  # the `completed` event carries it, so built first
         if status is None or status.state in TERMINAL:
             return False
@@ -402,19 +421,25 @@ class Store:
         status.finished_at = finished_at
         event = router_pb2.SubmitRequestResponse(request_id=rid, completed=status)
         k = self.k
-        others = [key for key in k.request_keys(rid) if key not in (k.req(rid), k.events(rid))]
+        first = [k.req(rid), k.events(rid), k.work, k.tenants, k.clients(rid)]
         return bool(await self._finish(
-            keys=[k.req(rid), k.events(rid), k.work, k.tenants, *others],
+            keys=[*first, *(key for key in k.request_keys(rid) if key not in first)],
             args=[event.SerializeToString(), k.event_channel, rid, ttl_s, WORK_GROUP, notify,
-                  int(detach), "state", state, "answer", answer, "error", error,
+                  int(unfollowed), "state", state, "answer", answer, "error", error,
                   "finished_at", finished_at]))
 
-    async def attach(self, rid: str) -> bool | None:
-        """A client starts following the request: None if there is no such request, else
-        whether it cancels on disconnect (it then counts the client, who must cancel(...,
-        detach=True) when it stops following before the end)."""
-        found = await self._attach(keys=[self.k.req(rid)])
+    async def attach(self, rid: str, client: str) -> bool | None:
+        """The stream with token `client` starts following the request: None if there is no
+        such request; else True if the request cancels on disconnect and is unfinished, and
+        the client is counted among its followers until detach()."""
+        found = await self._attach(keys=[self.k.req(rid), self.k.clients(rid)], args=[client])
         return None if found < 0 else bool(found)
+
+    async def detach(self, rid: str, client: str) -> bool:
+        """The stream with token `client` stopped following the request (harmless if it never
+        attached); True if the request cancels on disconnect, is unfinished, and no client
+        follows it any more: the caller then cancel(..., unfollowed=True)s it."""
+        return bool(await self._detach(keys=[self.k.req(rid), self.k.clients(rid)], args=[client]))
 
     async def subscribe(self, channel: str, on_message: Callable[[bytes], None],
                         on_subscribed: Callable[[], Awaitable[None]]) -> None:

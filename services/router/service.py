@@ -13,9 +13,10 @@ RESOURCE_EXHAUSTED, a message naming the bound, and the trailing metadata `retry
 CancelRequest, or the last client of a request submitted with cancel_on_disconnect leaving
 before its end, ends it CANCELLED through the store (once, freeing its tenant's slot, with
 the final event to its followers); the scheduler, told on `{ns}:cancelled`, withdraws its
-stages and frees its leases. Clients of such a request are counted in Redis (`attached`),
-so one re-attached through another router keeps it alive; a router that dies leaves its
-clients counted, and the request then runs to its end.
+stages and frees its leases. The streams following such a request are recorded in Redis,
+one token each, so one re-attached through another router keeps it alive, and a stream
+cancelled while it records or removes itself can always remove itself; a router that dies
+leaves its streams recorded, and the request then runs to its end.
 """
 
 from __future__ import annotations
@@ -121,22 +122,21 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 await self._reject(context, what, bad_id)
         rid = request.request_id or uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=rid)
-        # whether this stream counts among the clients of a cancel_on_disconnect request
-        counted = await self.store.attach(rid) if request.request_id else None
-        if counted is not None:
-            log.info("reattach")
-        elif await self._admit(rid, request, context):
-            counted = request.cancel_on_disconnect  # admission counted this client
-        else:
-            counted = await self.store.attach(rid)  # another submission admitted it first
+        client = uuid.uuid4().hex  # this stream, among the request's followers
         ended = False
         try:
+            if request.request_id and await self.store.attach(rid, client) is not None:
+                log.info("reattach")
+            elif not await self._admit(rid, request, context, client):
+                await self.store.attach(rid, client)  # another submission admitted it first
             async for event in self._events(rid, context):
                 ended = event.WhichOneof("event") == "completed"
                 yield event
         finally:
-            if counted and not ended:  # the client left (or this stream gave up) first
-                self._spawn(self._client_left(rid))
+            # The stream ends before its request (the client left, or this stream gave up),
+            # perhaps cancelled in the middle of counting itself: uncount it, whatever it did.
+            if not ended and (request.request_id or request.cancel_on_disconnect):
+                self._spawn(self._client_left(rid, client))
 
     async def CancelRequest(self, request, context):  # noqa: N802
         rid = request.request_id
@@ -158,12 +158,14 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             status = await self.store.status(rid) or status
         return router_pb2.CancelRequestResponse(status=status)
 
-    async def _client_left(self, rid: str) -> None:
-        """A client of a cancel_on_disconnect request stopped following it before its end:
-        cancel it if that client was the last one."""
+    async def _client_left(self, rid: str, client: str) -> None:
+        """A stream stopped following the request before its end: if the request cancels on
+        disconnect and that stream was the last to follow it, cancel it."""
         why = "cancelled: its last client disconnected (cancel_on_disconnect)"
         try:
-            if await self.store.cancel(rid, why, self.settings.request_ttl_s, detach=True):
+            if (await self.store.detach(rid, client)
+                    and await self.store.cancel(rid, why, self.settings.request_ttl_s,
+                                                unfollowed=True)):
                 CANCELLED.labels("disconnect").inc()
                 log.info("cancelled", request_id=rid, reason="disconnect")
         except Exception:  # Redis away: the request runs on to its end
@@ -179,9 +181,10 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         REJECTED.labels(reason).inc()
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, clip(message))
 
-    async def _admit(self, rid: str, request: router_pb2.SubmitRequestRequest, context) -> bool:
+    async def _admit(self, rid: str, request: router_pb2.SubmitRequestRequest, context,
+                     client: str) -> bool:
         """Admit the request; False if a concurrent submission of its id admitted it first
-        (the caller then follows that one)."""
+        (the caller then follows that one). `client` is the submitting stream's token."""
         t0 = time.perf_counter()
         if not request.workflow_id:
             await self._reject(context, "workflow", "workflow_id is required")
@@ -240,14 +243,14 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             "admitted": admitted,
             "created_at": time.time(),
             **({"routing": ROUTING_PENDING} if routed_later else {}),
-            # this client is the first to follow it
-            **({"cancel_on_disconnect": 1, "attached": 1} if request.cancel_on_disconnect else {}),
+            **({"cancel_on_disconnect": 1} if request.cancel_on_disconnect else {}),
         }
         s = self.settings
         try:
             if not await self.store.admit(rid, fields, encode_configs(f_r),
                                           first.SerializeToString(),
-                                          s.max_queued_requests, s.max_queued_per_tenant):
+                                          s.max_queued_requests, s.max_queued_per_tenant,
+                                          client if request.cancel_on_disconnect else ""):
                 log.info("reattach", raced=True)
                 return False
         except QueueFull as e:

@@ -133,13 +133,24 @@ async def test_a_cancel_ends_it_once_frees_its_slot_and_tells_the_scheduler(stor
 
 async def test_a_disconnect_cancels_when_the_last_client_leaves(store):
     fields = {"workflow_id": "w", "tenant": "", "state": common_pb2.REQUEST_STATE_QUEUED,
-              "cancel_on_disconnect": 1, "attached": 1}  # as the router admits it
-    assert await store.admit("d1", fields, b"*", b"")
-    assert await store.attach("d1") is True  # a second client
-    assert not await store.cancel("d1", "left", 60, detach=True), "one client is left"
+              "cancel_on_disconnect": 1}  # as the router admits it
+    assert await store.admit("d1", fields, b"*", b"", client="first")
+    assert await store.attach("d1", "second") is True
+    assert not await store.detach("d1", "first"), "one client is left"
+    assert not await store.detach("d1", "first"), "leaving twice, or never having come, is no-op"
+    assert await store.detach("d1", "second")
+    assert await store.attach("d1", "late") is True  # comes back before the cancel lands
+    assert not await store.cancel("d1", "left", 60, unfollowed=True), "followed again"
     assert (await store.status("d1")).state == common_pb2.REQUEST_STATE_QUEUED
-    assert await store.cancel("d1", "left", 60, detach=True)
+    assert await store.detach("d1", "late")
+    assert await store.cancel("d1", "left", 60, unfollowed=True)
     assert (await store.status("d1")).state == common_pb2.REQUEST_STATE_CANCELLED
+    assert await store.attach("d1", "after") is False, "an ended request counts no one"
+    assert 0 < await store.r.ttl(store.k.clients("d1")) <= 60 or not await store.r.exists(
+        store.k.clients("d1"))
     assert await admit(store, "plain", "")
-    assert await store.attach("plain") is False, "not counted without the flag"
-    assert await store.attach("nobody") is None
+    assert await store.attach("plain", "x") is False, "not counted without the flag"
+    assert not await store.detach("plain", "x")
+    assert await store.attach("nobody", "x") is None
+    assert not await store.detach("nobody", "x")
+    assert not await store.r.exists(store.k.clients("plain"), store.k.clients("nobody"))
