@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef, parse_workflow
@@ -58,6 +60,9 @@ from aragog.v1 import common_pb2, router_pb2
 
 log = structlog.get_logger("store")
 WORK_GROUP = "executors"
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
+"""What a Redis call raises when Redis stayed unreachable through the client's retries
+(connect(): about 15 s), as during a slow restart."""
 TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED,
             common_pb2.REQUEST_STATE_CANCELLED)
 """States a request never leaves."""
@@ -235,8 +240,6 @@ def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
     """
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     pool = aioredis.BlockingConnectionPool.from_url(
         url,

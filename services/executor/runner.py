@@ -20,6 +20,7 @@ import grpc
 import structlog
 
 from aragog.common.rpc import RpcError
+from aragog.common.store import REDIS_AWAY
 from aragog.common.workflow import StageDef, WorkflowDef
 from aragog.executor.model_client import ModelCallError
 from aragog.v1 import common_pb2, router_pb2, scheduler_pb2
@@ -68,6 +69,8 @@ class RequestRunner:
             return False, "", str(e)
         except RequestEnded:
             return False, "", "the request ended elsewhere"  # not recorded: it has ended
+        except REDIS_AWAY:
+            raise  # not the request's fault: it is handed back and resumed (Executor._run_entry)
         except Exception as e:  # a bug or bad data: fail the request rather than retry it forever
             log.exception("stage_crashed")
             return False, "", f"stage crashed: {type(e).__name__}: {e}"

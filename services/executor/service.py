@@ -9,6 +9,7 @@ another executor claims them (XAUTOCLAIM) and resumes the requests from Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -20,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from aragog.common.bounds import id_error
 from aragog.common.settings import ExecutorSettings
-from aragog.common.store import TERMINAL, WORK_GROUP, Store
+from aragog.common.store import REDIS_AWAY, TERMINAL, WORK_GROUP, Store
 from aragog.executor.model_client import ModelClient
 from aragog.executor.scheduler_client import SchedulerClient
 from aragog.executor.runner import RequestEnded, RequestRunner, stage_started_event
@@ -151,8 +152,17 @@ class Executor:
         RUNNING.set(len(self.running))
 
     async def _run_entry(self, rid: str, entry_id: bytes | None) -> None:
-        k = self.store.k
         structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
+            await self._run_owned(rid, entry_id)
+        except REDIS_AWAY:
+            # Redis stayed away through the client's retries (a slow restart): hand the
+            # request back rather than fail it; its entry stays pending, and once Redis is
+            # back an executor claims it and resumes from its last recorded stage.
+            log.warning("redis_away_request_handed_back")
+
+    async def _run_owned(self, rid: str, entry_id: bytes | None) -> None:
+        k = self.store.k
         state = await self.store.r.hget(k.req(rid), "state")
         if state is None or int(state) in TERMINAL:
             if entry_id is not None:
@@ -165,7 +175,8 @@ class Executor:
             if entry_id is not None:
                 await self._retire(entry_id)
         finally:
-            await self.store.drop_owner(rid, self.id)
+            with contextlib.suppress(*REDIS_AWAY):
+                await self.store.drop_owner(rid, self.id)
 
     async def _retire(self, entry_id: bytes) -> None:
         """The request ended (its end dropped the entry already) or its record is gone: make

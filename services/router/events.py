@@ -10,7 +10,8 @@ Pub/sub is at-most-once (a notification published while the hub reconnects is lo
 follower also re-reads its stream every `poll_s`: a lost wake-up costs delay, never an event.
 When such a re-read finds nothing new, the follower checks that the request's record still
 exists: a Redis that crashed loses its last second of writes, admissions included, and a
-client must hear that its request is gone rather than wait for it to its deadline.
+client must hear that its request is gone rather than wait for it to its deadline. While
+Redis is unreachable (restarting) a follower keeps waiting, as the request does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from aragog.common.store import Store
+from aragog.common.store import REDIS_AWAY, Store
 from aragog.v1 import router_pb2
 
 READ_BATCH = 100
@@ -57,6 +58,12 @@ class EventHub:
         for wake in self._followers.get(rid.decode(), ()):
             wake.set()
 
+    async def _gone(self, rid: str) -> bool:
+        try:
+            return not await self.store.r.exists(self.store.k.req(rid))
+        except REDIS_AWAY:
+            return False  # unknown yet
+
     def _wake_all(self) -> None:
         for wakes in self._followers.values():
             for wake in wakes:
@@ -75,21 +82,24 @@ class EventHub:
         try:
             while True:
                 wake.clear()  # before the read: a publish after it wakes the wait below
-                entries = await self.store.r.xrange(key, min=start, count=READ_BATCH)
-                for entry_id, fields in entries:
+                try:
+                    entries = await self.store.r.xrange(key, min=start, count=READ_BATCH)
+                except REDIS_AWAY:  # a slow Redis restart: the request waits too, so do we
+                    entries = None
+                for entry_id, fields in entries or ():
                     start = b"(" + entry_id
                     event = router_pb2.SubmitRequestResponse.FromString(fields[b"e"])
                     yield event
                     if event.WhichOneof("event") == "completed":
                         return
-                if len(entries) < READ_BATCH:
+                if entries is None or len(entries) < READ_BATCH:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise TimeoutError(rid)
                     try:
                         await asyncio.wait_for(wake.wait(), min(self.poll_s, remaining))
                     except TimeoutError:
-                        if not await self.store.r.exists(self.store.k.req(rid)):
+                        if entries is not None and await self._gone(rid):
                             raise RequestGone(rid) from None
         finally:
             wakes = self._followers.get(rid)

@@ -24,6 +24,7 @@ STAGES = ["draft", "critique", "refine"]
 CLIENTS = 4
 DOWN_S = 3.0  # longer than the claim and lease timeouts below: they lapse while Redis is away
 LOST_S = 1.0  # appendfsync everysec: what a machine crash can lose
+SLOW_DOWN_S = 25.0  # longer than the Redis client's retries (aragog.common.store.connect)
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +131,39 @@ def test_a_redis_restart_loses_and_repeats_nothing(durable_stack):
     again, _ = s.submit(wid, "another input is ignored", request_id="before-restart")
     assert [e.SerializeToString() for e in again] == [e.SerializeToString() for e in before], \
         "a finished request is answered from its record, not run again"
+    assert scheduler_view(s) == (0, 0)
+
+
+def test_a_restart_slower_than_the_client_retries_fails_nothing(durable_stack):
+    """Redis down longer than redis-py's retries (~15 s): calls fail meanwhile, yet no
+    request fails. Followers keep waiting; executors hand their requests back and resume
+    them once Redis is back, so a stage that finished meanwhile (its record failed) may run
+    again, but every request is admitted once and ends once, successfully."""
+    s = durable_stack
+    wid = s.register(shipped_workflow("chain3")).workflow.id
+
+    def restart() -> float:
+        t_stop = time.monotonic()
+        s.stop_redis()
+        time.sleep(SLOW_DOWN_S)
+        s.start_redis()
+        return t_stop
+
+    results, t_stop, t_up = under_load(s, wid, "slow", restart)
+    failed = {rid: r[2] for rid, r in results.items() if isinstance(r[2], grpc.RpcError)}
+    assert not failed, failed
+    across = [r for r in results.values() if r[0] < t_stop < r[1]]
+    client = redis.Redis.from_url(s.redis_url)
+    try:
+        for rid, (_, _, events) in results.items():
+            assert events[-1].completed.state == common_pb2.REQUEST_STATE_SUCCEEDED, rid
+            kinds = [e.WhichOneof("event") for e in recorded_events(client, s.namespace, rid)]
+            assert kinds.count("admitted") == 1 and kinds.count("completed") == 1, (rid, kinds)
+        assert client.xlen(f"{s.namespace}:work") == 0
+    finally:
+        client.close()
+    print(f"\nRedis down {t_up - t_stop:.1f}s: {len(across)} requests in flight across it "
+          f"finished at most {max(r[1] for r in across) - t_up:.1f}s after it was back")
     assert scheduler_view(s) == (0, 0)
 
 
