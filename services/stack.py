@@ -7,6 +7,12 @@ answer; then stops everything. `aragog-stack up` keeps it running until Ctrl-C o
 which stop every child. Given ARAGOG_REDIS_URL or ARAGOG_TRITON_URL (or --redis-url /
 --triton-url) it uses those servers instead of starting its own. Tests and benchmarks use
 `Stack` directly.
+
+The Redis it starts is durable: an append-only file fsynced every second (`--appendonly yes
+--appendfsync everysec`) in its data directory (`--redis-dir`, default `<log dir>/redis`),
+so a Redis restarted on that directory has every request, workflow and lease it had, except
+the writes of its last second when it died without a clean shutdown (README, "Redis
+restarts").
 """
 
 from __future__ import annotations
@@ -135,20 +141,24 @@ class Stack:
 
     def __init__(self, redis_url: str = "", triton_url: str = "", executors: int = 2,
                  time_scale: float = 0.0, namespace: str = "aragog", log_dir: str = "",
-                 extra_env: dict[str, str] | None = None, ports: dict[str, int] | None = None):
+                 extra_env: dict[str, str] | None = None, ports: dict[str, int] | None = None,
+                 redis_dir: str = "", triton_metrics_url: str = ""):
         self.external_redis = redis_url
         self.external_triton = triton_url
         self.n_executors = executors
         self.time_scale = time_scale
         self.namespace = namespace
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="aragog-stack-")
+        # the append-only file of the Redis we start (unused with an external Redis)
+        self.redis_dir = redis_dir or os.path.join(self.log_dir, "redis")
+        self.redis_proc: Proc | None = None
         self.extra_env = extra_env or {}
         self.ports = ports or {}  # service -> fixed port (FIXED_PORTS' keys); else a free one
         self.procs: list[Proc] = []
         self.executors: list[Proc] = []
         self.redis_url = redis_url
         self.triton_url = triton_url
-        self.triton_metrics_url = ""
+        self.triton_metrics_url = triton_metrics_url  # of an external Triton; else from env
         self.router_addr = self.scheduler_addr = self.load_monitor_addr = ""
         self.http_addr = ""  # the router's HTTP/JSON and OpenAI-compatible front door
 
@@ -187,10 +197,8 @@ class Stack:
 
     def _start(self, timeout_s: float) -> None:
         if not self.redis_url:
-            port = free_port()
-            self._spawn("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no"], {})
-            self.redis_url = f"redis://127.0.0.1:{port}/0"
+            self.redis_url = f"redis://127.0.0.1:{free_port()}/0"
+            self.start_redis(timeout_s)
         pool = None
         if not self.triton_url:
             ports = [self.ports[k] for k in ("triton-grpc", "triton-http", "triton-metrics")
@@ -207,7 +215,7 @@ class Stack:
             pool = self._spawn("pool", [sys.executable, "-m", "aragog.pool"], env)
             self.triton_url = f"127.0.0.1:{g}"
             self.triton_metrics_url = f"http://127.0.0.1:{m}/metrics"
-        else:
+        elif not self.triton_metrics_url:
             host = self.triton_url.rsplit(":", 1)[0]
             self.triton_metrics_url = os.environ.get(
                 "ARAGOG_TRITON_METRICS_URL", f"http://{host}:8002/metrics")
@@ -241,6 +249,39 @@ class Stack:
             wait_healthy(proc.addr, 60, proc.popen)
         return proc
 
+    def add_router(self, env: dict[str, str] | None = None) -> Proc:
+        """One more router on the same Redis (routers share nothing else), with `env` added
+        to its settings: tests give one other admission bounds."""
+        n = sum(p.name.startswith("router") for p in self.procs)
+        proc = self._python_service(f"router-{n}", "aragog.router", env or {})
+        wait_healthy(proc.addr, 60, proc.popen)
+        return proc
+
+    def start_redis(self, timeout_s: float = 60.0) -> Proc:
+        """Start our Redis on redis_url's port, durable in redis_dir: it loads the append-only
+        file left there, so calling this after stop_redis() is a Redis restart."""
+        if self.external_redis:
+            raise RuntimeError("this stack uses an external Redis; restart that one yourself")
+        os.makedirs(self.redis_dir, exist_ok=True)
+        port = self.redis_url.rsplit(":", 1)[1].split("/")[0]
+        self.redis_proc = self._spawn("redis", [
+            redis_server_binary(), "--port", port, "--bind", "127.0.0.1", "--dir", self.redis_dir,
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+        ], {})
+        self._wait_redis(timeout_s)
+        return self.redis_proc
+
+    def stop_redis(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30.0) -> None:
+        """Stop our Redis with `sig`: SIGTERM shuts down cleanly (the append-only file is
+        fsynced, nothing is lost); SIGKILL is a crash (up to a second of writes is lost)."""
+        proc = self.redis_proc
+        if proc is None or proc.popen.poll() is not None:
+            return
+        proc.popen.send_signal(sig)
+        proc.popen.wait(timeout_s)
+        self.procs.remove(proc)
+        self.redis_proc = None
+
     def _wait_redis(self, timeout_s: float) -> None:
         import redis
 
@@ -251,9 +292,13 @@ class Stack:
                 client.ping()
                 client.close()
                 return
-            except redis.ConnectionError:
+            except redis.ConnectionError:  # also BusyLoadingError: reading its AOF
                 if time.monotonic() > deadline:
                     raise
+                proc = self.redis_proc
+                if proc is not None and proc.popen.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {proc.popen.returncode} "
+                                       f"(log: {proc.log_path})") from None
                 time.sleep(0.05)
 
     def stop(self, grace_s: float = 15.0) -> None:
@@ -364,6 +409,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--executors", type=int, default=2)
     ap.add_argument("--redis-url", default=os.environ.get("ARAGOG_REDIS_URL", ""))
     ap.add_argument("--triton-url", default=os.environ.get("ARAGOG_TRITON_URL", ""))
+    ap.add_argument("--redis-dir", default="",
+                    help="data directory of the Redis the stack starts (its append-only file); "
+                    "default <log dir>/redis. A stack started again on the same directory finds "
+                    "its workflows and unfinished requests there")
     ap.add_argument("--time-scale", type=float, default=0.0, help="emulated latency multiplier")
     ap.add_argument("--random-ports", action="store_true",
                     help="listen on free ports instead of the fixed ones (router 50051, its HTTP "
@@ -379,14 +428,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"routing artifacts for pool {pool_spec.family} ...", flush=True)
     prepare_routing(pool_spec.family, lambda m: print("  " + m, flush=True))
     stack = Stack(redis_url=args.redis_url, triton_url=args.triton_url, executors=args.executors,
-                  time_scale=args.time_scale, ports=ports)
+                  time_scale=args.time_scale, ports=ports, redis_dir=args.redis_dir)
     print(f"starting the stack (logs in {stack.log_dir}) ...", flush=True)
     t0 = time.monotonic()
     with stack:
         print(f"up in {time.monotonic() - t0:.1f}s: router {stack.router_addr} (HTTP "
               f"http://{stack.http_addr}), scheduler "
               f"{stack.scheduler_addr}, load-monitor {stack.load_monitor_addr}, "
-              f"triton {stack.triton_url}, redis {stack.redis_url}\n", flush=True)
+              f"triton {stack.triton_url}, redis {stack.redis_url}"
+              + ("" if stack.external_redis else f" (append-only file in {stack.redis_dir})")
+              + "\n", flush=True)
         if args.command == "demo":
             code = demo(stack, args.requests, args.policy, args.concurrency)
         else:

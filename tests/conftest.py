@@ -64,6 +64,23 @@ def namespace(redis_url: str):
     client.close()
 
 
+@pytest.fixture
+def one_slot_pool(tmp_path):
+    """The default pool with one slot per model, so a single stage fills a model."""
+    import importlib.resources
+
+    import yaml
+    from aragog.common.pool import load_pool
+
+    spec = yaml.safe_load(
+        importlib.resources.files("aragog.pool").joinpath("pool.yaml").read_text("utf-8"))
+    for m in spec["models"]:
+        m["instances"], m["saturation_batch"] = 1, 1
+    path = tmp_path / "pool.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return load_pool(str(path))
+
+
 ROUTED = ("llama3", "voting")
 """The (pool family, workflow) the session stack has a trained router for. Voting's four
 voters start together, which exercises the scheduler's placeholder F(r) under concurrency."""
@@ -107,3 +124,28 @@ def stack(request: pytest.FixtureRequest, redis_url: str, artifacts_dir: str):
     s.start(timeout_s=180)
     yield s
     s.stop()
+
+
+SLOW = """\
+id: slow
+description: A long first stage on the largest model, then a short one.
+stages:
+  - name: think
+    kind: llm
+    prompt: "{input}"
+    candidates: [llama3-70b]
+    output_tokens: 5000
+  - name: answer
+    kind: llm
+    depends_on: [think]
+    prompt: "{think}"
+    candidates: [llama3-70b]
+    output_tokens: 16
+"""
+
+
+@pytest.fixture(scope="session")
+def slow_workflow(stack) -> str:
+    """A workflow whose requests stay unfinished a while (~5 s, most of it in their first
+    stage, on llama3-70b), for tests that act on requests while they wait or run."""
+    return stack.register(SLOW).workflow.id

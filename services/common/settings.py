@@ -157,6 +157,17 @@ class RouterSettings(BaseSettings):
                                       at_least=1)
     request_timeout_s: float = setting(600.0, "A submit stream gives up waiting after this long.",
                                        above=0)
+    max_queued_requests: int = setting(
+        5000, "Unfinished (queued or running) requests admitted at most; past it SubmitRequest "
+        "is refused with RESOURCE_EXHAUSTED. 0: no bound.", at_least=0
+    )
+    max_queued_per_tenant: int = setting(
+        1000, "Unfinished requests one tenant may have (requests without a tenant share one "
+        "bound); past it SubmitRequest is refused with RESOURCE_EXHAUSTED. 0: no bound.", at_least=0
+    )
+    retry_after_ms: int = setting(
+        1000, "Retry hint of a RESOURCE_EXHAUSTED refusal (trailing metadata retry-after-ms).",
+        at_least=0)
     artifacts_dir: str = setting(
         "", "Trained routers and profiles (aragog-routing build); empty: ~/.cache/aragog/artifacts."
     )

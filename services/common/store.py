@@ -6,36 +6,179 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 |---|---|---|---|
 | `{ns}:pool` | string | scheduler (start) | the model pool, PoolSpec JSON |
 | `{ns}:workflows` | hash | router | workflow id -> validated YAML (write-once per id) |
-| `{ns}:req:{id}` | hash | router, executor | workflow, policy, tenant, input, state, answer, error, times (`created_at` also orders the scheduler's meta-queue), `routing` (`pending` until F(r) is final) |
+| `{ns}:req:{id}` | hash | router, executor | the request (fields below) |
 | `{ns}:req:{id}:f` | string | router | F(r): sorted int64 config indices, or `*` for every configuration |
 | `{ns}:req:{id}:chosen` | hash | scheduler | LLM stage -> model chosen so far (C(r) = F(r) narrowed by it) |
 | `{ns}:req:{id}:stages` | hash | executor | stage -> StageResult (protobuf bytes) |
 | `{ns}:req:{id}:events` | stream | router, executor | progress events (SubmitRequestResponse bytes) |
+| `{ns}:req:{id}:clients` | set | router | the streams following it (if cancel_on_disconnect) |
 | `{ns}:events` | pub/sub channel | router, executor | request id, published after each append to its events stream |
+| `{ns}:cancelled` | pub/sub channel | router | id of a request just cancelled (for the scheduler) |
 | `{ns}:req:{id}:owner` | string, TTL | executor | executor id running the request (heartbeat-renewed) |
-| `{ns}:work` | stream | router, executor | unfinished requests' ids; consumer group `executors`; an executor deletes an entry once its request finished |
+| `{ns}:work` | stream | router, executor | the unfinished requests, {rid, tenant} each (below) |
+| `{ns}:tenants` | hash | router, executor | tenant -> its unfinished requests (below) |
 | `{ns}:leases` | hash | scheduler | lease id -> JSON {model, request, stage, executor, expires} |
 | `{ns}:inflight:{executor}` | hash, TTL | executor | model -> stages in flight on it now |
 | `{ns}:load` | string | load-monitor | newest LoadSnapshot (protobuf bytes) |
 
+A request's hash holds workflow_id, policy, tenant, input, state, answer, error, times
+(`created_at` also orders the scheduler's meta-queue), `routing` (`pending` until F(r) is
+final), `work_id` (its work entry), `cancel_on_disconnect`. The clients following a
+request that cancels on disconnect are in `{ns}:req:{id}:clients`, one token per stream.
+
+The work stream holds exactly the unfinished requests (consumer group `executors`; never
+trimmed): an entry goes when its request ends, so its length is what
+ARAGOG_MAX_QUEUED_REQUESTS bounds. `{ns}:tenants` counts each tenant's entries ('' for no
+tenant; ARAGOG_MAX_QUEUED_PER_TENANT bounds it): +1 at admission, -1 by whoever deletes
+the entry, in the same script.
+
 Finished requests' keys expire after the router's request_ttl_s. Ids inside keys follow
 the one id rule (`aragog.common.bounds`: no ':'), so no id can name another record's key.
+
+What happens to a request after admission (RUNNING, a recorded stage, its end) is written
+by a script that first checks its record is there and has not ended: a request ends once,
+and a record that Redis lost (a crash losing its last second of writes) or that expired is
+never written back in part by an executor still running it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef, parse_workflow
-from aragog.v1 import common_pb2
+from aragog.v1 import common_pb2, router_pb2
 
+log = structlog.get_logger("store")
 WORK_GROUP = "executors"
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
+"""What a Redis call raises when Redis stayed unreachable through the client's retries
+(connect(): about 15 s), as during a slow restart."""
+TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED,
+            common_pb2.REQUEST_STATE_CANCELLED)
+"""States a request never leaves."""
+
+# Writes about a request that are refused once it has ended, or when its record is gone (a
+# Redis that lost its last second of writes in a crash, or a deleted or expired record), so
+# nothing runs on for a request that ended and no partial record is ever written back.
+_TERMINAL_LUA = "local terminal = {" + ", ".join(f"['{s}'] = true" for s in TERMINAL) + "}\n"
+_LIVE_LUA = _TERMINAL_LUA + (
+    "local state = redis.call('HGET', KEYS[1], 'state')\n"
+    "if not state or terminal[state] then return 0 end\n"
+)
+MARK_RUNNING_LUA = _LIVE_LUA + """
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+return 1
+"""
+RECORD_STAGE_LUA = _LIVE_LUA + """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"""
+# A request holds a slot of its tenant's bound (`{ns}:tenants`) exactly as long as its work
+# entry is in the stream: whoever deletes the entry (XDEL answers 1 once) frees the slot.
+_RETIRE_LUA = """
+local function retire(work, tenants, group, entry)
+  local found = redis.call('XRANGE', work, entry, entry)
+  redis.call('XACK', work, group, entry)
+  if #found == 0 or redis.call('XDEL', work, entry) == 0 then return 0 end
+  local fields = found[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'tenant' and redis.call('HINCRBY', tenants, fields[i + 1], -1) <= 0 then
+      redis.call('HDEL', tenants, fields[i + 1])
+    end
+  end
+  return 1
+end
+"""
+RETIRE_LUA = _RETIRE_LUA + "return retire(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
+FINISH_LUA = _RETIRE_LUA + _LIVE_LUA + """
+if ARGV[7] == '1' and redis.call('SCARD', KEYS[5]) > 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[3]) end
+local entry = redis.call('HGET', KEYS[1], 'work_id')
+if entry then retire(KEYS[3], KEYS[4], ARGV[5], entry) end
+for i = 1, #KEYS do
+  if i ~= 3 and i ~= 4 then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+end
+return 1
+"""
+# Each stream following a live request that cancels on disconnect adds its own token to the
+# request's clients, and removes it when it ends: idempotent, so a stream cancelled in the
+# middle of either step can always remove its token, and never someone else's.
+ATTACH_LUA = _TERMINAL_LUA + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return -1 end
+if terminal[state] or redis.call('HGET', KEYS[1], 'cancel_on_disconnect') ~= '1' then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+DETACH_LUA = """
+redis.call('SREM', KEYS[2], ARGV[1])
+""" + _LIVE_LUA + """
+if redis.call('HGET', KEYS[1], 'cancel_on_disconnect') ~= '1' then return 0 end
+return redis.call('SCARD', KEYS[2]) == 0 and 1 or 0
+"""
+# Admission: the id is free and the bounds hold, then everything is written, or nothing.
+ADMIT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'taken', 0} end
+-- KEYS: req, f, events, work, tenants, clients; ARGV: rid, F(r), first event, channel,
+-- bounds (2), tenant, client token ('' unless it cancels on disconnect), fields
+local limit = tonumber(ARGV[5])
+if limit > 0 then
+  local n = redis.call('XLEN', KEYS[4])
+  if n >= limit then return {'requests', n} end
+end
+limit = tonumber(ARGV[6])
+if limit > 0 then
+  local n = tonumber(redis.call('HGET', KEYS[5], ARGV[7]) or 0)
+  if n >= limit then return {'tenant', n} end
+end
+local entry = redis.call('XADD', KEYS[4], '*', 'rid', ARGV[1], 'tenant', ARGV[7])
+redis.call('HSET', KEYS[1], 'work_id', entry, unpack(ARGV, 9))
+if ARGV[8] ~= '' then redis.call('SADD', KEYS[6], ARGV[8]) end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[1])
+redis.call('HINCRBY', KEYS[5], ARGV[7], 1)
+return {'admitted', 0}
+"""
+
+
+class QueueFull(Exception):
+    """Admission refused: `bound` ('requests' overall or 'tenant') holds `unfinished`
+    requests already, its limit."""
+
+    def __init__(self, bound: str, unfinished: int, limit: int):
+        super().__init__(f"{bound}: {unfinished} unfinished requests, limit {limit}")
+        self.bound = bound
+        self.unfinished = unfinished
+        self.limit = limit
+
+# An executor's heartbeat keeps its ownership of a request, or takes it back if the key
+# lapsed (a Redis restart outlasting its TTL), but never takes another executor's.
+RENEW_OWNER_LUA = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+DROP_OWNER_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 ALL_CONFIGS = b"*"
 ROUTING_PENDING = b"pending"
 """`routing` field of a request while the router still computes F(r): `:f` then holds a
@@ -51,8 +194,10 @@ class Keys:
         self.workflows = f"{ns}:workflows"
         self.work = f"{ns}:work"
         self.leases = f"{ns}:leases"
+        self.tenants = f"{ns}:tenants"
         self.load = f"{ns}:load"
         self.event_channel = f"{ns}:events"
+        self.cancel_channel = f"{ns}:cancelled"
 
     def req(self, rid: str) -> str:
         return f"{self.ns}:req:{rid}"
@@ -69,11 +214,15 @@ class Keys:
     def events(self, rid: str) -> str:
         return f"{self.ns}:req:{rid}:events"
 
+    def clients(self, rid: str) -> str:
+        return f"{self.ns}:req:{rid}:clients"
+
     def owner(self, rid: str) -> str:
         return f"{self.ns}:req:{rid}:owner"
 
     def request_keys(self, rid: str) -> list[str]:
-        return [self.req(rid), self.f(rid), self.chosen(rid), self.stages(rid), self.events(rid)]
+        return [self.req(rid), self.f(rid), self.chosen(rid), self.stages(rid), self.events(rid),
+                self.clients(rid)]
 
     def inflight(self, executor: str) -> str:
         return f"{self.ns}:inflight:{executor}"
@@ -91,8 +240,6 @@ def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
     """
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
@@ -130,6 +277,15 @@ class Store:
         self.k = Keys(namespace)
         # parsed workflows by their stored YAML: admission must not re-parse YAML per request
         self._parsed: dict[bytes, WorkflowDef] = {}
+        self._renew_owner = redis.register_script(RENEW_OWNER_LUA)
+        self._drop_owner = redis.register_script(DROP_OWNER_LUA)
+        self._mark_running = redis.register_script(MARK_RUNNING_LUA)
+        self._record_stage = redis.register_script(RECORD_STAGE_LUA)
+        self._finish = redis.register_script(FINISH_LUA)
+        self._retire = redis.register_script(RETIRE_LUA)
+        self._admit = redis.register_script(ADMIT_LUA)
+        self._attach = redis.register_script(ATTACH_LUA)
+        self._detach = redis.register_script(DETACH_LUA)
 
     def _parse(self, raw: bytes) -> WorkflowDef:
         wf = self._parsed.get(raw)
@@ -143,6 +299,21 @@ class Store:
         """Queue, on `pipe`, an event for the request's stream and the wake-up of its followers."""
         pipe.xadd(self.k.events(rid), {"e": event})
         pipe.publish(self.k.event_channel, rid)
+
+    async def uptime_s(self) -> int:
+        """Seconds since Redis started (it restarts with its append-only file, not its clock:
+        keys' TTLs and stream entries' idle times ran on while it was down)."""
+        return int((await self.r.info("server"))["uptime_in_seconds"])
+
+    # request ownership (executors) ----------------------------------------------------
+    async def renew_owner(self, pipe: Any, rid: str, executor_id: str, ttl_ms: int) -> None:
+        """Queue, on `pipe`, the renewal of `executor_id`'s ownership of the request; its reply
+        is 1, or 0 if another executor owns the request now."""
+        await self._renew_owner(keys=[self.k.owner(rid)], args=[executor_id, ttl_ms], client=pipe)
+
+    async def drop_owner(self, rid: str, executor_id: str) -> None:
+        """Give up ownership of the request, if `executor_id` still has it."""
+        await self._drop_owner(keys=[self.k.owner(rid)], args=[executor_id])
 
     # pool and workflows -------------------------------------------------------------
     async def put_pool(self, pool: PoolSpec) -> None:
@@ -179,29 +350,117 @@ class Store:
             return {}
         return {m.model: m for m in common_pb2.LoadSnapshot.FromString(raw).models}
 
-    async def admit(self, rid: str, fields: dict[str, Any], f_r: bytes, first_event: bytes) -> bool:
-        """Write a new request (its record, F(r), first event, work entry) in one transaction,
-        unless its id is taken; False if it was.
+    async def admit(self, rid: str, fields: dict[str, Any], f_r: bytes, first_event: bytes,
+                    max_requests: int = 0, max_per_tenant: int = 0, client: str = "") -> bool:
+        """Write a new request (its record, F(r), first event, work entry, a slot of its
+        tenant's count) in one atomic step, unless its id is taken: False if it was.
 
-        Checking the id and writing are one atomic step (WATCH): submissions of one id that
-        race all see it free, but once the first transaction has written the record the
-        others' transactions are refused, so exactly one is admitted and queued.
+        Raises QueueFull, having written nothing, when `max_requests` requests are unfinished
+        (the work stream holds exactly those) or the request's tenant has `max_per_tenant`
+        (0: no bound). One script checks and writes, so submissions of one id that race admit
+        it once, and concurrent admissions never overshoot a bound. `client`: the submitting
+        stream's token, its first follower, when it cancels on disconnect (see attach()).
         """
         k = self.k
-        async with self.r.pipeline(transaction=True) as p:
-            await p.watch(k.req(rid))
-            if await p.exists(k.req(rid)):
-                return False
-            p.multi()
-            p.hset(k.req(rid), mapping=fields)
-            p.set(k.f(rid), f_r)
-            self.add_event(p, rid, first_event)
-            p.xadd(k.work, {"rid": rid})  # never trimmed: executors delete finished entries
+        tenant = str(fields.get("tenant", ""))
+        outcome, unfinished = await self._admit(
+            keys=[k.req(rid), k.f(rid), k.events(rid), k.work, k.tenants, k.clients(rid)],
+            args=[rid, f_r, first_event, k.event_channel, max_requests, max_per_tenant, tenant,
+                  client, *(x for kv in fields.items() for x in kv)])
+        if outcome == b"requests":
+            raise QueueFull("requests", unfinished, max_requests)
+        if outcome == b"tenant":
+            raise QueueFull("tenant", unfinished, max_per_tenant)
+        return outcome == b"admitted"
+
+    async def retire(self, entry_id: bytes) -> bool:
+        """Drop a work entry whose request has ended or whose record is gone (acknowledged and
+        deleted: the stream holds only unfinished work); True if this call deleted it, and so
+        freed its tenant's slot."""
+        k = self.k
+        return bool(await self._retire(keys=[k.work, k.tenants], args=[WORK_GROUP, entry_id]))
+
+    async def tenant_unfinished(self) -> dict[str, int]:
+        """Unfinished requests per tenant ('' for requests without one)."""
+        raw = await self.r.hgetall(self.k.tenants)
+        return {t.decode(): int(n) for t, n in raw.items()}
+
+    async def mark_running(self, rid: str) -> bool:
+        """Mark the request RUNNING; False if it ended or its record is gone (do not run it)."""
+        return bool(await self._mark_running(
+            keys=[self.k.req(rid)], args=[common_pb2.REQUEST_STATE_RUNNING]))
+
+    async def record_stage(self, rid: str, result: common_pb2.StageResult) -> bool:
+        """Record a finished stage and announce it; False (nothing written) if the request
+        ended or its record is gone meanwhile: its runner should stop."""
+        event = router_pb2.SubmitRequestResponse(request_id=rid, stage_finished=result)
+        k = self.k
+        return bool(await self._record_stage(
+            keys=[k.req(rid), k.stages(rid), k.events(rid)],
+            args=[result.stage, result.SerializeToString(), event.SerializeToString(),
+                  k.event_channel, rid]))
+
+    async def finish(self, rid: str, state: int, answer: str, error: str, ttl_s: int) -> bool:
+        """End the request in `state` and send its `completed` event, exactly once: False
+        (nothing written) if it had ended already or its record is gone. Its work entry goes
+        and its tenant's slot is freed in the same step; its keys expire after `ttl_s`."""
+        return await self._end(rid, state, answer, error, ttl_s)
+
+    async def cancel(self, rid: str, why: str, ttl_s: int, unfollowed: bool = False) -> bool:
+        """finish() the request CANCELLED (`why` is its error) and publish its id on
+        `{ns}:cancelled`, where the scheduler withdraws its stages and frees its leases.
+        With `unfollowed`, only if no client follows it (see detach()). False if nothing was
+        cancelled."""
+        return await self._end(rid, common_pb2.REQUEST_STATE_CANCELLED, "", why, ttl_s,
+                               notify=self.k.cancel_channel, unfollowed=unfollowed)
+
+    async def _end(self, rid: str, state: int, answer: str, error: str, ttl_s: int,
+                   notify: str = "", unfollowed: bool = False) -> bool:
+        status = await self.status(rid)  # the `completed` event carries it, so built first
+        if status is None or status.state in TERMINAL:
+            return False
+        finished_at = time.time()
+        status.state, status.answer, status.error = state, answer, error
+        status.finished_at = finished_at
+        event = router_pb2.SubmitRequestResponse(request_id=rid, completed=status)
+        k = self.k
+        first = [k.req(rid), k.events(rid), k.work, k.tenants, k.clients(rid)]
+        return bool(await self._finish(
+            keys=[*first, *(key for key in k.request_keys(rid) if key not in first)],
+            args=[event.SerializeToString(), k.event_channel, rid, ttl_s, WORK_GROUP, notify,
+                  int(unfollowed), "state", state, "answer", answer, "error", error,
+                  "finished_at", finished_at]))
+
+    async def attach(self, rid: str, client: str) -> bool | None:
+        """The stream with token `client` starts following the request: None if there is no
+        such request; else True if the request cancels on disconnect and is unfinished, and
+        the client is counted among its followers until detach()."""
+        found = await self._attach(keys=[self.k.req(rid), self.k.clients(rid)], args=[client])
+        return None if found < 0 else bool(found)
+
+    async def detach(self, rid: str, client: str) -> bool:
+        """The stream with token `client` stopped following the request (harmless if it never
+        attached); True if the request cancels on disconnect, is unfinished, and no client
+        follows it any more: the caller then cancel(..., unfollowed=True)s it."""
+        return bool(await self._detach(keys=[self.k.req(rid), self.k.clients(rid)], args=[client]))
+
+    async def subscribe(self, channel: str, on_message: Callable[[bytes], None],
+                        on_subscribed: Callable[[], Awaitable[None]]) -> None:
+        """Pass each message of `channel` to `on_message`, resubscribing whenever the
+        connection is lost (Redis restarting), until cancelled. Pub/sub is at-most-once:
+        `on_subscribed` runs after every (re)subscription, to catch up on what was missed."""
+        while True:
             try:
-                await p.execute()
-            except WatchError:
-                return False
-        return True
+                async with self.r.pubsub(ignore_subscribe_messages=True) as ps:
+                    await ps.subscribe(channel)
+                    await on_subscribed()
+                    async for msg in ps.listen():
+                        on_message(msg["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("subscription_lost", channel=channel, error=str(e))
+                await asyncio.sleep(0.5)
 
     async def request_fields(self, rid: str) -> dict[str, str]:
         raw = await self.r.hgetall(self.k.req(rid))

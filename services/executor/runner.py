@@ -4,6 +4,10 @@ Stages whose dependencies are done run concurrently. A finished stage is recorde
 right after its lease is released, so an executor that takes over a request after a crash
 resumes from the last recorded stage: recorded stages never run again, and a stage that
 finished but was not yet recorded runs once more (at-least-once per stage, never lost).
+
+A request cancelled while it runs stops at its next stage boundary: the scheduler refuses
+its stages (FAILED_PRECONDITION, not retried) and the record of a stage that was in flight
+is refused (RequestEnded), so that stage's result is dropped and nothing new starts.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+import grpc
 import structlog
 
 from aragog.common.rpc import RpcError
+from aragog.common.store import REDIS_AWAY
 from aragog.common.workflow import StageDef, WorkflowDef
 from aragog.executor.model_client import ModelCallError
 from aragog.v1 import common_pb2, router_pb2, scheduler_pb2
@@ -27,6 +33,10 @@ log = structlog.get_logger("executor")
 
 class StageFailed(Exception):
     """A stage failed after its retries; the request fails with this message."""
+
+
+class RequestEnded(Exception):
+    """The request ended elsewhere, or its record is gone from Redis: stop, write nothing."""
 
 
 class RequestRunner:
@@ -57,6 +67,10 @@ class RequestRunner:
                         outputs[name] = task.result()
         except StageFailed as e:
             return False, "", str(e)
+        except RequestEnded:
+            return False, "", "the request ended elsewhere"  # not recorded: it has ended
+        except REDIS_AWAY:
+            raise  # not the request's fault: it is handed back and resumed (Executor._run_entry)
         except Exception as e:  # a bug or bad data: fail the request rather than retry it forever
             log.exception("stage_crashed")
             return False, "", f"stage crashed: {type(e).__name__}: {e}"
@@ -84,6 +98,9 @@ class RequestRunner:
                 return await self._llm_stage(st, prompt)
             except (ModelCallError, RpcError) as e:
                 last_error = str(e)
+                if isinstance(e, RpcError) and e.code == grpc.StatusCode.FAILED_PRECONDITION:
+                    # the request was cancelled, or has no viable configuration: no retry helps
+                    raise StageFailed(f"stage {st.name} cannot run: {last_error}") from None
                 log.warning("stage_attempt_failed", attempt=attempt, error=last_error)
                 await asyncio.sleep(min(1.0, 0.1 * 2**attempt))
         raise StageFailed(f"stage {st.name} failed after {self.ex.settings.stage_retries} attempts: {last_error}")

@@ -50,7 +50,8 @@ class SchedulerClient:
         """Free the lease; False if the scheduler no longer held it (NOT_FOUND).
 
         A lease this executor did not renew in time expired: the scheduler freed its capacity
-        and undid its choice already. That is no failure of the stage, which ran.
+        and undid its choice already. So did a lease of a request cancelled meanwhile. That is
+        no failure of the stage, which ran.
         """
         op = scheduler_pb2.StageOp(release=scheduler_pb2.ReleaseStageRequest(
             lease_id=lease_id, success=success))
@@ -59,7 +60,7 @@ class SchedulerClient:
         except RpcError as e:
             if e.code != grpc.StatusCode.NOT_FOUND:
                 raise
-            log.warning("released_lease_had_expired", lease_id=lease_id)
+            log.warning("released_lease_was_gone", lease_id=lease_id)
             return False
         return True
 

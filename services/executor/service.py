@@ -9,6 +9,7 @@ another executor claims them (XAUTOCLAIM) and resumes the requests from Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -20,15 +21,14 @@ from redis.exceptions import ResponseError
 
 from aragog.common.bounds import id_error
 from aragog.common.settings import ExecutorSettings
-from aragog.common.store import WORK_GROUP, Store
+from aragog.common.store import REDIS_AWAY, TERMINAL, WORK_GROUP, Store
 from aragog.executor.model_client import ModelClient
 from aragog.executor.scheduler_client import SchedulerClient
-from aragog.executor.runner import RequestRunner, stage_started_event
-from aragog.v1 import common_pb2, executor_pb2, executor_pb2_grpc, router_pb2
+from aragog.executor.runner import RequestEnded, RequestRunner, stage_started_event
+from aragog.v1 import common_pb2, executor_pb2, executor_pb2_grpc
 
 log = structlog.get_logger("executor")
 CLAIM_BATCH = 100  # pending entries looked at per XAUTOCLAIM call
-TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
 
 RUNNING = Gauge("aragog_executor_running_requests", "Requests this executor runs now")
 INFLIGHT = Gauge("aragog_executor_inflight_stages", "Stages in flight on each model", ["model"])
@@ -103,6 +103,11 @@ class Executor:
                 if slots <= 0:
                     await asyncio.sleep(0.01)
                     continue
+                claim_due = time.monotonic() >= next_claim
+                if claim_due and await self.store.uptime_s() < self.settings.claim_idle_s:
+                    # Redis came back from a restart moments ago: owner keys and entries' idle
+                    # times lapsed while it was away; live executors renew theirs first.
+                    next_claim = time.monotonic() + self.settings.claim_idle_s / 2
                 if time.monotonic() >= next_claim:
                     # Walk the whole pending list across calls (the cursor), so entries of live
                     # executors at its head cannot hide a dead one's further down.
@@ -154,8 +159,17 @@ class Executor:
         RUNNING.set(len(self.running))
 
     async def _run_entry(self, rid: str, entry_id: bytes | None) -> None:
-        k = self.store.k
         structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
+            await self._run_owned(rid, entry_id)
+        except REDIS_AWAY:
+            # Redis stayed away through the client's retries (a slow restart): hand the
+            # request back rather than fail it; its entry stays pending, and once Redis is
+            # back an executor claims it and resumes from its last recorded stage.
+            log.warning("redis_away_request_handed_back")
+
+    async def _run_owned(self, rid: str, entry_id: bytes | None) -> None:
+        k = self.store.k
         state = await self.store.r.hget(k.req(rid), "state")
         if state is None or int(state) in TERMINAL:
             if entry_id is not None:
@@ -168,31 +182,38 @@ class Executor:
             if entry_id is not None:
                 await self._retire(entry_id)
         finally:
-            await self.store.r.delete(k.owner(rid))
+            with contextlib.suppress(*REDIS_AWAY):
+                await self.store.drop_owner(rid, self.id)
 
     async def _retire(self, entry_id: bytes) -> None:
-        """The request is finished: acknowledge its work entry and drop it from the stream (the
-        stream holds only unfinished work, so it is never trimmed)."""
-        k = self.store.k
-        async with self.store.r.pipeline(transaction=True) as p:
-            p.xack(k.work, WORK_GROUP, entry_id)
-            p.xdel(k.work, entry_id)
-            await p.execute()
+        """The request ended (its end dropped the entry already) or its record is gone: make
+        sure the entry is gone (the stream holds only unfinished work, never trimmed)."""
+        if await self.store.retire(entry_id):
+            log.info("work_entry_retired_without_its_request")
 
     async def _heartbeat(self) -> None:
-        """Keep ownership and stream entries fresh, and the in-flight hash alive."""
+        """Keep ownership and stream entries fresh, and the in-flight hash alive and exact.
+
+        Everything here is rewritten whole, not incremented, so it also restores what a
+        Redis restart lost or let lapse (owner keys, the in-flight counts)."""
         k = self.store.k
         period = self.settings.claim_idle_s / 3
         while True:
             await asyncio.sleep(period)
             try:
+                running = list(self.running)
                 async with self.store.r.pipeline(transaction=False) as p:
-                    for rid in self.running:
-                        p.set(k.owner(rid), self.id, xx=True, px=self._ttl_ms)
+                    for rid in running:
+                        await self.store.renew_owner(p, rid, self.id, self._ttl_ms)
                     if self.entries:
                         p.xclaim(k.work, WORK_GROUP, self.id, 0, list(self.entries.values()), justid=True)
+                    if self._inflight:
+                        p.hset(k.inflight(self.id), mapping=self._inflight)
                     p.expire(k.inflight(self.id), int(self.settings.claim_idle_s * 2) + 1)
-                    await p.execute()
+                    owned = await p.execute()
+                for rid, mine in zip(running, owned, strict=False):
+                    if not mine:
+                        log.error("request_owned_by_another_executor", request_id=rid)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -200,30 +221,22 @@ class Executor:
 
     # running one request ------------------------------------------------------------
     async def run_request(self, rid: str) -> None:
-        k = self.store.k
         fields = await self.store.request_fields(rid)
         wf = await self.store.get_workflow(fields.get("workflow_id", ""))
         if wf is None:
             await self._finish(rid, False, "", f"workflow {fields.get('workflow_id')!r} is not registered")
             return
-        await self.store.r.hset(k.req(rid), "state", common_pb2.REQUEST_STATE_RUNNING)
+        if not await self.store.mark_running(rid):
+            log.info("request_ended_before_it_ran")
+            return
         ok, answer, error = await RequestRunner(self, rid, wf, fields).run()
         await self._finish(rid, ok, answer, error)
 
     async def _finish(self, rid: str, ok: bool, answer: str, error: str) -> None:
-        k = self.store.k
         state = common_pb2.REQUEST_STATE_SUCCEEDED if ok else common_pb2.REQUEST_STATE_FAILED
-        await self.store.r.hset(k.req(rid), mapping={
-            "state": state, "answer": answer, "error": error, "finished_at": time.time(),
-        })
-        status = await self.store.status(rid)
-        event = router_pb2.SubmitRequestResponse(request_id=rid, completed=status)
-        ttl = self.settings.request_ttl_s
-        async with self.store.r.pipeline(transaction=True) as p:
-            self.store.add_event(p, rid, event.SerializeToString())
-            for key in k.request_keys(rid):
-                p.expire(key, ttl)
-            await p.execute()
+        if not await self.store.finish(rid, state, answer, error, self.settings.request_ttl_s):
+            log.info("request_ended_elsewhere")  # its record is gone, or it ended already
+            return
         FINISHED.labels("succeeded" if ok else "failed").inc()
         if status is not None and status.created_at:
             REQUEST_SECONDS.labels(status.workflow_id, status.policy.partition(":")[0],
@@ -232,28 +245,31 @@ class Executor:
         log.info("request_finished", ok=ok, error=error or None)
 
     async def record_stage(self, rid: str, result: common_pb2.StageResult) -> None:
-        event = router_pb2.SubmitRequestResponse(request_id=rid, stage_finished=result)
-        async with self.store.r.pipeline(transaction=True) as p:
-            p.hset(self.store.k.stages(rid), result.stage, result.SerializeToString())
-            self.store.add_event(p, rid, event.SerializeToString())
-            await p.execute()
+        """Record a finished stage; RequestEnded if the request ended meanwhile (the result
+        is dropped and the runner stops)."""
+        if not await self.store.record_stage(rid, result):
+            raise RequestEnded(rid)
         if result.model:
             STAGE_SECONDS.labels(result.model).observe(result.service_ms / 1000.0)
             QUEUE_SECONDS.labels(result.model).observe(result.schedule_ms / 1000.0)
 
     async def stage_started(self, rid: str, stage: str, model: str, delta: int) -> None:
         """Count the stage in flight on `model` and announce it, in one round trip."""
-        self._inflight[model] = self._inflight.get(model, 0) + delta
-        INFLIGHT.labels(model).set(self._inflight[model])
         async with self.store.r.pipeline(transaction=True) as p:
-            p.hincrby(self.store.k.inflight(self.id), model, delta)
+            p.hset(self.store.k.inflight(self.id), model, self._count_inflight(model, delta))
             self.store.add_event(p, rid, stage_started_event(rid, stage, model, self.id))
             await p.execute()
 
     async def inflight(self, model: str, delta: int) -> None:
-        self._inflight[model] = self._inflight.get(model, 0) + delta
-        INFLIGHT.labels(model).set(self._inflight[model])
-        await self.store.r.hincrby(self.store.k.inflight(self.id), model, delta)
+        await self.store.r.hset(self.store.k.inflight(self.id), model,
+                                self._count_inflight(model, delta))
+
+    def _count_inflight(self, model: str, delta: int) -> int:
+        """The new count of stages in flight on `model`. Redis gets the count itself, not the
+        delta: a write retried after a lost reply, or lost in a Redis restart, cannot skew it."""
+        n = self._inflight[model] = self._inflight.get(model, 0) + delta
+        INFLIGHT.labels(model).set(n)
+        return n
 
     async def wait_terminal(self, rid: str, timeout_s: float) -> common_pb2.RequestStatus | None:
         deadline = time.monotonic() + timeout_s

@@ -102,7 +102,7 @@ class LoadMonitor:
         inflight: dict[str, int] = defaultdict(int)
         for counts in per_executor:
             for model, n in counts.items():
-                inflight[model.decode()] += int(n)
+                inflight[model.decode()] += max(0, int(n))  # never trust a count blindly
         return leased, inflight
 
     async def observe(self) -> common_pb2.LoadSnapshot:

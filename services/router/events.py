@@ -8,6 +8,10 @@ SubmitRequest streams as it has memory for.
 
 Pub/sub is at-most-once (a notification published while the hub reconnects is lost), so a
 follower also re-reads its stream every `poll_s`: a lost wake-up costs delay, never an event.
+When such a re-read finds nothing new, the follower checks that the request's record still
+exists: a Redis that crashed loses its last second of writes, admissions included, and a
+client must hear that its request is gone rather than wait for it to its deadline. While
+Redis is unreachable (restarting) a follower keeps waiting, as the request does.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import structlog
-from aragog.common.store import Store
+from aragog.common.store import REDIS_AWAY, Store
 from aragog.v1 import router_pb2
 
-log = structlog.get_logger("router")
 READ_BATCH = 100
+
+
+class RequestGone(Exception):
+    """The request's record is no longer in Redis (lost in a Redis crash, or deleted)."""
 
 
 class EventHub:
@@ -42,21 +48,21 @@ class EventHub:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _listen(self, subscribed: asyncio.Event) -> None:
-        channel = self.store.k.event_channel
-        while True:
-            try:
-                async with self.store.r.pubsub(ignore_subscribe_messages=True) as ps:
-                    await ps.subscribe(channel)
-                    subscribed.set()
-                    self._wake_all()  # whatever was published while we were away
-                    async for msg in ps.listen():
-                        for wake in self._followers.get(msg["data"].decode(), ()):
-                            wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # Redis restarting: followers keep polling meanwhile
-                log.warning("event_channel_lost", error=str(e))
-                await asyncio.sleep(0.5)
+        async def on_subscribed() -> None:
+            subscribed.set()
+            self._wake_all()  # whatever was published while we were away
+
+        await self.store.subscribe(self.store.k.event_channel, self._wake, on_subscribed)
+
+    def _wake(self, rid: bytes) -> None:
+        for wake in self._followers.get(rid.decode(), ()):
+            wake.set()
+
+    async def _gone(self, rid: str) -> bool:
+        try:
+            return not await self.store.r.exists(self.store.k.req(rid))
+        except REDIS_AWAY:
+            return False  # unknown yet
 
     def _wake_all(self) -> None:
         for wakes in self._followers.values():
@@ -66,7 +72,8 @@ class EventHub:
     async def follow(self, rid: str, deadline: float) -> AsyncIterator[router_pb2.SubmitRequestResponse]:
         """The request's events from the first, then as they come, until `completed`.
 
-        Raises TimeoutError when time.monotonic() passes `deadline` first.
+        Raises TimeoutError when time.monotonic() passes `deadline` first, RequestGone when
+        the request's record disappears before its final event.
         """
         key = self.store.k.events(rid)
         wake = asyncio.Event()
@@ -75,21 +82,25 @@ class EventHub:
         try:
             while True:
                 wake.clear()  # before the read: a publish after it wakes the wait below
-                entries = await self.store.r.xrange(key, min=start, count=READ_BATCH)
-                for entry_id, fields in entries:
+                try:
+                    entries = await self.store.r.xrange(key, min=start, count=READ_BATCH)
+                except REDIS_AWAY:  # a slow Redis restart: the request waits too, so do we
+                    entries = None
+                for entry_id, fields in entries or ():
                     start = b"(" + entry_id
                     event = router_pb2.SubmitRequestResponse.FromString(fields[b"e"])
                     yield event
                     if event.WhichOneof("event") == "completed":
                         return
-                if len(entries) < READ_BATCH:
+                if entries is None or len(entries) < READ_BATCH:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise TimeoutError(rid)
                     try:
                         await asyncio.wait_for(wake.wait(), min(self.poll_s, remaining))
                     except TimeoutError:
-                        pass
+                        if entries is not None and await self._gone(rid):
+                            raise RequestGone(rid) from None
         finally:
             wakes = self._followers.get(rid)
             if wakes is not None:

@@ -4,6 +4,19 @@ Admission writes the request's state, F(r), its first event and its entry in the
 stream in one Redis transaction that also claims the request id, so a request is either
 fully admitted or not at all, and once however many clients submit the same id at the same
 time; bad input is rejected with INVALID_ARGUMENT before anything is written.
+
+Admission is bounded: past ARAGOG_MAX_QUEUED_REQUESTS unfinished requests, or
+ARAGOG_MAX_QUEUED_PER_TENANT of the request's tenant, SubmitRequest is refused with
+RESOURCE_EXHAUSTED, a message naming the bound, and the trailing metadata `retry-after-ms`
+(ARAGOG_RETRY_AFTER_MS); the same transaction checks the bounds, so a refusal writes nothing.
+
+CancelRequest, or the last client of a request submitted with cancel_on_disconnect leaving
+before its end, ends it CANCELLED through the store (once, freeing its tenant's slot, with
+the final event to its followers); the scheduler, told on `{ns}:cancelled`, withdraws its
+stages and frees its leases. The streams following such a request are recorded in Redis,
+one token each, so one re-attached through another router keeps it alive, and a stream
+cancelled while it records or removes itself can always remove itself; a router that dies
+leaves its streams recorded, and the request then runs to its end.
 """
 
 from __future__ import annotations
@@ -16,24 +29,26 @@ from collections.abc import AsyncIterator
 import grpc
 import structlog
 from aragog.common import policies
-from aragog.common.bounds import clip, id_error
+from aragog.common.bounds import clip, id_error, quote
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
-from aragog.common.store import ROUTING_PENDING, Store, encode_configs
+from aragog.common.store import ROUTING_PENDING, TERMINAL, QueueFull, Store, encode_configs
 from aragog.common.workflow import WorkflowError, parse_workflow
-from aragog.router.events import EventHub
+from aragog.router.events import EventHub, RequestGone
 from aragog.routing.context import Routing
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 from prometheus_client import Counter, Histogram
 
 log = structlog.get_logger("router")
-TERMINAL = (common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED)
+RETRY_AFTER_MS = "retry-after-ms"
+"""Trailing metadata of a RESOURCE_EXHAUSTED refusal: milliseconds to wait before retrying."""
 
 ADMITTED = Counter("aragog_router_admitted_total", "Requests admitted", ["workflow", "policy"])
 REJECTED = Counter("aragog_router_rejected_total", "Requests rejected", ["reason"])
 F_SIZE = Histogram(
     "aragog_router_f_size", "|F(r)|: configurations a request is admitted with, once final",
     ["workflow"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 65536, 1 << 20))
+CANCELLED = Counter("aragog_router_cancelled_total", "Requests cancelled", ["reason"])
 ROUTING_SECONDS = Histogram(
     "aragog_router_routing_seconds", "Time from arrival until F(r) is final (admission + routing)",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
@@ -110,20 +125,69 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 await self._reject(context, what, bad_id)
         rid = request.request_id or uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=rid)
-        if request.request_id and await self.store.r.exists(self.store.k.req(rid)):
-            log.info("reattach")
-        else:
-            await self._admit(rid, request, context)
-        async for event in self._events(rid, context):
-            yield event
+        client = uuid.uuid4().hex  # this stream, among the request's followers
+        ended = False
+        try:
+            if request.request_id and await self.store.attach(rid, client) is not None:
+                log.info("reattach")
+            elif not await self._admit(rid, request, context, client):
+                await self.store.attach(rid, client)  # another submission admitted it first
+            async for event in self._events(rid, context):
+                ended = event.WhichOneof("event") == "completed"
+                yield event
+        finally:
+            # The stream ends before its request (the client left, or this stream gave up),
+            # perhaps cancelled in the middle of counting itself: uncount it, whatever it did.
+            if not ended and (request.request_id or request.cancel_on_disconnect):
+                self._spawn(self._client_left(rid, client))
+
+    async def CancelRequest(self, request, context):  # noqa: N802
+        rid = request.request_id
+        bad_id = id_error("request_id", rid)
+        if bad_id:
+            await self._reject(context, "request_id", bad_id)
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        status = await self.store.status(rid)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"no request {rid!r} (unknown, or finished over "
+                                f"{self.settings.request_ttl_s} s ago)")
+        assert status is not None
+        if status.state not in TERMINAL:  # a finished request stays as it finished
+            ttl = self.settings.request_ttl_s
+            if await self.store.cancel(rid, "cancelled by CancelRequest", ttl):
+                CANCELLED.labels("client").inc()
+                log.info("cancelled", reason="client")
+            status = await self.store.status(rid) or status
+        return router_pb2.CancelRequestResponse(status=status)
+
+    async def _client_left(self, rid: str, client: str) -> None:
+        """A stream stopped following the request before its end: if the request cancels on
+        disconnect and that stream was the last to follow it, cancel it."""
+        why = "cancelled: its last client disconnected (cancel_on_disconnect)"
+        try:
+            if (await self.store.detach(rid, client)
+                    and await self.store.cancel(rid, why, self.settings.request_ttl_s,
+                                                unfollowed=True)):
+                CANCELLED.labels("disconnect").inc()
+                log.info("cancelled", request_id=rid, reason="disconnect")
+        except Exception:  # Redis away: the request runs on to its end
+            log.exception("cancel_on_disconnect_failed", request_id=rid)
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        """Run `coro` on its own, keeping a reference until it is done."""
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def _reject(self, context: grpc.aio.ServicerContext, reason: str, message: str) -> None:
         REJECTED.labels(reason).inc()
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, clip(message))
 
-    async def _admit(self, rid: str, request: router_pb2.SubmitRequestRequest, context) -> None:
-        """Admit the request, unless a concurrent submission of its id admitted it first (the
-        caller then follows that one)."""
+    async def _admit(self, rid: str, request: router_pb2.SubmitRequestRequest, context,
+                     client: str) -> bool:
+        """Admit the request; False if a concurrent submission of its id admitted it first
+        (the caller then follows that one). `client` is the submitting stream's token."""
         t0 = time.perf_counter()
         if not request.workflow_id:
             await self._reject(context, "workflow", "workflow_id is required")
@@ -182,20 +246,45 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             "admitted": admitted,
             "created_at": time.time(),
             **({"routing": ROUTING_PENDING} if routed_later else {}),
+            **({"cancel_on_disconnect": 1} if request.cancel_on_disconnect else {}),
         }
-        if not await self.store.admit(rid, fields, encode_configs(f_r), first.SerializeToString()):
-            log.info("reattach", raced=True)
-            return
+        s = self.settings
+        try:
+            if not await self.store.admit(rid, fields, encode_configs(f_r),
+                                          first.SerializeToString(),
+                                          s.max_queued_requests, s.max_queued_per_tenant,
+                                          client if request.cancel_on_disconnect else ""):
+                log.info("reattach", raced=True)
+                return False
+        except QueueFull as e:
+            await self._refuse_full(context, e, request.tenant)
         ADMITTED.labels(wf.id, policy_name).inc()
         if routed_later:
-            task = asyncio.create_task(self._route(rid, policy, wf, pool, request.input, t0))
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
+            self._spawn(self._route(rid, policy, wf, pool, request.input, t0))
         else:
             ROUTING_SECONDS.observe(time.perf_counter() - t0)
             F_SIZE.labels(wf.id).observe(admitted)
         log.info("admitted", workflow=wf.id, policy=policy_name, configurations=admitted,
                  routing="pending" if routed_later else "done")
+        return True
+
+    async def _refuse_full(self, context: grpc.aio.ServicerContext, e: QueueFull,
+                           tenant: str) -> None:
+        REJECTED.labels(f"{e.bound}_bound").inc()
+        ms = self.settings.retry_after_ms
+        if e.bound == "tenant":
+            who = f"tenant {quote(tenant)} has" if tenant else "requests without a tenant have"
+            bound = f"the most one tenant may have (ARAGOG_MAX_QUEUED_PER_TENANT={e.limit})"
+        else:
+            who = "the router has"
+            bound = f"the most it admits (ARAGOG_MAX_QUEUED_REQUESTS={e.limit})"
+        log.info("refused_queue_full", bound=e.bound, unfinished=e.unfinished)
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            clip(f"{who} {e.unfinished} unfinished requests, {bound}: submit again in {ms} ms "
+                 "(trailing metadata retry-after-ms) or later, once some have finished"),
+            trailing_metadata=((RETRY_AFTER_MS, str(ms)),),
+        )
 
     async def _route(self, rid: str, policy: policies.Policy, wf, pool, text: str, t0: float) -> None:
         """Compute F(r) off the event loop and replace the placeholder.
@@ -207,7 +296,7 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         try:
             f_r = await asyncio.to_thread(policy.admit, wf, pool, text, self.routing)
             async with self.store.r.pipeline(transaction=True) as p:
-                p.set(k.f(rid), encode_configs(f_r))
+                p.set(k.f(rid), encode_configs(f_r), keepttl=True)  # it may have ended already
                 p.hset(k.req(rid), mapping={"routing": "done", "admitted": len(f_r)})
                 await p.execute()
             ROUTING_SECONDS.observe(time.perf_counter() - t0)
@@ -221,6 +310,12 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         try:
             async for event in self.events.follow(rid, deadline):
                 yield event
+        except RequestGone:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"request {rid} is no longer in Redis (Redis lost its last writes in a crash): "
+                "submit it again with the same request_id to run it",
+            )
         except TimeoutError:
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -15,6 +15,12 @@ Redis fails, the batch is kept and retried; callers wait meanwhile.
 Failure modes: an executor that dies while holding a lease stops renewing it and the lease
 expires after lease_ttl_s; a caller that gives up (deadline, cancel) leaves the queue, and
 a lease granted to it in the same instant is released at once.
+
+A cancelled request (its id arrives on `{ns}:cancelled`) has its waiting stages refused
+(FAILED_PRECONDITION), its leases freed at once (a model call in flight may still finish;
+the executor's record of it is refused) and its later stages refused. Pub/sub may drop a
+message while the subscription reconnects; after each (re)subscription the requests that
+hold a place here are checked in Redis.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from aragog.common.settings import SchedulerSettings
 from aragog.common.store import ALL_CONFIGS, ROUTING_PENDING, Store, decode_configs
 from aragog.common.workflow import WorkflowDef, parse_workflow
 from aragog.scheduler_ext import ROUND_IMPL, RoundRequest, WorkflowSpace, schedule_round
-from aragog.v1 import scheduler_pb2
+from aragog.v1 import common_pb2, scheduler_pb2
 
 log = structlog.get_logger("scheduler")
 
@@ -173,6 +179,7 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._leased_gauges = [LEASED.labels(m.name) for m in pool.models]
+        self._cancelled: OrderedDict[str, None] = OrderedDict()  # recently cancelled requests
 
     # lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -186,8 +193,11 @@ class Scheduler:
         self._publish_gauges()
         log.info("scheduler_started", models=self.pool.names, capacity=self.capacity.tolist(),
                  reloaded_leases=len(self.leases))
+        subscribed = asyncio.Event()
         self._tasks = [asyncio.create_task(self._round_loop()), asyncio.create_task(self._expiry_loop()),
-                       asyncio.create_task(self._routing_loop())]
+                       asyncio.create_task(self._routing_loop()),
+                       asyncio.create_task(self._cancel_loop(subscribed))]
+        await subscribed.wait()
 
     async def stop(self) -> None:
         """Stop the loops, record what is still queued for Redis, drop the waiting acquires
@@ -229,12 +239,14 @@ class Scheduler:
         """Build a queue entry from Redis: C(r) = F(r) narrowed by the models chosen so far."""
         k = self.store.k
         async with self.store.r.pipeline(transaction=False) as p:
-            p.hmget(k.req(rid), ["workflow_id", "routing", "created_at"])
+            p.hmget(k.req(rid), ["workflow_id", "routing", "created_at", "state"])
             p.get(k.f(rid))
             p.hgetall(k.chosen(rid))
-            (wid, routing, created), f_raw, chosen = await p.execute()
+            (wid, routing, created, state), f_raw, chosen = await p.execute()
         if wid is None or f_raw is None:
             return None, f"no admitted request {rid!r}"
+        if state is not None and int(state) == common_pb2.REQUEST_STATE_CANCELLED:
+            raise _cancelled(rid)
         cw = await self._compiled(wid.decode())
         if cw is None:
             return None, f"workflow {wid.decode()!r} of request {rid!r} is not registered"
@@ -293,6 +305,8 @@ class Scheduler:
         if bad:
             raise StageRejected(grpc.StatusCode.INVALID_ARGUMENT, bad)
         structlog.contextvars.bind_contextvars(request_id=rid, stage=stage)
+        if rid in self._cancelled:
+            raise _cancelled(rid)
         entry = self.queue.get(rid) or self.known.pop(rid, None)
         if entry is not None and not entry.waiters and _stage_or_none(entry.workflow, stage) is None:
             entry = None  # a cached request whose id was admitted again for another workflow
@@ -305,9 +319,13 @@ class Scheduler:
             entry = self.queue.get(rid) or self.known.pop(rid, None) or loaded
             if entry is None:
                 raise StageRejected(grpc.StatusCode.NOT_FOUND, err)
+            if rid in self._cancelled:  # cancelled while we read Redis
+                raise _cancelled(rid)
         entry = self.queue.setdefault(rid, entry)
         if entry.partial:
             await self._refresh_partial(entry)
+            if rid in self._cancelled:
+                raise _cancelled(rid)
             # while we waited, a round may have placed the request's other stages and moved
             # it to `known`: a waiter on an entry outside the queue would never be placed
             if self.known.get(rid) is entry:
@@ -405,6 +423,59 @@ class Scheduler:
         await self._recorded(*writes)
         return True
 
+    def cancel(self, rid: str) -> None:
+        """The request was cancelled: refuse its waiting stages and those to come, free its
+        leases (capacity goes to others in the next round)."""
+        self._cancelled[rid] = None
+        self._cancelled.move_to_end(rid)
+        while len(self._cancelled) > self.settings.request_cache_size:
+            self._cancelled.popitem(last=False)
+        withdrawn = 0
+        for entry in (self.queue.pop(rid, None), self.known.pop(rid, None)):
+            for waiter in entry.waiters.values() if entry else ():
+                if not waiter.future.done():
+                    waiter.future.set_exception(_cancelled(rid))
+                QUEUED.dec()
+                withdrawn += 1
+            if entry:
+                entry.waiters.clear()
+                entry.round_request.ready.clear()
+        leases = [lz.lease_id for lz in self.leases.values() if lz.request_id == rid]
+        for lease_id in leases:
+            task = asyncio.get_running_loop().create_task(self.release(lease_id, True))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if withdrawn or leases:
+            log.info("request_cancelled", request_id=rid, withdrawn=withdrawn, freed=len(leases))
+
+    async def _cancel_loop(self, subscribed: asyncio.Event) -> None:
+        async def catch_up() -> None:
+            """Cancellations published while we were not subscribed: the requests holding a
+            place here, checked in Redis."""
+            rids = list({*self.queue, *(lz.request_id for lz in self.leases.values())})
+            async with self.store.r.pipeline(transaction=False) as p:
+                for rid in rids:
+                    p.hget(self.store.k.req(rid), "state")
+                states = await p.execute()
+            for rid, state in zip(rids, states, strict=True):
+                if state is not None and int(state) == common_pb2.REQUEST_STATE_CANCELLED:
+                    self.cancel(rid)
+            subscribed.set()
+
+        await self.store.subscribe(self.store.k.cancel_channel,
+                                   lambda rid: self.cancel(rid.decode()), catch_up)
+
+    def _grant(self, future: asyncio.Future[Any], response: scheduler_pb2.AcquireStageResponse,
+               rid: str) -> None:
+        """Answer a placed stage once its lease is recorded, unless the request was cancelled
+        meanwhile (its lease is gone then)."""
+        if future.done():
+            return
+        if response.lease_id in self.leases:
+            future.set_result(response)
+        else:
+            future.set_exception(_cancelled(rid))
+
     # rounds -------------------------------------------------------------------------
     async def _round_loop(self) -> None:
         while True:
@@ -497,7 +568,8 @@ class Scheduler:
                 queued_ms=(time.monotonic() - waiter.enqueued) * 1000.0,
                 viable_configurations=viable,
             )
-            self._after.append(functools.partial(_grant, waiter.future, response))
+            self._after.append(functools.partial(self._grant, waiter.future, response,
+                                                 entry.request_id))
             if not entry.waiters:
                 self._forget(entry)
         self._publish_gauges()
@@ -552,10 +624,27 @@ class Scheduler:
                     EXPIRED.inc()
                     await self.release(lease.lease_id, False)
                 await self.store.put_pool(self.pool)  # back after a Redis restart lost it
+                await self._sync_leases()
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis away: leases expire on a later pass
                 log.exception("expiry_pass_failed")
+
+    async def _sync_leases(self) -> None:
+        """Make the leases recorded in Redis those held, whatever Redis lost: restarted after
+        a crash, it may have back leases released in its last second, or lack some granted
+        then (the load-monitor and a restarted scheduler read them). Corrections go through
+        the group commit, in order with the grants and releases queued meanwhile."""
+        stored = {lid.decode() for lid in await self.store.r.hkeys(self.store.k.leases)}
+        k = self.store.k
+        writes: list[Write] = [("D", k.leases, lid) for lid in stored - self.leases.keys()]
+        writes += [("S", k.leases, lid, lease.to_json())
+                   for lid, lease in self.leases.items() if lid not in stored]
+        if writes:
+            log.warning("leases_resynced", dropped=len(stored - self.leases.keys()),
+                        restored=len(self.leases.keys() - stored))
+            self._writes.extend(writes)
+            self._kick.set()
 
     def _publish_gauges(self) -> None:
         for gauge, occupied in zip(self._leased_gauges, self.occupancy.tolist(), strict=True):
@@ -601,6 +690,6 @@ def _admitted_configs(f_raw: bytes, cw: CompiledWorkflow) -> np.ndarray | None:
     return admitted
 
 
-def _grant(future: asyncio.Future[Any], response: scheduler_pb2.AcquireStageResponse) -> None:
-    if not future.done():
-        future.set_result(response)
+def _cancelled(rid: str) -> StageRejected:
+    return StageRejected(grpc.StatusCode.FAILED_PRECONDITION,
+                         f"request {rid} was cancelled: none of its stages runs any more")

@@ -7,8 +7,10 @@ message) and replies leave in batches (whatever became ready since the last writ
 cost is paid per batch.
 
 Each op runs as the unary call of the same name would (same checks, same errors, as a
-StageError with the status code). When the stream ends, waiting acquires are withdrawn;
-leases already granted stay until released or expired, as with unary calls.
+StageError with the status code); an op that fails for another reason (Redis unreachable
+for longer than its client's retries) is answered UNAVAILABLE, which the executor retries,
+never left without a reply until its deadline. When the stream ends, waiting acquires are
+withdrawn; leases already granted stay until released or expired, as with unary calls.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ import asyncio
 from typing import Any
 
 import grpc
+import structlog
 
+from aragog.common.bounds import clip
 from aragog.scheduler.service import Scheduler, StageRejected
 from aragog.v1 import scheduler_pb2
 
+log = structlog.get_logger("scheduler")
 CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
 class StageSession:
@@ -90,6 +96,11 @@ class StageSession:
         except asyncio.CancelledError:
             self._reply(op.ticket, error=scheduler_pb2.StageError(code=CANCELLED, message="cancelled"))
             raise
+        except Exception as e:  # Redis away longer than its client retries: the op may be retried
+            log.exception("stage_op_failed", op=kind)
+            message = clip(f"scheduler could not {kind}: {type(e).__name__}: {e}")
+            error = scheduler_pb2.StageError(code=UNAVAILABLE, message=message)
+            self._reply(op.ticket, error=error)
 
     def _reply(self, ticket: int, **result: Any) -> None:
         self.replies.append(scheduler_pb2.StageReply(ticket=ticket, **result))

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from aragog.common.store import Store, connect
-from aragog.router.events import EventHub
+from aragog.router.events import EventHub, RequestGone
 from aragog.v1 import common_pb2, router_pb2
 
 pytestmark = pytest.mark.integration
@@ -24,6 +24,14 @@ def completed_event(rid: str) -> bytes:
     return router_pb2.SubmitRequestResponse(
         request_id=rid, completed=common_pb2.RequestStatus(request_id=rid)
     ).SerializeToString()
+
+
+async def admitted(store: Store, *rids: str) -> None:
+    """Give the requests a record: a follower ends when its request's record is gone."""
+    async with store.r.pipeline(transaction=False) as p:
+        for rid in rids:
+            p.hset(store.k.req(rid), "state", common_pb2.REQUEST_STATE_QUEUED)
+        await p.execute()
 
 
 async def collect(hub: EventHub, rid: str, timeout_s: float = 20) -> list[str]:
@@ -42,6 +50,7 @@ async def test_more_followers_than_connections_get_every_event_in_order(redis_ur
     await hub.start()
     try:
         rids = [f"r{i}" for i in range(300)]
+        await admitted(store, *rids)
         followers = [asyncio.create_task(collect(hub, rid)) for rid in rids]
         await asyncio.sleep(0.2)
         for i in range(3):
@@ -68,6 +77,7 @@ async def test_a_lost_notification_costs_delay_not_the_event(redis_url, namespac
     hub = EventHub(store, poll_s=0.2)
     await hub.start()
     try:
+        await admitted(store, "quiet")
         follower = asyncio.create_task(collect(hub, "quiet"))
         await asyncio.sleep(0.1)
         await store.r.xadd(store.k.events("quiet"), {"e": completed_event("quiet")})
@@ -82,8 +92,29 @@ async def test_follow_gives_up_at_the_deadline(redis_url, namespace):
     hub = EventHub(store, poll_s=0.05)
     await hub.start()
     try:
+        await admitted(store, "never")
         with pytest.raises(TimeoutError):
             await collect(hub, "never", timeout_s=0.3)
+        assert not hub._followers
+    finally:
+        await hub.stop()
+        await store.r.aclose()
+
+
+async def test_follow_ends_when_the_record_is_gone(redis_url, namespace):
+    """A request whose record disappears (Redis lost it in a crash) ends its followers with
+    RequestGone at their next re-read, instead of keeping them to their deadline."""
+    store = Store(connect(redis_url), namespace)
+    hub = EventHub(store, poll_s=0.05)
+    await hub.start()
+    try:
+        await admitted(store, "lost")
+        follower = asyncio.create_task(collect(hub, "lost"))
+        await asyncio.sleep(0.2)
+        assert not follower.done()
+        await store.r.delete(store.k.req("lost"))
+        with pytest.raises(RequestGone):
+            await asyncio.wait_for(follower, 5)
         assert not hub._followers
     finally:
         await hub.stop()

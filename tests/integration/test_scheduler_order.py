@@ -4,12 +4,9 @@ arrival, so a request's later stage goes before a newer request's first stage.""
 from __future__ import annotations
 
 import asyncio
-import importlib.resources
 
 import numpy as np
 import pytest
-import yaml
-from aragog.common.pool import load_pool
 from aragog.common.settings import SchedulerSettings
 from aragog.common.store import Store, connect, encode_configs
 from aragog.common.workflow import parse_workflow
@@ -19,20 +16,9 @@ from aragog.stack import shipped_workflow
 pytestmark = pytest.mark.integration
 
 
-def one_slot_pool(tmp_path):
-    """The default pool with one slot per model, so a single stage fills a model."""
-    spec = yaml.safe_load(
-        importlib.resources.files("aragog.pool").joinpath("pool.yaml").read_text("utf-8"))
-    for m in spec["models"]:
-        m["instances"], m["saturation_batch"] = 1, 1
-    path = tmp_path / "pool.yaml"
-    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    return load_pool(str(path))
-
-
 async def test_an_older_requests_next_stage_goes_before_a_newer_requests_first(
-        redis_url, namespace, tmp_path):
-    pool = one_slot_pool(tmp_path)
+        redis_url, namespace, one_slot_pool):
+    pool = one_slot_pool
     store = Store(connect(redis_url), namespace)
     scheduler = Scheduler(SchedulerSettings(namespace=namespace), store, pool)
     await scheduler.start()
