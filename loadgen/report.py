@@ -73,18 +73,20 @@ DEFINITIONS = {
         "own bound."),
     "goodput under the SLO": (
         "Requests completed ok with latency <= slo_multiple x the idle latency of the largest "
-        "configuration for the (family, workflow), per second of the same window as achieved "
-        "throughput."),
+        "configuration for the (family, workflow) (in a mixed run, the request's own "
+        "workflow), per second of the same window as achieved throughput."),
     "accuracy": ("mean(correct) over requests that have an expected answer; a request that "
                  "failed, timed out, was rejected or errored counts as wrong."),
     "gap to largest": (
         "Accuracy points a policy's answered (ok) requests score above (+) or below (-) the "
         "largest configuration on the same items: every run of a workflow walks the same "
-        "held-out items from the first, so requests are matched by their item, and a policy's "
-        "repeated runs of an item are averaged. The largest configuration's answers come from "
-        "the profile (the same EMULATED answer function; the `largest` runs are checked "
-        "against it), so every item a policy answered counts. Requests that failed or timed "
-        "out are not in it: they count as wrong in accuracy and show in throughput."),
+        "held-out items from the first (a mixed run records the workflow and item each arrival "
+        "sent), so requests are matched by their item, and a policy's repeated runs of an item "
+        "are averaged (with several seeds: per seed, then the mean over seeds). The largest "
+        "configuration's answers come from the profile (the same EMULATED answer function; "
+        "the `largest` runs are checked against it), so every item a policy answered counts. "
+        "Requests that failed or timed out are not in it: they count as wrong in accuracy and "
+        "show in throughput."),
     "GPU-seconds per request": "Mean gpu_seconds of the ok requests.",
     "queueing": "Sum of a request's stages' schedule_ms, averaged over the ok requests.",
     "seed": (
