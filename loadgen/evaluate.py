@@ -155,7 +155,7 @@ MIXED = Plan(
     list(workflows.BENCHMARKED),
     list(MIXED_POLICIES),
     [],
-    30.0,
+    20.0,
     "",
     0.0,
     0.15,
@@ -165,12 +165,12 @@ MIXED = Plan(
     seeds=3,
     shares=(0.3, 0.45, 0.6, 1.0, 1.3),
     stop_over_bound=1.15,
-    start_under_bound=0.5,
+    start_under_bound=0.6,
 )
 """The issue's measurement on one pool in about 30 minutes of this host (see
 benchmarks/README.md, "Mixed workload, real arrivals"): the FULL plan's units (saturation
-batches x0.0625, time scale 0.15), 30 s steps at 0.3-1.3x the reference capacity, 3 seeds,
-each policy from half its capacity bound to just past it."""
+batches x0.0625, time scale 0.15), 20 s steps at 0.3-1.3x the reference capacity, 3 seeds,
+each policy from 0.6x its capacity bound to just past it (on llama3: 57 runs)."""
 MIXED_SMOKE = Plan(
     ["llama3"],
     ["voting", "self-refine"],
