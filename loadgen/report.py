@@ -278,6 +278,13 @@ def gap_points(records: Iterable[RequestRecord], reference: Mapping[Any, float],
     return _gap(graded_items(records, items), reference)
 
 
+def model_shares(records: Iterable[RequestRecord]) -> dict[str, float]:
+    """Share of the stage executions (every stage that ran, whatever the request's end) that
+    each model served: where a policy puts its work, whatever the workflow."""
+    c = Counter(st.model or "?" for r in records for st in r.stages)
+    return {m: n / c.total() for m, n in sorted(c.items())}
+
+
 def gpu_per_request(records: Iterable[RequestRecord]) -> float | None:
     return _mean(r.gpu_seconds for r in records if r.status == "ok")
 
@@ -339,6 +346,7 @@ def summarize(run: Run, settings: Settings) -> dict[str, Any]:
         "queue_ms_mean": _mean(sum(s.schedule_ms for s in r.stages) for r in ok),
         "models_by_position": [{m: n / c.total() for m, n in c.most_common()}
                                for _, c in sorted(positions.items())],
+        "model_shares": model_shares(recs),
         "cpu_mean": _mean(cpu), "cpu_p95": cpu_p95,
         "cpu_bound": cpu_p95 is not None and cpu_p95 >= settings.cpu_bound_threshold,
         "checks": checks, "coherent": all(checks.values()),
@@ -493,6 +501,7 @@ def compare(runs: Sequence[Run], curves: Sequence[dict[str, Any]],
                 "accuracy": accuracy(rs),
                 "accuracy_ci": None if acc_ci[1] is None else acc_ci[1:],
                 "gpu_seconds_per_request": gpu_per_request(rs),
+                "model_shares": model_shares(rs),
                 "gap_to_largest_points": gap, "gap_matched_requests": matched,
                 "gap_to_largest_ci": None if gap_ci[1] is None else gap_ci[1:],
                 "seeds": len(seeds), "cpu_bound_steps": c.get("cpu_bound_steps", 0),
@@ -906,6 +915,14 @@ def render_summary(res: dict[str, Any]) -> str:
             [c["family"], c["workflow"],
              *(_f((c["policies"].get(p) or {}).get(key), fmt, scale) for p in pols)]
             for c in comps])
+    models = sorted({m for c in comps for p in c["policies"].values()
+                     for m in p.get("model_shares", {})})
+    if models:
+        md += ["", "## Stage executions per model (share of the stages each policy ran)", ""]
+        md += _table(["family", "workflow", "policy", *models], [
+            [c["family"], c["workflow"], pol,
+             *(_f(p.get("model_shares", {}).get(m), ".0%") for m in models)]
+            for c in comps for pol, p in c["policies"].items()])
     md += ["", "## Host-CPU-bound runs", "",
            f"A run whose host CPU p95 reached the threshold ({st['cpu_bound_threshold']:g}) "
            "measures the machine, not the policy: its figures say how fast this host could "
