@@ -16,6 +16,7 @@ latency profiles).
 
     python -m aragog.loadgen.capacity [--family llama3] [--workflow voting]
     python -m aragog.loadgen.capacity --capacity-scale 0.5 --time-scale 0.1   # eval's units
+    python -m aragog.loadgen.capacity --family llama3 --mixed   # the trace's workflow mix
 
 Needs the routing artifacts (`aragog-routing build`).
 """
@@ -25,14 +26,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tempfile
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.optimize
 import scipy.sparse
 from aragog import workflows
 from aragog.common.pool import PoolSpec, load_pool
+from aragog.common.settings import RouterSettings
 from aragog.emulation.generate import benchmark
-from aragog.loadgen.report import TRUE_F_SPREAD
+from aragog.loadgen.report import AR_PROFILED, TRUE_F_SPREAD
 from aragog.routing import artifacts
 from aragog.routing.embedding import Embedder
 from aragog.routing.model import cheapest_of
@@ -65,17 +68,23 @@ def bound_fixed(load: np.ndarray, configs: np.ndarray) -> float:
 def bound_spread(load: np.ndarray, sets: list[np.ndarray]) -> float:
     """Requests/s when each request's work may be split over its set (LP: min t subject to
     mean load per model <= t, each request's shares summing to 1)."""
-    n, models = len(sets), load.shape[1]
-    sizes = np.array([len(s) for s in sets])
-    cols = np.concatenate(sets)
-    nvar = len(cols) + 1  # the shares, then t
+    return bound_spread_rows([load[s] for s in sets], np.full(len(sets), 1.0 / len(sets)))
+
+
+def bound_spread_rows(rows: Sequence[np.ndarray], weights: np.ndarray) -> float:
+    """The same LP over requests of several workflows: rows[i] is request i's [its set's
+    configurations, models] load and weights[i] its share of the arrivals (summing to 1)."""
+    n, models = len(rows), rows[0].shape[1]
+    sizes = np.array([len(r) for r in rows])
     owner = np.repeat(np.arange(n), sizes)
+    ncols = int(sizes.sum())
+    nvar = ncols + 1  # the shares, then t
     a_ub = scipy.sparse.hstack([
-        scipy.sparse.csr_matrix(load[cols].T / n), -np.ones((models, 1)),
+        scipy.sparse.csr_matrix(np.concatenate(rows).T * weights[owner]),
+        -np.ones((models, 1)),
     ])
     a_eq = scipy.sparse.hstack([
-        scipy.sparse.csr_matrix((np.ones(len(cols)), (owner, np.arange(len(cols)))),
-                                (n, len(cols))),
+        scipy.sparse.csr_matrix((np.ones(ncols), (owner, np.arange(ncols))), (n, ncols)),
         scipy.sparse.csr_matrix((n, 1)),
     ])
     c = np.zeros(nvar)
@@ -90,25 +99,55 @@ def bound_spread(load: np.ndarray, sets: list[np.ndarray]) -> float:
 def bounds(art: artifacts.Artifacts, embedder: Embedder, served: PoolSpec) -> dict[str, float]:
     """Requests/s per policy over the held-out requests, on `served` (the family's pool,
     perhaps scaled as aragog-eval scales it)."""
-    wid = art.space.workflow.id
-    space = art.space
-    load = load_matrix(space, served)
-    true_sets, routed = [], []
-    for it in benchmark(wid).split("test"):
-        true_sets.append(art.true_f(it.input))
-        routed.append(art.router.route(art.features([it.input], embedder)[0], space))
-    n = len(true_sets)
-    return {
-        "aragog": bound_spread(load, routed),
-        "per-input": bound_fixed(load, np.array([cheapest_of(space, s) for s in true_sets])),
-        "per-workflow": bound_fixed(load, np.full(n, art.per_workflow)),
-        "largest": bound_fixed(load, np.full(n, space.largest)),
-        "cheapest": bound_fixed(load, np.full(n, space.cheapest)),
-        # not policies: the router's F(r) bound at arrival, and any router's best
-        "router F(r), cheapest bound at arrival": bound_fixed(
-            load, np.array([cheapest_of(space, s) for s in routed])),
-        TRUE_F_SPREAD: bound_spread(load, true_sets),
-    }
+    return mixed_bounds([(1.0, art)], embedder, served)
+
+
+def mixed_bounds(parts: Sequence[tuple[float, artifacts.Artifacts]], embedder: Embedder,
+                 served: PoolSpec) -> dict[str, float]:
+    """Requests/s per policy when arrivals are the workflows of `parts` in the given shares
+    (summing to 1), each workflow's requests its held-out ones, on `served`.
+
+    Policies bound at arrival add up each workflow's mean load per model, weighted by its
+    share; the spreads solve one LP over every request of every workflow. `per-input:load`
+    binds one configuration of the router's F(r) per request by the load at arrival: over
+    many requests such bindings can split a kind of request over its F(r) in any proportion,
+    so its fluid bound is the spread's, as `aragog`'s is; what separates them is how stale
+    the load they decide on is, which a fluid bound does not see."""
+    total = sum(p for p, _ in parts)
+    if not parts or abs(total - 1.0) > 1e-6 or any(p <= 0 for p, _ in parts):
+        raise ValueError(f"shares must be positive and sum to 1, got {[p for p, _ in parts]}")
+    fixed: dict[str, np.ndarray] = {}
+    true_rows: list[np.ndarray] = []
+    routed_rows: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    for share, art in parts:
+        wid, space = art.space.workflow.id, art.space
+        load = load_matrix(space, served)
+        texts = [it.input for it in benchmark(wid).split("test")]
+        true_sets = [art.true_f(t) for t in texts]
+        # one text at a time, as the router service embeds them
+        routed = [art.router.route(art.features([t], embedder)[0], space) for t in texts]
+        n = len(texts)
+        for name, configs in (
+            ("per-input", [cheapest_of(space, s) for s in true_sets]),
+            ("per-input:router", [cheapest_of(space, s) for s in routed]),
+            ("per-workflow", [art.per_workflow] * n),
+            ("largest", [space.largest] * n),
+            ("cheapest", [space.cheapest] * n),
+        ):
+            fixed[name] = fixed.get(name, 0.0) + share * load[np.array(configs)].mean(0)
+        true_rows += [load[s] for s in true_sets]
+        routed_rows += [load[s] for s in routed]
+        weights.append(np.full(n, share / n))
+    w = np.concatenate(weights)
+    spread = bound_spread_rows(routed_rows, w)
+    out = {"aragog": spread}
+    out.update({k: 1.0 / v.max() for k, v in fixed.items()})
+    out["per-input:load"] = spread
+    out[AR_PROFILED] = out[TRUE_F_SPREAD] = bound_spread_rows(true_rows, w)
+    # not a policy: kept under its earlier name for the capacity table
+    out["router F(r), cheapest bound at arrival"] = out["per-input:router"]
+    return out
 
 
 def main() -> None:
@@ -119,10 +158,15 @@ def main() -> None:
                    help="saturation batches scaled as aragog-eval scales them")
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="latencies scaled as aragog-eval scales them")
+    p.add_argument("--mixed", action="store_true",
+                   help="the workflows together, in the shares the Azure trace's requests map "
+                   "to (aragog.loadgen.azure_trace), as aragog-eval --mixed serves them")
     args = p.parse_args()
+    from aragog.loadgen import azure_trace
     from aragog.loadgen.evaluate import scaled_pool_file  # it imports this module
 
     embedder = Embedder()
+    root = RouterSettings.from_env().artifacts_dir or artifacts.default_dir()
     for family in args.family or ["llama3", "qwen2.5"]:
         with tempfile.TemporaryDirectory() as tmp:
             served = load_pool(scaled_pool_file(family, args.capacity_scale, tmp))
@@ -130,14 +174,23 @@ def main() -> None:
         gpus = ", ".join(f"{m.name} {m.instances * m.tensor_parallel}" for m in served.models)
         print(f"\n{family} (GPUs per model: {gpus}; saturation batches x{args.capacity_scale:g}, "
               f"time scale {args.time_scale:g}): requests/s, and the ratio to per-input\n")
+        pool = load_pool(family)
+        arts = {}
         for wid in args.workflow or workflows.BENCHMARKED:
-            pool = load_pool(family)
-            art, why = artifacts.load(artifacts.default_dir(), pool, workflows.load(wid, pool.names))
+            art, why = artifacts.load(root, pool, workflows.load(wid, pool.names))
             if art is None:
                 raise SystemExit(f"{family}/{wid}: {why}; run aragog-routing build")
-            b = bounds(art, embedder, served)
+            arts[wid] = art
+        if args.mixed:
+            shares = azure_trace.mix(azure_trace.load(), list(arts))
+            groups = {"mixed (" + ", ".join(f"{w} {s:.0%}" for w, s in shares.items()) + ")":
+                      [(s, arts[w]) for w, s in shares.items()]}
+        else:
+            groups = {wid: [(1.0, art)] for wid, art in arts.items()}
+        for name, parts in groups.items():
+            b = mixed_bounds(parts, embedder, served)
             ref = b["per-input"]
-            print(f"{wid}: " + "; ".join(f"{k} {v:.2f} ({v / ref:.2f}x)" for k, v in b.items()),
+            print(f"{name}: " + "; ".join(f"{k} {v:.2f} ({v / ref:.2f}x)" for k, v in b.items()),
                   flush=True)
 
 

@@ -59,3 +59,60 @@ def test_smoke_evaluation_writes_a_coherent_report(tmp_path, artifacts_dir, monk
     summary = (tmp_path / "summary.md").read_text()
     assert "EMULATED" in summary and "maximum serving throughput" in summary
     assert os.path.basename(results["plots"][0]) in summary
+
+
+@pytest.fixture(scope="module")
+def mixed_artifacts(artifacts_dir, tmp_path_factory):
+    """Artifacts for the mixed smoke's two workflows: the session's (ROUTED) and the other's,
+    built here (~1 min: self-refine's space is the smallest)."""
+    from aragog.routing.embedding import Embedder
+    from aragog.training.build import build_benchmark
+
+    root = tmp_path_factory.mktemp("mixed-artifacts")
+    family, routed = ROUTED
+    (root / family).mkdir()
+    os.symlink(os.path.join(artifacts_dir, family, routed), root / family / routed)
+    for wid in evaluate.MIXED_SMOKE.workflows:
+        if wid != routed:
+            build_benchmark(str(root), family, wid, Embedder(), say=lambda m: None)
+    return str(root)
+
+
+def test_mixed_smoke_interleaves_workflows_on_trace_arrivals(tmp_path, mixed_artifacts,
+                                                             monkeypatch):
+    monkeypatch.setenv("ARAGOG_ARTIFACTS_DIR", mixed_artifacts)
+    plan = dataclasses.replace(evaluate.MIXED_SMOKE, families=[ROUTED[0]])
+    assert ROUTED[1] in plan.workflows and len(plan.workflows) == 2
+    results = evaluate.evaluate_mixed(plan, str(tmp_path), say=lambda m: None)
+
+    runs = results["runs"]
+    # every policy ran every seed's step; every arrival of the window is a record
+    assert {(r["policy"], r["seed"]) for r in runs} == {
+        (p, plan.seed + s) for p in plan.policies for s in range(plan.seeds)}
+    (comp,) = results["comparisons"]
+    cap = comp["capacity_bound"]
+    rate = evaluate.mixed_rates(plan, cap)[1][0]
+    arrivals_n = evaluate.azure_trace.arrivals_needed(rate, plan.step_s)
+    total = sum(r["total"] for r in runs)
+    assert total == len(plan.policies) * plan.seeds * arrivals_n
+    with open(tmp_path / "requests.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == total
+    # both workflows were interleaved in one run, and every policy saw the same arrivals
+    # and requests in a seed
+    for seed in range(plan.seed, plan.seed + plan.seeds):
+        sent = [[(r["arrival"], r["request_workflow"], r["item"]) for r in
+                 sorted((r for r in rows if r["policy"] == p and r["seed"] == str(seed)),
+                        key=lambda r: int(r["index"]))] for p in plan.policies]
+        assert len(sent[0]) == arrivals_n and all(s == sent[0] for s in sent[1:])
+        assert {w for _, w, _ in sent[0]} == set(plan.workflows)
+    for r in runs:
+        assert r["coherent"], r["checks"]
+        assert r["by_status"]["ok"] > 0 and 0 <= r["accuracy"] <= 1
+        assert r["goodput"] is not None  # each request's own workflow's SLO
+    pair = comp["aragog_vs"]["per-input:router"]
+    assert pair["n_seeds"] == plan.seeds and pair["throughput_ratio_ci"] is not None
+    assert comp["policies"]["aragog"]["gap_matched_requests"] > 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "EMULATED" in summary and "Azure LLM inference trace" in summary
+    assert f"bands_{ROUTED[0]}_mixed.png" in results["plots"]

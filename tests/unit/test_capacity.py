@@ -55,3 +55,18 @@ def test_the_sweep_reaches_past_the_highest_capacity_bound():
     assert evaluate.sweep_rates(plan, None) == plan.rates  # no artifacts: the fixed rates
     fixed = dataclasses.replace(plan, sweep_of_bound=())
     assert evaluate.sweep_rates(fixed, bound) == plan.rates
+
+
+def test_a_mix_of_workflows_is_one_program_weighted_by_shares():
+    from aragog.loadgen.capacity import bound_spread_rows
+
+    # workflow A's request may use model 0 or model 1 (one unit); workflow B's puts two units
+    # on model 0. Half and half: model 0 carries B's 1.0 whatever A does, so t = 1.
+    a, b = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[2.0, 0.0]])
+    assert bound_spread_rows([a, b], np.array([0.5, 0.5])) == pytest.approx(1.0)
+    # 80% A, 20% B: A's share x on model 0 balances 0.8x + 0.4 = 0.8(1 - x) at x = 1/4
+    assert bound_spread_rows([a, b], np.array([0.8, 0.2])) == pytest.approx(1 / 0.6)
+    # one workflow: the same program as bound_spread
+    sets = [np.array([0]), np.array([0, 1])]
+    assert bound_spread_rows([LOAD[s] for s in sets], np.array([0.5, 0.5])) == pytest.approx(
+        bound_spread(LOAD, sets))

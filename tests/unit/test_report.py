@@ -16,11 +16,11 @@ from aragog.loadgen.client import STATUSES, RequestRecord, StageRecord
 from aragog.loadgen.report import (
     EMULATED,
     TRUE_F_SPREAD,
-    offered_bound,
     Run,
     Settings,
     accuracy,
     gap_points,
+    offered_bound,
     summarize,
     write_report,
 )
@@ -244,6 +244,9 @@ def test_summarize_hand_computed_small_run():
     assert s["queue_ms_mean"] == pytest.approx(1.5 + 2.5)
     assert s["models_by_position"][0] == {"qwen2.5-7b": 1.0}
     assert s["models_by_position"][1] == {"qwen2.5-72b": 1.0}  # only ok requests got stage 2
+    # stages that ran: 2 each for the ok requests (0, 1, 3), 1 for the failed one
+    assert s["model_shares"] == {"qwen2.5-72b": pytest.approx(3 / 7),
+                                 "qwen2.5-7b": pytest.approx(4 / 7)}
     assert s["cpu_p95"] < 0.9 and not s["cpu_bound"] and s["coherent"]
     # an offered rate far below what was served is incoherent
     run.rate = 0.01
