@@ -47,3 +47,20 @@ def test_unknown_words_embed_to_zero_and_saved_equals_fitted(texts, tmp_path):
 def test_too_few_prompts_to_learn_a_vocabulary():
     with pytest.raises(ValueError, match="no word appears"):
         Lexicon.fit(["only one prompt here"])
+
+
+def test_a_large_vocabulary_fits_through_the_sparse_svd_to_the_same_subspace(monkeypatch):
+    """Past DENSE_CELLS the projection comes from a sparse truncated SVD; it spans the same
+    top directions as the dense one (up to sign and rotation within ties)."""
+    import numpy as np
+    from aragog.routing import lexical
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(400)]
+    texts = [" ".join(rng.choice(words, size=30)) for _ in range(300)]
+    dense = lexical.Lexicon.fit(texts, dim=8)
+    monkeypatch.setattr(lexical, "DENSE_CELLS", 0)
+    sparse = lexical.Lexicon.fit(texts, dim=8)
+    assert sparse.components.shape == dense.components.shape
+    overlap = np.linalg.svd(dense.components @ sparse.components.T, compute_uv=False)
+    assert overlap.min() > 0.99  # the same 8-dimensional subspace
