@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import structlog
 from aragog.common.bounds import clip
+from aragog.common.store import REDIS_AWAY
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -57,9 +58,11 @@ def _record(method: str, t0: float, context: Any) -> None:
     HANDLING_SECONDS.labels(method).observe(time.perf_counter() - t0)
 
 
-class DecodeInterceptor(grpc.aio.ServerInterceptor):
-    """Request bytes that do not decode are the caller's error: INVALID_ARGUMENT, not UNKNOWN;
-    and every call is counted by method and final status code.
+class StatusInterceptor(grpc.aio.ServerInterceptor):
+    """Two failures that are not the handler's own get their status code, not UNKNOWN:
+    request bytes that do not decode are the caller's error (INVALID_ARGUMENT), and Redis
+    unreachable through its client's retries (a slow restart) is UNAVAILABLE, to retry.
+    Every call is also counted by method and final status code.
 
     grpc.aio decodes with the handler's request_deserializer and answers UNKNOWN when it
     raises. Each handler is wrapped once: a unary request that does not decode reaches the
@@ -114,6 +117,14 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
         def count(context: grpc.aio.ServicerContext) -> None:
             context.add_done_callback(functools.partial(_record, method, time.perf_counter()))
 
+        async def away(context: grpc.aio.ServicerContext, e: Exception) -> None:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                clip(f"Redis, which holds the cluster state, is unreachable ({e}): retry in a "
+                     "few seconds (submitting with the same request_id re-attaches to a "
+                     "request, it never runs it twice)"),
+            )
+
         if is_gen:
             async def guarded(request, context):  # type: ignore[no-untyped-def]
                 count(context)
@@ -124,6 +135,8 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
                         yield response
                 except _Undecodable as e:
                     await abort(context, e)
+                except REDIS_AWAY as e:
+                    await away(context, e)
         else:
             async def guarded(request, context):  # type: ignore[no-untyped-def]
                 count(context)
@@ -133,6 +146,8 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
                     return await behavior(request, context)
                 except _Undecodable as e:
                     await abort(context, e)
+                except REDIS_AWAY as e:
+                    await away(context, e)
 
         make = self._MAKE[(handler.request_streaming, handler.response_streaming)]
         return make(guarded, request_deserializer=safe_decode,
@@ -150,7 +165,7 @@ def create_server(
     caller marks it SERVING once its dependencies answer.
     """
     server = grpc.aio.server(
-        interceptors=[ContextInterceptor(), DecodeInterceptor()],
+        interceptors=[ContextInterceptor(), StatusInterceptor()],
         options=[
             ("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20),
             # accept the executors' keepalive pings (every 10 s, also between calls)

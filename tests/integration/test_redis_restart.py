@@ -135,21 +135,29 @@ def test_a_redis_restart_loses_and_repeats_nothing(durable_stack):
 
 
 def test_a_restart_slower_than_the_client_retries_fails_nothing(durable_stack):
-    """Redis down longer than redis-py's retries (~15 s): calls fail meanwhile, yet no
-    request fails. Followers keep waiting; executors hand their requests back and resume
-    them once Redis is back, so a stage that finished meanwhile (its record failed) may run
-    again, but every request is admitted once and ends once, successfully."""
+    """Redis down longer than redis-py's retries (~15 s): calls fail meanwhile (as
+    UNAVAILABLE), yet no request fails. Followers keep waiting; executors hand their
+    requests back and resume them once Redis is back, so a stage that finished meanwhile
+    (its record failed) may run again, but every request is admitted once and ends once,
+    successfully."""
     s = durable_stack
     wid = s.register(shipped_workflow("chain3")).workflow.id
+
+    refused: list[grpc.RpcError] = []
 
     def restart() -> float:
         t_stop = time.monotonic()
         s.stop_redis()
-        time.sleep(SLOW_DOWN_S)
+        with s.router() as r, pytest.raises(grpc.RpcError) as err:
+            r.ListWorkflows(router_pb2.ListWorkflowsRequest(), timeout=SLOW_DOWN_S)
+        refused.append(err.value)
+        time.sleep(max(0.0, t_stop + SLOW_DOWN_S - time.monotonic()))
         s.start_redis()
         return t_stop
 
     results, t_stop, t_up = under_load(s, wid, "slow", restart)
+    assert refused[0].code() == grpc.StatusCode.UNAVAILABLE, refused[0].details()
+    assert "Redis, which holds the cluster state, is unreachable" in refused[0].details()
     failed = {rid: r[2] for rid, r in results.items() if isinstance(r[2], grpc.RpcError)}
     assert not failed, failed
     across = [r for r in results.values() if r[0] < t_stop < r[1]]
