@@ -36,7 +36,9 @@ from aragog.loadgen.client import RouterClient  # noqa: E402
 from aragog.loadgen.workload import WorkItem, load_workload  # noqa: E402
 from locust import User, constant, events, task  # noqa: E402
 
-DEFAULT_WORKLOAD = [WorkItem("chain3", q) for q in (
+# chain3 has no routing artifacts, so its items name a policy that needs none (`aragog` would
+# refuse them with FAILED_PRECONDITION); --aragog-policy still overrides it
+DEFAULT_WORKLOAD = [WorkItem("chain3", q, policy="any") for q in (
     "What is the capital of Australia?",
     "Why does ice float on water?",
     "Who wrote the novel Middlemarch?",
