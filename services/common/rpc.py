@@ -7,7 +7,6 @@ deadline on every call and turn status codes into one typed error.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import signal
 import time
@@ -52,9 +51,14 @@ HANDLING_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600))
 
 
-def _record(method: str, t0: float, context: Any) -> None:
+def _record(method: str, t0: float, context: Any, ok: bool) -> None:
+    """Count a finished call: the code it was aborted with, else OK if the handler returned,
+    CANCELLED if the caller went away, UNKNOWN if the handler raised."""
     code = context.code() if hasattr(context, "code") else None
-    HANDLED.labels(method, (code or grpc.StatusCode.OK).name).inc()
+    if not isinstance(code, grpc.StatusCode):
+        code = (grpc.StatusCode.OK if ok else grpc.StatusCode.CANCELLED if context.cancelled()
+                else grpc.StatusCode.UNKNOWN)
+    HANDLED.labels(method, code.name).inc()
     HANDLING_SECONDS.labels(method).observe(time.perf_counter() - t0)
 
 
@@ -67,7 +71,7 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
     grpc.aio decodes with the handler's request_deserializer and answers UNKNOWN when it
     raises. Each handler is wrapped once: a unary request that does not decode reaches the
     handler as a marker and a streamed one raises from `read()`; the wrapper aborts on both.
-    The wrapper also registers a done-callback that records the call's code and duration.
+    The wrapper also records the call's code and duration when the handler ends.
     """
 
     _MAKE = {
@@ -114,9 +118,6 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
                      "serialized request message the .proto declares"),
             )
 
-        def count(context: grpc.aio.ServicerContext) -> None:
-            context.add_done_callback(functools.partial(_record, method, time.perf_counter()))
-
         async def away(context: grpc.aio.ServicerContext, e: Exception) -> None:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
@@ -127,27 +128,34 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
 
         if is_gen:
             async def guarded(request, context):  # type: ignore[no-untyped-def]
-                count(context)
-                if isinstance(request, _Undecodable):
-                    await abort(context, request)
+                t0, ok = time.perf_counter(), False
                 try:
+                    if isinstance(request, _Undecodable):
+                        await abort(context, request)
                     async for response in behavior(request, context):
                         yield response
+                    ok = True
                 except _Undecodable as e:
                     await abort(context, e)
                 except REDIS_AWAY as e:
                     await away(context, e)
+                finally:
+                    _record(method, t0, context, ok)
         else:
             async def guarded(request, context):  # type: ignore[no-untyped-def]
-                count(context)
-                if isinstance(request, _Undecodable):
-                    await abort(context, request)
+                t0, ok = time.perf_counter(), False
                 try:
-                    return await behavior(request, context)
+                    if isinstance(request, _Undecodable):
+                        await abort(context, request)
+                    result = await behavior(request, context)
+                    ok = True
+                    return result
                 except _Undecodable as e:
                     await abort(context, e)
                 except REDIS_AWAY as e:
                     await away(context, e)
+                finally:
+                    _record(method, t0, context, ok)
 
         make = self._MAKE[(handler.request_streaming, handler.response_streaming)]
         return make(guarded, request_deserializer=safe_decode,
