@@ -156,17 +156,6 @@ redis.call('HINCRBY', KEYS[5], ARGV[7], 1)
 return {'admitted', 0}
 """
 
-
-class QueueFull(Exception):
-    """Admission refused: `bound` ('requests' overall or 'tenant') holds `unfinished`
-    requests already, its limit."""
-
-    def __init__(self, bound: str, unfinished: int, limit: int):
-        super().__init__(f"{bound}: {unfinished} unfinished requests, limit {limit}")
-        self.bound = bound
-        self.unfinished = unfinished
-        self.limit = limit
-
 # An executor's heartbeat keeps its ownership of a request, or takes it back if the key
 # lapsed (a Redis restart outlasting its TTL), but never takes another executor's.
 RENEW_OWNER_LUA = """
@@ -179,6 +168,7 @@ DROP_OWNER_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
 ALL_CONFIGS = b"*"
 ROUTING_PENDING = b"pending"
 """`routing` field of a request while the router still computes F(r): `:f` then holds a
@@ -230,6 +220,17 @@ class Keys:
     @property
     def inflight_pattern(self) -> str:
         return f"{self.ns}:inflight:*"
+
+
+class QueueFull(Exception):
+    """Admission refused: `bound` ('requests' overall or 'tenant') holds `unfinished`
+    requests already, its limit."""
+
+    def __init__(self, bound: str, unfinished: int, limit: int):
+        super().__init__(f"{bound}: {unfinished} unfinished requests, limit {limit}")
+        self.bound = bound
+        self.unfinished = unfinished
+        self.limit = limit
 
 
 def connect(url: str, max_connections: int = 64) -> aioredis.Redis:

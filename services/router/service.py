@@ -276,8 +276,8 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             who = f"tenant {quote(tenant)} has" if tenant else "requests without a tenant have"
             bound = f"the most one tenant may have (ARAGOG_MAX_QUEUED_PER_TENANT={e.limit})"
         else:
-            who = "the router has"
-            bound = f"the most it admits (ARAGOG_MAX_QUEUED_REQUESTS={e.limit})"
+            who = "the deployment has"
+            bound = f"the most it admits at once (ARAGOG_MAX_QUEUED_REQUESTS={e.limit})"
         log.info("refused_queue_full", bound=e.bound, unfinished=e.unfinished)
         await context.abort(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
