@@ -35,9 +35,9 @@ split. Routers, each a score per prompt (higher: send to GPT-4):
 - bound: not a router: the subject gap prior computed from the held-out prompts' own
   outcomes, the best any score that only knows the subject can do.
 
-Embeddings (~4 min) and lexicons (~4 min per split) are cached under the artifacts cache
-(ARAGOG_ARTIFACTS_DIR, default ~/.cache/aragog/artifacts); training the MLPs takes ~15 min per
-split on 2 busy cores.
+MiniLM embeddings (prompts and options, ~3-5 min each) and lexicons (~4-7 min per split)
+are cached under the artifacts cache (ARAGOG_ARTIFACTS_DIR, default ~/.cache/aragog/artifacts);
+the 60 MLP fits take 8-20 min per split on 2 busy cores. Results: benchmarks/README.md.
 """
 
 from __future__ import annotations
