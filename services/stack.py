@@ -41,31 +41,37 @@ from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def free_port() -> int:
+_HANDED_OUT: set[int] = set()
+
+
+def _any_free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def free_port_outside_ephemeral() -> int:
+def free_port() -> int:
     """A free port below the kernel's ephemeral range, for a server that binds it seconds
-    later (Triton): a port from the ephemeral range may meanwhile be handed to another
-    process binding port 0, as the services started after the pool do."""
+    later: a port from the ephemeral range may meanwhile become the local end of some
+    process's outgoing connection (to Redis, to Triton) and the server then fails to bind."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
             low = int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
-        return free_port()
+        return _any_free_port()
     rng = random.Random()
     for _ in range(200):
         port = rng.randrange(10000, max(10001, low))
+        if port in _HANDED_OUT:  # free still, but promised to a server not yet started
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
-    return free_port()
+    return _any_free_port()
 
 
 def redis_server_binary() -> str:
@@ -88,14 +94,27 @@ def shipped_workflow(name: str = "chain3") -> str:
     return workflows.shipped_yaml(name)
 
 
-def wait_healthy(addr: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def log_tail(path: str, lines: int = 20) -> str:
+    """The last lines of a log, to say why a process died."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+    except OSError as e:
+        return f"(unreadable: {e})"
+
+
+def wait_healthy(addr: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None,
+                 log_path: str = "") -> None:
     """Block until the gRPC health service at `addr` says SERVING."""
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(addr) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"process for {addr} exited with {proc.returncode}")
+                raise RuntimeError(f"process for {addr} exited with {proc.returncode}"
+                                   + (f"; its log ends:\n{log_tail(log_path)}" if log_path else ""))
             try:
                 r = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if r.status == health_pb2.HealthCheckResponse.SERVING:
@@ -204,7 +223,7 @@ class Stack:
             ports = [self.ports[k] for k in ("triton-grpc", "triton-http", "triton-metrics")
                      if self.ports.get(k)]
             while len(ports) < 3:
-                port = free_port_outside_ephemeral()
+                port = free_port()
                 if port not in ports:
                     ports.append(port)
             g, h, m = ports
@@ -235,7 +254,7 @@ class Stack:
             pool_file = self.extra_env.get("ARAGOG_POOL_FILE") or os.environ.get("ARAGOG_POOL_FILE")
             wait_triton(self.triton_url, load_pool(pool_file or None).names, timeout_s, pool.popen)
         for p in [sched, mon, router, *self.executors]:
-            wait_healthy(p.addr, timeout_s, p.popen)
+            wait_healthy(p.addr, timeout_s, p.popen, p.log_path)
 
     def add_executor(self, wait: bool = True) -> Proc:
         i = len(self.executors)
@@ -246,7 +265,7 @@ class Stack:
         })
         self.executors.append(proc)
         if wait:
-            wait_healthy(proc.addr, 60, proc.popen)
+            wait_healthy(proc.addr, 60, proc.popen, proc.log_path)
         return proc
 
     def add_router(self, env: dict[str, str] | None = None) -> Proc:
@@ -254,7 +273,7 @@ class Stack:
         to its settings: tests give one other admission bounds."""
         n = sum(p.name.startswith("router") for p in self.procs)
         proc = self._python_service(f"router-{n}", "aragog.router", env or {})
-        wait_healthy(proc.addr, 60, proc.popen)
+        wait_healthy(proc.addr, 60, proc.popen, proc.log_path)
         return proc
 
     def start_redis(self, timeout_s: float = 60.0) -> Proc:

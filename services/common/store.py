@@ -79,6 +79,16 @@ MARK_RUNNING_LUA = _LIVE_LUA + """
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
 return 1
 """
+# The executor's count of stages in flight on a model is written always; the event only
+# while the request lives.
+STAGE_STARTED_LUA = _TERMINAL_LUA + """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or terminal[state] then return 0 end
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"""
 RECORD_STAGE_LUA = _LIVE_LUA + """
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
@@ -134,8 +144,8 @@ return redis.call('SCARD', KEYS[2]) == 0 and 1 or 0
 # Admission: the id is free and the bounds hold, then everything is written, or nothing.
 ADMIT_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'taken', 0} end
--- KEYS: req, f, events, work, tenants, clients; ARGV: rid, F(r), first event, channel,
--- bounds (2), tenant, client token ('' unless it cancels on disconnect), fields
+-- KEYS: req, f, events, work, tenants, clients, chosen, stages; ARGV: rid, F(r), first
+-- event, channel, bounds (2), tenant, client token ('' unless it cancels on disconnect), fields
 local limit = tonumber(ARGV[5])
 if limit > 0 then
   local n = redis.call('XLEN', KEYS[4])
@@ -146,6 +156,8 @@ if limit > 0 then
   local n = tonumber(redis.call('HGET', KEYS[5], ARGV[7]) or 0)
   if n >= limit then return {'tenant', n} end
 end
+-- keys of an earlier request of this id whose record was lost (a crash of Redis) go with it
+redis.call('DEL', KEYS[3], KEYS[6], KEYS[7], KEYS[8])
 local entry = redis.call('XADD', KEYS[4], '*', 'rid', ARGV[1], 'tenant', ARGV[7])
 redis.call('HSET', KEYS[1], 'work_id', entry, unpack(ARGV, 9))
 if ARGV[8] ~= '' then redis.call('SADD', KEYS[6], ARGV[8]) end
@@ -282,6 +294,7 @@ class Store:
         self._drop_owner = redis.register_script(DROP_OWNER_LUA)
         self._mark_running = redis.register_script(MARK_RUNNING_LUA)
         self._record_stage = redis.register_script(RECORD_STAGE_LUA)
+        self._stage_started = redis.register_script(STAGE_STARTED_LUA)
         self._finish = redis.register_script(FINISH_LUA)
         self._retire = redis.register_script(RETIRE_LUA)
         self._admit = redis.register_script(ADMIT_LUA)
@@ -365,7 +378,8 @@ class Store:
         k = self.k
         tenant = str(fields.get("tenant", ""))
         outcome, unfinished = await self._admit(
-            keys=[k.req(rid), k.f(rid), k.events(rid), k.work, k.tenants, k.clients(rid)],
+            keys=[k.req(rid), k.f(rid), k.events(rid), k.work, k.tenants, k.clients(rid),
+                  k.chosen(rid), k.stages(rid)],
             args=[rid, f_r, first_event, k.event_channel, max_requests, max_per_tenant, tenant,
                   client, *(x for kv in fields.items() for x in kv)])
         if outcome == b"requests":
@@ -400,6 +414,15 @@ class Store:
             keys=[k.req(rid), k.stages(rid), k.events(rid)],
             args=[result.stage, result.SerializeToString(), event.SerializeToString(),
                   k.event_channel, rid]))
+
+    async def stage_started(self, rid: str, executor: str, model: str, inflight: int,
+                            event: bytes) -> bool:
+        """Set `executor`'s count of stages in flight on `model` and, unless the request
+        ended or its record is gone, announce the stage: False if it was not announced."""
+        k = self.k
+        return bool(await self._stage_started(
+            keys=[k.req(rid), k.inflight(executor), k.events(rid)],
+            args=[model, inflight, event, k.event_channel, rid]))
 
     async def finish(self, rid: str, state: int, answer: str, error: str, ttl_s: int) -> bool:
         """End the request in `state` and send its `completed` event, exactly once: False

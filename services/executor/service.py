@@ -254,11 +254,10 @@ class Executor:
             QUEUE_SECONDS.labels(result.model).observe(result.schedule_ms / 1000.0)
 
     async def stage_started(self, rid: str, stage: str, model: str, delta: int) -> None:
-        """Count the stage in flight on `model` and announce it, in one round trip."""
-        async with self.store.r.pipeline(transaction=True) as p:
-            p.hset(self.store.k.inflight(self.id), model, self._count_inflight(model, delta))
-            self.store.add_event(p, rid, stage_started_event(rid, stage, model, self.id))
-            await p.execute()
+        """Count the stage in flight on `model` and announce it, in one round trip (no
+        announcement for a request whose record is gone: a crash of Redis lost it)."""
+        await self.store.stage_started(rid, self.id, model, self._count_inflight(model, delta),
+                                       stage_started_event(rid, stage, model, self.id))
 
     async def inflight(self, model: str, delta: int) -> None:
         await self.store.r.hset(self.store.k.inflight(self.id), model,
