@@ -43,6 +43,7 @@ setup(
     packages=[
         "aragog",
         "aragog.common",
+        "aragog.policies",
         "aragog.router",
         "aragog.scheduler",
         "aragog.load_monitor",

@@ -8,29 +8,28 @@ what the per-stage scheduler gains from what the router's F(r) allows. Like `per
 serves profiled inputs only (the generated benchmarks' held-out requests are profiled) and
 refuses any other.
 
-Policies register by name in the process that admits requests (aragog.common.policies), and
-the services load no outside modules, so `aragog-eval` starts its router as
+Policies register by name in the process that admits requests (aragog.policies); an
+entry point would put this one in every router installed beside the evaluation, so
+`aragog-eval` starts its router as
 `python -m aragog.loadgen.eval_policies`: this module registers the policy, then runs the
 router's own entry point unchanged. A deployed router never has it.
 """
 
 from __future__ import annotations
 
-from aragog.common import policies
+from aragog import policies
+from aragog.policies.base import artifacts_for
+from aragog.policies.jit import AragogPolicy
 
 
-class AragogProfiledPolicy(policies.AragogPolicy, name="aragog-profiled"):  # = report.AR_PROFILED
+class AragogProfiledPolicy(AragogPolicy, name="aragog-profiled"):  # = report.AR_PROFILED
     """F(r) = the request's profiled F(r) (it holds the largest configuration, so the router
     admits with the placeholder and swaps it in, as for `aragog`); the scheduler then picks
     among it per stage by load. Fails (PolicyError) for an input the profile does not hold,
     and (ArtifactsUnavailable) without current artifacts."""
 
     def admit(self, workflow, pool, request_input="", routing=None, load=None):
-        art = routing.artifacts(workflow, pool) if routing else None
-        if art is None:
-            why = routing.unavailable(workflow, pool) if routing else "no routing context"
-            raise policies.ArtifactsUnavailable(
-                f"policy {self.name} needs routing artifacts for workflow {workflow.id}: {why}")
+        art = artifacts_for(self, workflow, pool, routing)
         truth = art.true_f(request_input)
         if truth is None:
             raise policies.PolicyError(

@@ -23,7 +23,8 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 
 A request's hash holds workflow_id, policy, tenant, input, state, answer, error, times
 (`created_at` also orders the scheduler's meta-queue), `routing` (`pending` until F(r) is
-final), `work_id` (its work entry), `cancel_on_disconnect`. The clients following a
+final), `work_id` (its work entry), `cancel_on_disconnect`, `stage_state` (bytes the
+policy's stage role reads in the scheduler; aragog.policies.base). The clients following a
 request that cancels on disconnect are in `{ns}:req:{id}:clients`, one token per stream.
 
 The work stream holds exactly the unfinished requests (consumer group `executors`; never
@@ -487,8 +488,9 @@ class Store:
                 await asyncio.sleep(0.5)
 
     async def request_fields(self, rid: str) -> dict[str, str]:
+        """The request's record as text (`stage_state`, a policy's bytes, is left out)."""
         raw = await self.r.hgetall(self.k.req(rid))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {k.decode(): v.decode() for k, v in raw.items() if k != b"stage_state"}
 
     async def stage_results(self, rid: str) -> dict[str, common_pb2.StageResult]:
         raw = await self.r.hgetall(self.k.stages(rid))

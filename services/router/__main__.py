@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from aragog.common import policies
+from aragog import policies
 from aragog.common.service import serve
 from aragog.common.settings import RouterSettings
 from aragog.common.store import Store, connect

@@ -204,7 +204,7 @@ class FrontDoor:
         return response
 
     async def models(self, request: web.Request) -> web.StreamResponse:
-        from aragog.common import policies
+        from aragog import policies
 
         now = int(time.time())
         return web.json_response(

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import structlog
-from aragog.common import policies
+from aragog import policies
 from aragog.common.bounds import clip, id_error, quote
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
@@ -227,6 +227,10 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                                               load)
             else:
                 f_r = policy.admit(wf, pool, request.input, self.routing, load)
+            # what the policy's stage role will read when the scheduler places each stage
+            stage_state = (await asyncio.to_thread(policy.stage_state, wf, pool, request.input,
+                                                   self.routing)
+                           if policy.decides_stages else b"")
         except policies.ArtifactsUnavailable as e:
             REJECTED.labels("artifacts").inc()
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, clip(str(e)))
@@ -247,6 +251,7 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             "created_at": time.time(),
             **({"routing": ROUTING_PENDING} if routed_later else {}),
             **({"cancel_on_disconnect": 1} if request.cancel_on_disconnect else {}),
+            **({"stage_state": stage_state} if stage_state else {}),
         }
         s = self.settings
         try:

@@ -5,6 +5,7 @@ manifest that says what they were built from.
     {dir}/{family}/{workflow}/lexicon.npz   the lexical embedding the router reads too
     {dir}/{family}/{workflow}/router.npz    the MLP and its risk weight
     {dir}/{family}/{workflow}/summary.json  manifest, per-workflow configuration, training figures
+    {dir}/{family}/{workflow}/routellm.npz  RouteLLM's routers, trained from the same profile
 
 `aragog-routing build` (aragog.training) writes them; services load them read-only. The
 manifest holds digests of everything the router's answers depend on: the workflow, the
@@ -21,6 +22,8 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from aragog.common.pool import PoolSpec
@@ -128,6 +131,16 @@ class Artifacts:
     router: router_model.RouterModel
     lexicon: lexical.Lexicon
     summary: dict
+    directory: str = ""
+    _companions: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def companion(self, filename: str, load: Callable[[str], Any]) -> Any | None:
+        """A file the build wrote beside the router for another policy (a published
+        router's weights), read once by `load(path)`; None if this build has none."""
+        if filename not in self._companions:
+            p = os.path.join(self.directory, filename)
+            self._companions[filename] = load(p) if os.path.exists(p) else None
+        return self._companions[filename]
 
     def features(self, texts: list[str], embedder: Embedder) -> np.ndarray:
         """What the router reads of each text."""
@@ -181,7 +194,7 @@ def load(root: str, pool: PoolSpec, wf: WorkflowDef) -> tuple[Artifacts | None, 
     if prof.preserving.shape[1] != space.size:
         return None, f"routing artifacts in {d} cover {prof.preserving.shape[1]} configurations, " \
                      f"the workflow has {space.size}"
-    return Artifacts(space, prof, router, lexicon, summary), ""
+    return Artifacts(space, prof, router, lexicon, summary, d), ""
 
 
 def router_input(embeddings: np.ndarray, lexicon: lexical.Lexicon, texts: list[str]) -> np.ndarray:

@@ -41,6 +41,7 @@ import numpy as np
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
+from aragog import policies
 from aragog.common.bounds import clip, id_error, quote
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import SchedulerSettings
@@ -56,6 +57,10 @@ LEASED = Gauge("aragog_scheduler_leased", "Leases held per model", ["model"])
 ROUNDS = Counter("aragog_scheduler_rounds_total", "Scheduling rounds run")
 PLACED = Counter("aragog_scheduler_placements_total", "Stages placed", ["model"])
 EXPIRED = Counter("aragog_scheduler_leases_expired_total", "Leases freed by expiry")
+STAGE_POLICY = Counter(
+    "aragog_scheduler_stage_policy_total",
+    "Stage-role decisions of requests' policies (picked: placed where it said; deferred: "
+    "left to the round; overruled: a model outside C(r); failed: it raised)", ["outcome"])
 ROUND_SECONDS = Histogram(
     "aragog_scheduler_round_seconds", "Time of one round's computation",
     buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2),
@@ -134,6 +139,8 @@ class Entry:
     seen: float = dataclasses.field(default_factory=time.monotonic)  # when this entry was made
     hold_over: bool = False  # its wait for the router's F(r) has run out
     arrival: float = 0.0  # admission time (created_at): its place in the FIFO meta-queue
+    policy: policies.Policy | None = None  # the request's policy, if it has a stage role
+    stage_state: bytes = b""  # what that policy stored at admission for its stage role
 
     def renarrow(self) -> None:
         """C(r) = F(r) narrowed by every choice still standing."""
@@ -180,6 +187,7 @@ class Scheduler:
         self._background: set[asyncio.Task[Any]] = set()
         self._leased_gauges = [LEASED.labels(m.name) for m in pool.models]
         self._cancelled: OrderedDict[str, None] = OrderedDict()  # recently cancelled requests
+        self._stage_policies: dict[str, policies.Policy | None] = {}  # policy spec -> stage role
 
     # lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -239,10 +247,11 @@ class Scheduler:
         """Build a queue entry from Redis: C(r) = F(r) narrowed by the models chosen so far."""
         k = self.store.k
         async with self.store.r.pipeline(transaction=False) as p:
-            p.hmget(k.req(rid), ["workflow_id", "routing", "created_at", "state"])
+            p.hmget(k.req(rid), ["workflow_id", "routing", "created_at", "state", "policy",
+                                 "stage_state"])
             p.get(k.f(rid))
             p.hgetall(k.chosen(rid))
-            (wid, routing, created, state), f_raw, chosen = await p.execute()
+            (wid, routing, created, state, spec, stage_state), f_raw, chosen = await p.execute()
         if wid is None or f_raw is None:
             return None, f"no admitted request {rid!r}"
         if state is not None and int(state) == common_pb2.REQUEST_STATE_CANCELLED:
@@ -263,7 +272,9 @@ class Scheduler:
                 continue
         entry = Entry(rid, cw.workflow, admitted, choices,
                       RoundRequest(space=space, configs=admitted, ready=[]), {},
-                      partial=routing == ROUTING_PENDING, arrival=float(created or 0.0))
+                      partial=routing == ROUTING_PENDING, arrival=float(created or 0.0),
+                      policy=self._stage_policy(spec.decode()) if spec else None,
+                      stage_state=stage_state or b"")
         entry.renarrow()
         return entry, ""
 
@@ -348,6 +359,8 @@ class Scheduler:
                 self._forget(entry)
             raise StageRejected(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"request {rid} has no viable configuration left")
+        if entry.policy is not None and index not in entry.chosen:
+            self._apply_stage_role(entry, index)
         waiter = Waiter(stage, index, executor_id, time.monotonic(),
                         asyncio.get_running_loop().create_future())
         entry.waiters[index] = waiter
@@ -361,6 +374,50 @@ class Scheduler:
         except asyncio.CancelledError:
             self._abandon(entry, waiter)
             raise
+
+    def _stage_policy(self, spec: str) -> policies.Policy | None:
+        """The policy `spec` if it has a stage role, else None (built once per spec)."""
+        if spec not in self._stage_policies:
+            try:
+                policy: policies.Policy | None = policies.make(spec)
+            except policies.PolicyError as e:  # one only the router knows (aragog-profiled)
+                log.info("policy_without_stage_role_here", policy=clip(spec, 80), why=clip(str(e)))
+                policy = None
+            if len(self._stage_policies) >= 1024:  # specs carry arguments: bound the cache
+                self._stage_policies.clear()
+            self._stage_policies[spec] = policy if policy and policy.decides_stages else None
+        return self._stage_policies[spec]
+
+    def _apply_stage_role(self, entry: Entry, index: int) -> None:
+        """Ask the request's policy for this stage's model and narrow C(r) to it; a model
+        outside C(r), or a policy that fails, leaves the stage to the round."""
+        space = entry.round_request.space
+        configs = entry.round_request.configs
+        allowed = np.unique((configs // space.strides[index]) % space.radices[index])
+        candidates = entry.workflow.llm_stages[index].candidates
+        view = policies.StageView(
+            entry.request_id, entry.workflow, self.pool, entry.workflow.llm_stages[index].name,
+            index,
+            tuple(candidates[int(c)] for c in allowed),
+            {m.name: (int(self.occupancy[i]), int(self.capacity[i]))
+             for i, m in enumerate(self.pool.models)},
+            entry.stage_state)
+        try:
+            model = entry.policy.stage(view)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("stage_policy_failed", policy=entry.policy.name)  # type: ignore[union-attr]
+            STAGE_POLICY.labels("failed").inc()
+            return
+        if model is None:
+            STAGE_POLICY.labels("deferred").inc()
+            return
+        if model not in view.options:
+            log.warning("stage_policy_overruled", model=clip(str(model), 80), options=view.options)
+            STAGE_POLICY.labels("overruled").inc()
+            return
+        entry.chosen[index] = list(candidates).index(model)
+        entry.renarrow()
+        STAGE_POLICY.labels("picked").inc()
 
     def _abandon(self, entry: Entry, waiter: Waiter) -> None:
         """The caller left: drop its wait, or give back a lease granted in the same instant."""

@@ -25,7 +25,7 @@ from aragog.routing.embedding import Embedder
 from aragog.routing.model import RouterModel
 from aragog.routing.space import Space
 from aragog.routing.space import build as build_space
-from aragog.training import dataset, learn
+from aragog.training import dataset, learn, routellm
 from aragog.training.dataset import Record
 from aragog.training.graders import Grader
 
@@ -46,11 +46,12 @@ held-back quarter, so a loss of half a point is measured on ~7 requests, not ~2.
 
 
 def training_digest() -> str:
-    """Changes whenever the router's training settings would."""
+    """Changes whenever the routers' training settings would (Aragog's and RouteLLM's)."""
     served = "fold-average"  # how train_router makes the router it ships
     return hashlib.sha256(repr((
         MAX_LOSS, FOLDS, WEIGHT_DECAYS, learn.RISK_WEIGHTS, inspect.signature(learn.train),
         served, ("lexicon", lexical.DIM, lexical.MIN_DF),
+        ("routellm", routellm.MF_DIM, routellm.EPOCHS, routellm.CLF_L2),
     )).encode()).hexdigest()[:16]
 
 
@@ -152,6 +153,7 @@ def build(root: str, space: Space, records: Sequence[Record], prof: Profile, gra
     say(f"{pool.family}/{wf.id}: training the router on {len(train_rows)} requests "
         f"({FOLDS} folds x {len(WEIGHT_DECAYS)} weight decays)")
     router, val_figures = train_router(space, x, prof, train_rows)
+    published = routellm.fit(space, prof, x, train_rows)
     lam = router.risk_weight
     summary = {
         "workflow": wf.id,
@@ -178,7 +180,8 @@ def build(root: str, space: Space, records: Sequence[Record], prof: Profile, gra
     if os.path.exists(summary_path):
         os.remove(summary_path)  # a half-replaced set must not load as the old one
     prof.save(os.path.join(d, "profile.npz"))
-    for name, obj in (("router.npz", router), ("lexicon.npz", lexicon)):
+    for name, obj in (("router.npz", router), ("lexicon.npz", lexicon),
+                      (routellm.FILENAME, published)):
         tmp = os.path.join(d, f".{os.getpid()}.{name}")
         obj.save(tmp)
         os.replace(tmp, os.path.join(d, name))
@@ -188,7 +191,7 @@ def build(root: str, space: Space, records: Sequence[Record], prof: Profile, gra
     os.replace(tmp, summary_path)
     say(f"{pool.family}/{wf.id}: per-workflow {space.models(pw)}, risk weight {lam:.3g}, "
         f"validation {val_figures}, trained in {time.monotonic() - t0:.1f}s; artifacts in {d}")
-    return Artifacts(space, prof, router, lexicon, summary)
+    return Artifacts(space, prof, router, lexicon, summary, d)
 
 
 def benchmark_source(wid: str, family: str) -> dict:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from aragog.common import policies
+from aragog import policies
 from aragog.common.pool import load_pool
 from aragog.common.workflow import parse_workflow
 from aragog.stack import shipped_workflow

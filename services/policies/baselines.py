@@ -1,92 +1,15 @@
-"""Routing policies: what each admits as F(r) when a request arrives.
+"""The baselines the paper compares against, and policies that need no learning.
 
-Every policy hands the scheduler a set of configurations; the same graph-aware
-scheduling round then picks one model per stage just in time among what is left. So a
-policy that binds one configuration (`largest`, `static:...`) gets the same scheduler
-with |C(r)| = 1, as the paper gives its baselines.
-
-Policies register themselves by name; `make("name:arg")` builds one, the class parsing its
-own argument (`from_arg`).
+Each binds F(r) at arrival (one configuration, or all of them for `any`); the scheduler's
+round then only places what is bound (|C(r)| = 1), as the paper gives its baselines.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
-
 import numpy as np
-from aragog.common.pool import PoolSpec
-from aragog.common.workflow import WorkflowDef, WorkflowError
+from aragog.common.workflow import WorkflowError
+from aragog.policies.base import ALL, Policy, PolicyError, artifacts_for
 from aragog.routing.model import cheapest_of
-
-if TYPE_CHECKING:
-    from aragog.routing.context import Routing
-
-
-class PolicyError(ValueError):
-    """Unknown policy, or one that cannot serve this workflow; the message says why."""
-
-
-class ArtifactsUnavailable(PolicyError):
-    """The policy needs routing artifacts that are missing or stale for this workflow and
-    pool: a precondition the operator fixes by building them, not a bad request."""
-
-
-ALL = None
-"""F(r) = every configuration of the workflow (stored compactly, not enumerated)."""
-
-
-class Policy:
-    """Base: `admit` returns F(r) as sorted int64 config indices, or ALL.
-
-    `routing` gives the profiled and learned artifacts (aragog.routing); a policy that needs
-    them raises ArtifactsUnavailable when the workflow has none. `learned` policies are slow
-    enough (an embedding) that the router runs them off its event loop; `overlap` ones admit
-    an F(r) that always holds the largest configuration, so the router may admit the request
-    with that placeholder and compute F(r) while it waits. `wants_load` policies get the
-    newest load snapshot (model name -> ModelLoad) as `load`.
-    """
-
-    name: ClassVar[str] = ""
-    learned: bool = False
-    overlap: bool = False
-    wants_load: bool = False
-    _registry: ClassVar[dict[str, type[Policy]]] = {}
-
-    def __init_subclass__(cls, name: str = "", **kw: object) -> None:
-        super().__init_subclass__(**kw)
-        if name:
-            cls.name = name
-            Policy._registry[name] = cls
-
-    @classmethod
-    def from_arg(cls, arg: str) -> Policy:
-        """The policy for `name:arg`; policies without arguments refuse one."""
-        if arg:
-            raise PolicyError(f"policy {cls.name} takes no argument")
-        return cls()
-
-    def admit(self, workflow: WorkflowDef, pool: PoolSpec, request_input: str = "",
-              routing: Routing | None = None, load: dict | None = None) -> np.ndarray | None:
-        raise NotImplementedError
-
-    @staticmethod
-    def one(index: int) -> np.ndarray:
-        return np.array([index], dtype=np.int64)
-
-
-class AragogPolicy(Policy, name="aragog"):
-    """The paper's just-in-time policy. F(r) comes from the learned router (embedding of the
-    input -> MLP per configuration, visited in cost order); the scheduler then picks among
-    F(r) per stage by load. Without current artifacts for the workflow it refuses the request
-    (ArtifactsUnavailable): admitting every configuration would drop the accuracy guarantee
-    silently."""
-
-    learned = True
-    overlap = True
-
-    def admit(self, workflow, pool, request_input="", routing=None, load=None):
-        art = _artifacts(self, workflow, pool, routing)
-        return routing.route(art, request_input)
 
 
 class PerInputPolicy(Policy, name="per-input"):
@@ -118,7 +41,7 @@ class PerInputPolicy(Policy, name="per-input"):
         return cls(arg or "profiled")
 
     def admit(self, workflow, pool, request_input="", routing=None, load=None):
-        art = _artifacts(self, workflow, pool, routing)
+        art = artifacts_for(self, workflow, pool, routing)
         if self.mode == "profiled":
             truth = art.true_f(request_input)
             if truth is None:
@@ -171,16 +94,6 @@ class PerWorkflowPolicy(Policy, name="per-workflow"):
         return self.one(workflow.config_index(workflow.per_workflow))
 
 
-def _artifacts(policy: Policy, workflow, pool, routing):
-    art = routing.artifacts(workflow, pool) if routing else None
-    if art is None:
-        why = routing.unavailable(workflow, pool) if routing else "no routing context"
-        raise ArtifactsUnavailable(
-            f"policy {policy.name} needs routing artifacts for workflow {workflow.id} on pool "
-            f"{pool.family or 'default'}: {why}")
-    return art
-
-
 class LargestPolicy(Policy, name="largest"):
     """The largest candidate (parameters) at every stage: the accuracy reference."""
 
@@ -224,17 +137,3 @@ class StaticPolicy(Policy, name="static"):
             return self.one(workflow.config_index(self.models))
         except WorkflowError as e:
             raise PolicyError(f"policy static:{','.join(self.models)}: {e}") from e
-
-
-def names() -> list[str]:
-    return sorted(Policy._registry)
-
-
-def make(spec: str) -> Policy:
-    """Build a policy from `name` or `name:arg` (the class parses its argument)."""
-    name, _, arg = spec.partition(":")
-    cls = Policy._registry.get(name)
-    if cls is None:
-        raise PolicyError(f"unknown policy {spec[:60]!r}; known: {', '.join(names())} "
-                          "(static:<m1,m2,...>, per-input:router|load)")
-    return cls.from_arg(arg)
