@@ -25,7 +25,7 @@ from aragog.routing.embedding import Embedder
 from aragog.routing.model import RouterModel
 from aragog.routing.space import Space
 from aragog.routing.space import build as build_space
-from aragog.training import dataset, learn, routellm
+from aragog.training import dataset, flowcompile, learn, routellm
 from aragog.training.dataset import Record
 from aragog.training.graders import Grader
 
@@ -51,7 +51,7 @@ def training_digest() -> str:
     return hashlib.sha256(repr((
         MAX_LOSS, FOLDS, WEIGHT_DECAYS, learn.RISK_WEIGHTS, inspect.signature(learn.train),
         served, ("lexicon", lexical.DIM, lexical.MIN_DF),
-        ("routellm", routellm.MF_DIM, routellm.EPOCHS, routellm.CLF_L2),
+        ("routellm", routellm.MF_DIM, routellm.EPOCHS, routellm.CLF_L2), "flowcompile proxy 1",
     )).encode()).hexdigest()[:16]
 
 
@@ -154,6 +154,7 @@ def build(root: str, space: Space, records: Sequence[Record], prof: Profile, gra
         f"({FOLDS} folds x {len(WEIGHT_DECAYS)} weight decays)")
     router, val_figures = train_router(space, x, prof, train_rows)
     published = routellm.fit(space, prof, x, train_rows)
+    front = flowcompile.compile_front(space, prof, train_rows)
     lam = router.risk_weight
     summary = {
         "workflow": wf.id,
@@ -166,6 +167,7 @@ def build(root: str, space: Space, records: Sequence[Record], prof: Profile, gra
         "per_workflow_models": space.models(pw),
         **{f"per_workflow_{k}": v for k, v in pw_figures.items()},
         "risk_weight": lam if math.isfinite(lam) else None,
+        "flowcompile": {"pareto_set": len(front.configs), "measured": front.measured},
         "validation": val_figures,
         "profiling": {
             "requests": len(train_rows),
@@ -181,7 +183,7 @@ def build(root: str, space: Space, records: Sequence[Record], prof: Profile, gra
         os.remove(summary_path)  # a half-replaced set must not load as the old one
     prof.save(os.path.join(d, "profile.npz"))
     for name, obj in (("router.npz", router), ("lexicon.npz", lexicon),
-                      (routellm.FILENAME, published)):
+                      (routellm.FILENAME, published), (flowcompile.FILENAME, front)):
         tmp = os.path.join(d, f".{os.getpid()}.{name}")
         obj.save(tmp)
         os.replace(tmp, os.path.join(d, name))

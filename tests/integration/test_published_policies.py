@@ -74,3 +74,16 @@ def test_per_request_routing_binds_one_end(stack, wf, routing):
         assert ran(stack, item.input, "routellm:clf@0.5") == want
         seen.add(tuple(want))
     assert len(seen) == 2, "every request went one way: the test shows nothing"
+
+
+def test_flowcompile_binds_the_member_of_its_compiled_set_the_preference_asks_for(stack, wf,
+                                                                                routing):
+    pool = load_pool(FAMILY)
+    text = benchmark(WORKFLOW).split("test")[1].input
+    largest = wf.config_models(int(policies.make("largest").admit(wf, pool)[0]))
+    assert ran(stack, text, "flowcompile:0") == largest
+    for spec in ("flowcompile:1", "flowcompile:acc>=0.9"):
+        (c,) = policies.make(spec).admit(wf, pool, text, routing)
+        assert ran(stack, text, spec) == wf.config_models(int(c))
+    art = routing.artifacts(wf, pool)
+    assert art.summary["flowcompile"]["measured"] < art.space.size
