@@ -7,6 +7,7 @@ manifest that says what they were built from.
     {dir}/{family}/{workflow}/summary.json  manifest, per-workflow configuration, training figures
     {dir}/{family}/{workflow}/routellm.npz  RouteLLM's routers, trained from the same profile
     {dir}/{family}/{workflow}/flowcompile.json  FlowCompile's Pareto set, compiled from it
+    {dir}/{family}/{workflow}/agentrouter.npz  AgentRouter's tier classifier, trained from it
 
 `aragog-routing build` (aragog.training) writes them; services load them read-only. The
 manifest holds digests of everything the router's answers depend on: the workflow, the

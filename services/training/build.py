@@ -25,7 +25,7 @@ from aragog.routing.embedding import Embedder
 from aragog.routing.model import RouterModel
 from aragog.routing.space import Space
 from aragog.routing.space import build as build_space
-from aragog.training import dataset, flowcompile, learn, routellm
+from aragog.training import agentrouter, dataset, flowcompile, learn, routellm
 from aragog.training.dataset import Record
 from aragog.training.graders import Grader
 
@@ -52,6 +52,7 @@ def training_digest() -> str:
         MAX_LOSS, FOLDS, WEIGHT_DECAYS, learn.RISK_WEIGHTS, inspect.signature(learn.train),
         served, ("lexicon", lexical.DIM, lexical.MIN_DF),
         ("routellm", routellm.MF_DIM, routellm.EPOCHS, routellm.CLF_L2), "flowcompile proxy 1",
+        ("agentrouter", agentrouter.FOLDS, agentrouter.EPOCHS, agentrouter.L2),
     )).encode()).hexdigest()[:16]
 
 
@@ -155,6 +156,7 @@ def build(root: str, space: Space, records: Sequence[Record], prof: Profile, gra
     router, val_figures = train_router(space, x, prof, train_rows)
     published = routellm.fit(space, prof, x, train_rows)
     front = flowcompile.compile_front(space, prof, train_rows)
+    tiers = agentrouter.fit(space, prof, x, texts, train_rows)
     lam = router.risk_weight
     summary = {
         "workflow": wf.id,
@@ -183,7 +185,8 @@ def build(root: str, space: Space, records: Sequence[Record], prof: Profile, gra
         os.remove(summary_path)  # a half-replaced set must not load as the old one
     prof.save(os.path.join(d, "profile.npz"))
     for name, obj in (("router.npz", router), ("lexicon.npz", lexicon),
-                      (routellm.FILENAME, published), (flowcompile.FILENAME, front)):
+                      (routellm.FILENAME, published), (flowcompile.FILENAME, front),
+                      (agentrouter.FILENAME, tiers)):
         tmp = os.path.join(d, f".{os.getpid()}.{name}")
         obj.save(tmp)
         os.replace(tmp, os.path.join(d, name))

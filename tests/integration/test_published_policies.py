@@ -87,3 +87,14 @@ def test_flowcompile_binds_the_member_of_its_compiled_set_the_preference_asks_fo
         assert ran(stack, text, spec) == wf.config_models(int(c))
     art = routing.artifacts(wf, pool)
     assert art.summary["flowcompile"]["measured"] < art.space.size
+
+
+def test_agentrouter_places_each_stage_on_its_classified_tier(stack, wf, routing):
+    pool = load_pool(FAMILY)
+    policy = policies.make("agentrouter")
+    for item in benchmark(WORKFLOW).split("test")[:3]:
+        tiers = policy.stage_state(wf, pool, item.input, routing)
+        want = [policy.stage(policies.StageView("r", wf, pool, s.name, i, tuple(s.candidates),
+                                                {}, tiers))
+                for i, s in enumerate(wf.llm_stages)]
+        assert ran(stack, item.input, "agentrouter") == want
