@@ -1,7 +1,7 @@
 # Named tasks; `make demo` and `make test` are the two set-up commands of the README.
 VENV := .venv/bin
 
-.PHONY: demo up test test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check deploy-check lint-imports routing-eval eval eval-smoke eval-mixed eval-mixed-smoke
+.PHONY: demo up test test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check deploy-check lint-imports routing-eval eval eval-smoke eval-mixed eval-published eval-mixed-smoke
 
 demo: bootstrap        ## start Redis, Triton (emulated pool) and the services; answer a few requests
 	$(VENV)/aragog-stack demo
@@ -60,6 +60,9 @@ eval-smoke: bootstrap     ## a one-to-two-minute evaluation run; report in repor
 
 eval-mixed: bootstrap     ## every workflow on one stack, Azure-trace arrivals, 3 seeds (~30 min); reports/mixed
 	$(VENV)/aragog-eval --mixed --out reports/mixed
+
+eval-published: bootstrap  ## routellm, agentrouter, flowcompile beside aragog, one pool (~15 min); reports/published
+	$(VENV)/aragog-eval --published --out reports/published
 
 eval-mixed-smoke: bootstrap  ## the mixed evaluation in a minute or two; report in reports/mixed-smoke
 	$(VENV)/aragog-eval --mixed --smoke --out reports/mixed-smoke

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.optimize
 import scipy.sparse
-from aragog import workflows
+from aragog import policies, workflows
 from aragog.common.pool import PoolSpec, load_pool
 from aragog.common.settings import RouterSettings
 from aragog.emulation.generate import benchmark
@@ -96,14 +96,29 @@ def bound_spread_rows(rows: Sequence[np.ndarray], weights: np.ndarray) -> float:
     return 1.0 / res.x[-1]
 
 
-def bounds(art: artifacts.Artifacts, embedder: Embedder, served: PoolSpec) -> dict[str, float]:
+class _Loaded:
+    """The routing context policies read (aragog.routing.context.Routing), over one
+    workflow's artifacts already loaded."""
+
+    def __init__(self, art: artifacts.Artifacts, embedder: Embedder):
+        self.art, self.embedder = art, embedder
+
+    def artifacts(self, wf, pool) -> artifacts.Artifacts:
+        return self.art
+
+    def unavailable(self, wf, pool) -> str:
+        return "not loaded"
+
+
+def bounds(art: artifacts.Artifacts, embedder: Embedder, served: PoolSpec,
+           decided: Sequence[str] = ()) -> dict[str, float]:
     """Requests/s per policy over the held-out requests, on `served` (the family's pool,
     perhaps scaled as aragog-eval scales it)."""
-    return mixed_bounds([(1.0, art)], embedder, served)
+    return mixed_bounds([(1.0, art)], embedder, served, decided)
 
 
 def mixed_bounds(parts: Sequence[tuple[float, artifacts.Artifacts]], embedder: Embedder,
-                 served: PoolSpec) -> dict[str, float]:
+                 served: PoolSpec, decided: Sequence[str] = ()) -> dict[str, float]:
     """Requests/s per policy when arrivals are the workflows of `parts` in the given shares
     (summing to 1), each workflow's requests its held-out ones, on `served`.
 
@@ -112,7 +127,9 @@ def mixed_bounds(parts: Sequence[tuple[float, artifacts.Artifacts]], embedder: E
     binds one configuration of the router's F(r) per request by the load at arrival: over
     many requests such bindings can split a kind of request over its F(r) in any proportion,
     so its fluid bound is the spread's, as `aragog`'s is; what separates them is how stale
-    the load they decide on is, which a fluid bound does not see."""
+    the load they decide on is, which a fluid bound does not see. `decided`: policies that
+    fix each request's configuration without the load (the published routers,
+    aragog.policies.decided_configuration), bound as the policies bound at arrival."""
     total = sum(p for p, _ in parts)
     if not parts or abs(total - 1.0) > 1e-6 or any(p <= 0 for p, _ in parts):
         raise ValueError(f"shares must be positive and sum to 1, got {[p for p, _ in parts]}")
@@ -128,7 +145,14 @@ def mixed_bounds(parts: Sequence[tuple[float, artifacts.Artifacts]], embedder: E
         # one text at a time, as the router service embeds them
         routed = [art.router.route(art.features([t], embedder)[0], space) for t in texts]
         n = len(texts)
+        given = _Loaded(art, embedder)
+        chosen = {p: [policies.decided_configuration(policies.make(p), space.workflow, served, t,
+                                                     given) for t in texts] for p in decided}
+        for p, configs in chosen.items():
+            if None in configs:
+                raise ValueError(f"policy {p} leaves choices to the scheduler: no fixed bound")
         for name, configs in (
+            *chosen.items(),
             ("per-input", [cheapest_of(space, s) for s in true_sets]),
             ("per-input:router", [cheapest_of(space, s) for s in routed]),
             ("per-workflow", [art.per_workflow] * n),

@@ -66,6 +66,7 @@ class RequestRecord:
     tenant: str = ""
     index: int = -1
     send_lag_s: float = 0.0
+    admission_s: float = 0.0  # from sending to the `admitted` event: the policy's overhead
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -157,6 +158,7 @@ class RouterClient:
                 rec.request_id = event.request_id or rec.request_id
                 kind = event.WhichOneof("event")
                 if kind == "admitted":
+                    rec.admission_s = time.perf_counter() - t0
                     rec.policy = event.admitted.policy
                     rec.admitted_configurations = event.admitted.configurations
                 elif kind == "stage_started":

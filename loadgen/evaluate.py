@@ -25,6 +25,7 @@ and requests of a seed, and the report gives each ratio a 95% interval over the 
     aragog-eval --out reports/eval            # the full comparison (both pools, 4 workflows)
     aragog-eval --smoke --out /tmp/smoke      # a minute or two: one pool, one workflow
     aragog-eval --mixed --out reports/mixed   # mixed workload, real arrivals, seeds (~30 min)
+    aragog-eval --published --out reports/published  # the published routers beside aragog
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ not set the mixed sweep's reference capacity."""
 SWEPT = ("aragog", "per-input", "per-workflow")
 """Policies measured over the whole rate sweep; the others run its first step (accuracy and
 GPU-seconds need no sweep)."""
+PUBLISHED = ("routellm", "agentrouter", "flowcompile")
+"""The published routers (aragog.policies): they fix each request's configuration without
+the load, so their capacity bound is computed as for the policies bound at arrival."""
+PUBLISHED_POLICIES = ("aragog", "per-input:router", "routellm:mf@0.5", "routellm:mf@0.5:stage",
+                      "routellm:clf@0.5", "agentrouter", "flowcompile:0.5", "largest")
 FLUCTUATED = ("aragog", "per-input")
 """Policies also run under fluctuating load: aragog, and the bound-at-arrival policy that
 shows what binding at arrival does under the same swings."""
@@ -108,11 +114,13 @@ class Plan:
     """Mixed: if > 0, a policy's sweep starts at its first step offering at least this x its
     capacity bound (its top step if none does): lower steps of a policy whose capacity is far
     above them measure only the offered rate."""
+    swept: tuple[str, ...] = SWEPT
+    """Policies run over the whole rate sweep; the others run its first step only."""
 
 
 def sweep_rates(plan: Plan, bound: dict[str, float] | None) -> list[float]:
     """The offered rates of one workflow's sweep (ascending)."""
-    known = [bound[p] for p in SWEPT if bound and p in bound]
+    known = [bound[p] for p in plan.swept if bound and p in bound]
     if not plan.sweep_of_bound or not known:
         return list(plan.rates)
     top = min(plan.top_over_bound * float(max(known)), plan.max_rate)
@@ -135,6 +143,11 @@ FULL = Plan(
 """Sized so that every workflow's top step overloads every swept policy (the pools' capacity
 bounds at this scale are 1-13 requests/s) while the 2-core host keeps up, and the whole
 evaluation fits in 25 minutes."""
+PUBLISHED_PLAN = dataclasses.replace(
+    FULL, families=["llama3"], policies=list(PUBLISHED_POLICIES), fluctuating="",
+    sweep_of_bound=(0.5, 1.0), swept=PUBLISHED_POLICIES)
+"""The published routers beside aragog (`--published`): one pool, every workflow, each
+policy over two steps (half and 1.2x the highest capacity bound of them all), ~15 min."""
 SMOKE = Plan(
     ["llama3"],
     ["text-to-sql"],
@@ -512,7 +525,8 @@ def evaluate_mixed(plan: Plan, out_dir: str, say: Callable[[str], None] = print)
                     k: bool(art.profile.largest_correct[rows[artifacts.input_digest(it.input)]])
                     for k, it in enumerate(benchmark(wid).split("test"))}
             b = bound[(family, report.MIXED)] = capacity.mixed_bounds(
-                [(shares[w], arts[w]) for w in plan.workflows if w in shares], embedder, served)
+                [(shares[w], arts[w]) for w in plan.workflows if w in shares], embedder, served,
+                [p for p in plan.policies if p.partition(":")[0] in PUBLISHED])
             ref, rates = mixed_rates(plan, b)
             say(f"[{family}/mixed] capacity bound, req/s: "
                 + ", ".join(f"{k} {v:.2f}" for k, v in b.items()))
@@ -609,7 +623,8 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
                     largest_correct[(family, wid)] = {
                         k: bool(art.profile.largest_correct[rows[artifacts.input_digest(it.input)]])
                         for k, it in enumerate(benchmark(wid).split("test"))}
-                    bound[(family, wid)] = b = capacity.bounds(art, embedder, served)
+                    decided = [p for p in plan.policies if p.partition(":")[0] in PUBLISHED]
+                    bound[(family, wid)] = b = capacity.bounds(art, embedder, served, decided)
                     say(f"[{family}/{wid}] capacity bound, req/s: "
                         + ", ".join(f"{k} {v:.1f}" for k, v in b.items()))
             stack = Stack(
@@ -631,7 +646,7 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
                     price = gpu_seconds_fn(family)
                     swept = sweeps[(family, wid)] = sweep_rates(plan, bound.get((family, wid)))
                     for policy in plan.policies:
-                        rates = swept if policy in SWEPT else swept[:1]
+                        rates = swept if policy in plan.swept else swept[:1]
                         for i, rate in enumerate(rates):
                             sched = arrivals.poisson(rate, plan.step_s, seed=plan.seed + i)
                             run = one_run(
@@ -703,6 +718,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="report directory")
     ap.add_argument("--smoke", action="store_true", help="a minute or two: one pool, one workflow "
                     "(with --mixed: two workflows, two policies, two seeds)")
+    ap.add_argument("--published", action="store_true", help="the published routers "
+                    "(routellm, agentrouter, flowcompile) beside aragog, one pool")
     ap.add_argument("--mixed", action="store_true", help="every workflow on one stack, "
                     "interleaved on windows of the Azure trace, repeated over seeds")
     ap.add_argument("--seeds", type=int, help="mixed: how many seeds")
@@ -721,6 +738,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.mixed:
         plan = dataclasses.replace(MIXED_SMOKE if args.smoke else MIXED)
+    elif args.published:
+        plan = dataclasses.replace(PUBLISHED_PLAN)
     else:
         plan = dataclasses.replace(SMOKE if args.smoke else FULL)
     for name in ("families", "workflows", "policies"):

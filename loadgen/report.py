@@ -501,6 +501,8 @@ def compare(runs: Sequence[Run], curves: Sequence[dict[str, Any]],
                 "accuracy": accuracy(rs),
                 "accuracy_ci": None if acc_ci[1] is None else acc_ci[1:],
                 "gpu_seconds_per_request": gpu_per_request(rs),
+                "admission_p50_ms": _pct([r.admission_s * 1e3 for r in rs if r.admission_s], 50),
+                "admission_p99_ms": _pct([r.admission_s * 1e3 for r in rs if r.admission_s], 99),
                 "model_shares": model_shares(rs),
                 "gap_to_largest_points": gap, "gap_matched_requests": matched,
                 "gap_to_largest_ci": None if gap_ci[1] is None else gap_ci[1:],
@@ -814,7 +816,7 @@ def _write_csvs(runs: Sequence[Run], summaries: Sequence[dict], out: Path) -> No
         w.writerows(rows)
     fields = ("request_id", "index", "arrival", "sent_at", "completed_at", "latency_s", "status",
               "grpc_code", "error", "expected", "answer", "correct", "gpu_seconds",
-              "admitted_configurations", "send_lag_s", "tenant")
+              "admitted_configurations", "send_lag_s", "admission_s", "tenant")
     with (out / "requests.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["family", "workflow", "policy", "pattern", "rate", "seed", "item",
@@ -879,11 +881,17 @@ def render_summary(res: dict[str, Any]) -> str:
           + (f" ({v['p50_rate']:g}/s)" if v.get("p50_rate") is not None else ""),
           v.get("n_seeds", 1), "yes" if v["host_cpu_bound"] else "no"]
          for c in comps for v in c.get("pairs", c["aragog_vs"].values())])
-    md += [""] + _table(
+    md += ["", "## Policies side by side", "",
+           "Admission: from sending a request to its `admitted` event (the policy's routing "
+           "work at arrival, with the router's gRPC and Redis round trips); `aragog` admits "
+           "with a placeholder and routes while the first stage waits, so its routing is "
+           "mostly not in this figure (the router's aragog_routing_seconds has it).", ""]
+    md += _table(
         ["family", "workflow", "policy", "max throughput (req/s)", "capacity bound (req/s)",
          "share of bound", "top rate (req/s)", "max goodput (req/s)",
          "p50 / p95 at top rate (ms)", "accuracy",
-         "gap to largest (points, same requests)", "GPU-s / request"],
+         "gap to largest (points, same requests)", "GPU-s / request",
+         "admission p50 / p99 (ms)"],
         [[c["family"], c["workflow"], pol,
           _fci(p["max_throughput"], p.get("max_throughput_ci")), _f(p["capacity_bound"]),
           _fci(p.get("bound_share"), p.get("bound_share_ci"), ".0%"),
@@ -892,7 +900,8 @@ def render_summary(res: dict[str, Any]) -> str:
           _fci(p["accuracy"], p.get("accuracy_ci"), ".1%"),
           f"{_fci(p['gap_to_largest_points'], p.get('gap_to_largest_ci'), '+.1f')} "
           f"({p['gap_matched_requests']})",
-          _f(p["gpu_seconds_per_request"], ".3f")]
+          _f(p["gpu_seconds_per_request"], ".3f"),
+          f"{_f(p.get('admission_p50_ms'), '.1f')} / {_f(p.get('admission_p99_ms'), '.1f')}"]
          for c in comps for pol, p in c["policies"].items()])
     md += ["", "Reference of the gap to largest: " + "; ".join(
         f"{c['family']}/{c['workflow']} {c['gap_reference']}"

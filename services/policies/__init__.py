@@ -1,17 +1,19 @@
 """Routing policies, by name: `aragog`, the baselines, and published routers (base.py says
 what a policy is; each module holds one family)."""
 
-from aragog.policies import agentrouter, baselines, flowcompile, jit, routellm  # noqa: F401 - defining them registers them
+# defining the policies registers them
+from aragog.policies import agentrouter, baselines, flowcompile, jit, routellm  # noqa: F401
 from aragog.policies.base import (
     ALL,
     ArtifactsUnavailable,
     Policy,
     PolicyError,
     StageView,
+    decided_configuration,
     make,
     names,
 )
 from aragog.policies.baselines import least_loaded
 
-__all__ = ["ALL", "ArtifactsUnavailable", "Policy", "PolicyError", "StageView", "least_loaded",
-           "make", "names"]
+__all__ = ["ALL", "ArtifactsUnavailable", "Policy", "PolicyError", "StageView",
+           "decided_configuration", "least_loaded", "make", "names"]

@@ -126,6 +126,31 @@ def artifacts_for(policy: Policy, workflow: WorkflowDef, pool: PoolSpec,
     return art
 
 
+def decided_configuration(policy: Policy, workflow: WorkflowDef, pool: PoolSpec,
+                          request_input: str, routing: Routing | None) -> int | None:
+    """The configuration `policy` runs this request on, if it decides every stage without
+    the load (one configuration admitted, or a stage role that decides from its admission
+    state alone); None if it leaves choices to the scheduling round. What the capacity
+    bounds and a simulator read."""
+    f_r = policy.admit(workflow, pool, request_input, routing)
+    if f_r is not None and len(f_r) == 1:
+        return int(f_r[0])
+    if not policy.decides_stages:
+        return None
+    state = policy.stage_state(workflow, pool, request_input, routing)
+    allowed = None if f_r is None else {tuple(workflow.config_models(int(c))) for c in f_r}
+    models = []
+    for i, st in enumerate(workflow.llm_stages):
+        options = tuple(m for m in st.candidates
+                        if allowed is None or any(a[:i] == tuple(models) and a[i] == m
+                                                  for a in allowed))
+        model = policy.stage(StageView("", workflow, pool, st.name, i, options, {}, state))
+        if model is None or model not in options:
+            return None
+        models.append(model)
+    return workflow.config_index(models)
+
+
 def by_size(pool: PoolSpec, models) -> list[str]:
     """`models` from the smallest to the largest (parameters), names breaking ties."""
     return sorted(models, key=lambda m: (pool.model(m).params_b, m))

@@ -87,3 +87,31 @@ def test_load_aware_binding_avoids_the_queued_model():
     cap = pool.model("llama3-8b").capacity
     busy = {"llama3-8b": common_pb2.ModelLoad(model="llama3-8b", leased=cap, triton_pending=4 * cap)}
     assert policies.least_loaded(space, both, busy) == large  # the 8B's queue outweighs it
+
+
+class _EveryStageSecond(policies.Policy):
+    """Unregistered (no name): admits every configuration, puts each stage on its second
+    candidate, or on none for a stage named in its state."""
+
+    decides_stages = True
+
+    def admit(self, workflow, pool, request_input="", routing=None, load=None):
+        return policies.ALL
+
+    def stage_state(self, workflow, pool, request_input, routing=None):
+        return request_input.encode()
+
+    def stage(self, view):
+        return None if view.stage in view.state.decode() else view.options[1]
+
+
+def test_decided_configuration_composes_the_stage_roles_picks(wf):
+    pool = load_pool()
+    second = [s.candidates[1] for s in wf.llm_stages]
+    policy = _EveryStageSecond()
+    assert wf.config_models(policies.decided_configuration(policy, wf, pool, "", None)) == second
+    # one stage left to the round: the configuration is not decided at admission
+    assert policies.decided_configuration(policy, wf, pool, wf.llm_stages[1].name, None) is None
+    largest = policies.make("largest")
+    assert policies.decided_configuration(largest, wf, pool, "", None) == int(largest.admit(wf, pool)[0])
+    assert policies.decided_configuration(policies.make("any"), wf, pool, "", None) is None
