@@ -8,7 +8,9 @@ placements per second over the measured window and the scheduler's CPU share.
 
 --mode session (default) goes through the executors' own client, one StageSession stream
 per process; --mode unary makes one AcquireStage and one ReleaseStage call per stage, as a
-client without the session would (its ceiling is gRPC's per-call cost).
+client without the session would (its ceiling is gRPC's per-call cost). Each client process
+is an executor: it claims its requests (their owner keys) before the measured window, as an
+executor does before it asks for their stages.
 
     python benchmarks/scheduler_throughput.py [--seconds 10] [--clients 1] [--inflight 64] [--mode session]
 """
@@ -24,6 +26,7 @@ import time
 
 import grpc
 
+from aragog.common.store import Store, connect
 from aragog.executor.scheduler_client import SchedulerClient
 from aragog.stack import Stack, shipped_workflow
 from aragog.v1 import router_pb2, scheduler_pb2, scheduler_pb2_grpc
@@ -31,18 +34,25 @@ from aragog.v1 import router_pb2, scheduler_pb2, scheduler_pb2_grpc
 STAGES = ["draft", "critique", "refine"]
 
 
-async def client(addr: str, rids: list[str], inflight: int, seconds: float, mode: str,
-                 out: mp.Queue) -> None:
+async def client(addr: str, redis_url: str, namespace: str, rids: list[str], inflight: int,
+                 seconds: float, mode: str, out: mp.Queue) -> None:
+    executor_id = f"bench-{os.getpid()}"
+    store = Store(connect(redis_url), namespace)
+    async with store.r.pipeline(transaction=False) as p:
+        for rid in rids:
+            p.set(store.k.owner(rid), executor_id, ex=600)
+        await p.execute()
+    await store.r.aclose()
     async with grpc.aio.insecure_channel(addr) as ch:
         stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
-        session = SchedulerClient(ch, f"bench-{os.getpid()}")
+        session = SchedulerClient(ch, executor_id)
         placed = 0
         stop_at = time.monotonic() + seconds
         todo = list(rids)
 
         async def stage_unary(rid: str, stage: str) -> None:
             grant = await stub.AcquireStage(scheduler_pb2.AcquireStageRequest(
-                request_id=rid, stage=stage, executor_id="bench"), timeout=30)
+                request_id=rid, stage=stage, executor_id=executor_id), timeout=30)
             await stub.ReleaseStage(scheduler_pb2.ReleaseStageRequest(
                 lease_id=grant.lease_id, success=True), timeout=30)
 
@@ -66,9 +76,9 @@ async def client(addr: str, rids: list[str], inflight: int, seconds: float, mode
         await session.close()
 
 
-def run_client(addr: str, rids: list[str], inflight: int, seconds: float, mode: str,
-               out: mp.Queue) -> None:
-    asyncio.run(client(addr, rids, inflight, seconds, mode, out))
+def run_client(addr: str, redis_url: str, namespace: str, rids: list[str], inflight: int,
+               seconds: float, mode: str, out: mp.Queue) -> None:
+    asyncio.run(client(addr, redis_url, namespace, rids, inflight, seconds, mode, out))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -99,8 +109,9 @@ def main() -> None:
         sched = next(p for p in stack.procs if p.name == "scheduler")
         out: mp.Queue = mp.Queue()
         share = len(rids) // args.clients
-        procs = [mp.Process(target=run_client, args=(stack.scheduler_addr, rids[i * share:(i + 1) * share],
-                                                     args.inflight, args.seconds, args.mode, out))
+        procs = [mp.Process(target=run_client, args=(
+            stack.scheduler_addr, stack.redis_url, stack.namespace,
+            rids[i * share:(i + 1) * share], args.inflight, args.seconds, args.mode, out))
                  for i in range(args.clients)]
         print(f"measuring for {args.seconds:.0f}s ...", flush=True)
         cpu0, t0 = cpu_seconds(sched.popen.pid), time.monotonic()

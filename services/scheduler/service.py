@@ -188,6 +188,7 @@ class Scheduler:
         self._leased_gauges = [LEASED.labels(m.name) for m in pool.models]
         self._cancelled: OrderedDict[str, None] = OrderedDict()  # recently cancelled requests
         self._stage_policies: dict[str, policies.Policy | None] = {}  # policy spec -> stage role
+        self._owners: OrderedDict[str, str] = OrderedDict()  # request -> executor seen to own it
 
     # lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -311,13 +312,14 @@ class Scheduler:
 
     async def acquire(self, rid: str, stage: str, executor_id: str) -> scheduler_pb2.AcquireStageResponse:
         """Queue the stage and wait until a round places it; raise StageRejected if it cannot be."""
-        bad = (id_error("request_id", rid) or id_error("executor_id", executor_id, optional=True)
+        bad = (id_error("request_id", rid) or id_error("executor_id", executor_id)
                or (None if stage else "stage is required"))
         if bad:
             raise StageRejected(grpc.StatusCode.INVALID_ARGUMENT, bad)
         structlog.contextvars.bind_contextvars(request_id=rid, stage=stage)
         if rid in self._cancelled:
             raise _cancelled(rid)
+        await self._check_owner(rid, executor_id)
         entry = self.queue.get(rid) or self.known.pop(rid, None)
         if entry is not None and not entry.waiters and _stage_or_none(entry.workflow, stage) is None:
             entry = None  # a cached request whose id was admitted again for another workflow
@@ -374,6 +376,25 @@ class Scheduler:
         except asyncio.CancelledError:
             self._abandon(entry, waiter)
             raise
+
+    async def _check_owner(self, rid: str, executor_id: str) -> None:
+        """Only the executor running a request (its owner key, set when it claimed it) may
+        place its stages: no caller leases capacity for another's request, or for one that
+        ended. Read from Redis once per request and executor, not per stage."""
+        if self._owners.get(rid) == executor_id:
+            self._owners.move_to_end(rid)
+            return
+        owner = (await self.store.r.get(self.store.k.owner(rid)) or b"").decode()
+        if owner != executor_id:
+            raise StageRejected(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"executor {quote(executor_id)} does not run request {rid}"
+                + (f" (executor {quote(owner)} does)" if owner else
+                   " (no executor does: it has ended, or none has claimed it yet)")
+                + ": only the executor that claimed a request places its stages")
+        self._owners[rid] = owner
+        while len(self._owners) > self.settings.request_cache_size:
+            self._owners.popitem(last=False)
 
     def _stage_policy(self, spec: str) -> policies.Policy | None:
         """The policy `spec` if it has a stage role, else None (built once per spec)."""

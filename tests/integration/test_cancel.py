@@ -66,6 +66,9 @@ def model_held(stack, rid: str, stage: str, model: str):
     """Take every free place of `model` with leases on a finished request's stage (its
     policy binds the stage to `model`), renewed until the block ends: new stages for
     `model` wait in the scheduler's queue meanwhile."""
+    owner = redis.Redis.from_url(stack.redis_url)
+    owner.set(f"{stack.namespace}:req:{rid}:owner", "holder", ex=300)  # as if "holder" ran it
+    owner.close()
     ch = grpc.insecure_channel(stack.scheduler_addr)
     stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
     state = stub.GetSchedulerState(scheduler_pb2.GetSchedulerStateRequest(), timeout=5)

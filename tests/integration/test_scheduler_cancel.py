@@ -32,6 +32,7 @@ async def test_a_cancel_withdraws_waiting_stages_and_frees_leases(
                 "workflow_id": wf.id, "created_at": float(i),
                 "state": common_pb2.REQUEST_STATE_RUNNING})
             await store.r.set(store.k.f(rid), only_70b)
+            await store.r.set(store.k.owner(rid), "t")  # executor "t" claimed it
         held = await asyncio.wait_for(scheduler.acquire("holder", "draft", "t"), 5)
         waiting = asyncio.create_task(scheduler.acquire("waiter", "draft", "t"))
         await asyncio.sleep(0.1)
@@ -69,6 +70,7 @@ async def test_a_scheduler_refuses_a_request_cancelled_before_it_knew_it(
     await store.r.hset(store.k.req("gone"), mapping={
         "workflow_id": wf.id, "created_at": 1.0, "state": common_pb2.REQUEST_STATE_QUEUED})
     await store.r.set(store.k.f("gone"), encode_configs(None))
+    await store.r.set(store.k.owner("gone"), "t")
     assert await store.cancel("gone", "test", 60)
     scheduler = Scheduler(SchedulerSettings(namespace=namespace), store, one_slot_pool)
     await scheduler.start()

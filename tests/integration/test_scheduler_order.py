@@ -30,6 +30,7 @@ async def test_an_older_requests_next_stage_goes_before_a_newer_requests_first(
             await store.r.hset(store.k.req(rid),
                                mapping={"workflow_id": wf.id, "created_at": created})
             await store.r.set(store.k.f(rid), only_70b)
+            await store.r.set(store.k.owner(rid), "t")  # executor "t" claimed it
 
         # `old` runs its first stage and finishes it while `holder` keeps the 70B busy
         old_draft = await asyncio.wait_for(scheduler.acquire("old", "draft", "t"), 5)

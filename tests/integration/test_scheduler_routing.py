@@ -31,6 +31,7 @@ async def routed_request(redis_url: str, namespace: str, wait_s: float):
     await store.r.hset(store.k.req("r1"),
                        mapping={"workflow_id": wf.id, "routing": ROUTING_PENDING})
     await store.r.set(store.k.f("r1"), encode_configs(np.array([largest])))
+    await store.r.set(store.k.owner("r1"), "t")  # executor "t" claimed it
     return scheduler, store, wf
 
 

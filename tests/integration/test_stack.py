@@ -268,16 +268,51 @@ def test_concurrent_submissions_of_one_id_admit_it_once(stack, chain):
 
 
 def test_scheduler_rejects_unknown_stage_and_request(stack, chain):
+    def acquire(rid: str, stage: str, executor: str = "x"):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.AcquireStage(scheduler_pb2.AcquireStageRequest(
+                request_id=rid, stage=stage, executor_id=executor), timeout=5)
+        return err.value
+
+    client = redis.Redis.from_url(stack.redis_url)
     with grpc.insecure_channel(stack.scheduler_addr) as ch:
         stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
-        with pytest.raises(grpc.RpcError) as err:
-            stub.AcquireStage(scheduler_pb2.AcquireStageRequest(request_id="nope", stage="draft"), timeout=5)
-        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        err = acquire("nope", "draft", "")
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "executor_id" in err.details()
+        client.set(f"{stack.namespace}:req:nope:owner", "x", ex=60)  # as if x had claimed it
+        assert acquire("nope", "draft").code() == grpc.StatusCode.NOT_FOUND
         rid = final(stack.submit(chain, "stage check")[0]).request_id
+        client.set(f"{stack.namespace}:req:{rid}:owner", "x", ex=60)
+        err = acquire(rid, "nostage")
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "LLM stages: draft, critique, refine" in err.details()
+    client.close()
+
+
+def test_only_the_executor_running_a_request_places_its_stages(stack, chain):
+    """No caller leases capacity for a request it does not run (issue 16, item 3): not for
+    one an executor runs, not for one that ended."""
+    status = final(stack.submit(chain, "whose request")[0])
+    rid, ran_it = status.request_id, status.stages[0].executor_id
+
+    def refused(executor: str) -> str:
         with pytest.raises(grpc.RpcError) as err:
-            stub.AcquireStage(scheduler_pb2.AcquireStageRequest(request_id=rid, stage="nostage"), timeout=5)
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "LLM stages: draft, critique, refine" in err.value.details()
+            stub.AcquireStage(scheduler_pb2.AcquireStageRequest(
+                request_id=rid, stage="draft", executor_id=executor), timeout=5)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        return err.value.details()
+
+    with grpc.insecure_channel(stack.scheduler_addr) as ch:
+        stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
+        for executor in ("intruder", ran_it):  # it ended: nobody may place its stages
+            assert "no executor does: it has ended" in refused(executor)
+        client = redis.Redis.from_url(stack.redis_url)
+        client.set(f"{stack.namespace}:req:{rid}:owner", "someone", ex=60)  # as if running
+        assert "(executor 'someone' does)" in refused("intruder")
+        client.delete(f"{stack.namespace}:req:{rid}:owner")
+        client.close()
+        state = stub.GetSchedulerState(scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
+        assert state.queued_stages == 0
 
 
 def test_every_service_serves_reflection_and_health(stack):
