@@ -20,7 +20,7 @@ def scheduled(plan: evaluate.Plan) -> int:
     """Arrivals the plan sends, recomputed from its seeds."""
     n = 0
     for policy in plan.policies:
-        rates = plan.rates if policy in evaluate.SWEPT else plan.rates[:1]
+        rates = plan.rates if policy in plan.swept else plan.rates[:1]
         n += sum(
             len(arrivals.poisson(r, plan.step_s, seed=plan.seed + i)) for i, r in enumerate(rates)
         )
@@ -35,7 +35,8 @@ def scheduled(plan: evaluate.Plan) -> int:
 
 def test_smoke_evaluation_writes_a_coherent_report(tmp_path, artifacts_dir, monkeypatch):
     monkeypatch.setenv("ARAGOG_ARTIFACTS_DIR", artifacts_dir)  # the session's trained router
-    plan = dataclasses.replace(evaluate.SMOKE, families=[ROUTED[0]], workflows=[ROUTED[1]])
+    plan = dataclasses.replace(evaluate.SMOKE, families=[ROUTED[0]], workflows=[ROUTED[1]],
+                               policies=[*evaluate.SMOKE.policies, "routellm:mf@0.5:stage"])
     results = evaluate.evaluate(plan, str(tmp_path), say=lambda m: None)
 
     for name in ("results.json", "runs.csv", "requests.csv", "summary.md"):
@@ -58,6 +59,9 @@ def test_smoke_evaluation_writes_a_coherent_report(tmp_path, artifacts_dir, monk
     assert policies == set(plan.policies)
     summary = (tmp_path / "summary.md").read_text()
     assert "EMULATED" in summary and "maximum serving throughput" in summary
+    assert "## Policies side by side" in summary
+    published = next(c for c in results["comparisons"])["policies"]["routellm:mf@0.5:stage"]
+    assert published["capacity_bound"] > 0 and published["admission_p50_ms"] > 0
     assert os.path.basename(results["plots"][0]) in summary
 
 
