@@ -30,7 +30,8 @@ from aragog import policies, workflows
 from aragog.common.pool import load_pool
 from aragog.common.settings import RouterSettings
 from aragog.emulation.generate import benchmark
-from aragog.policies.routellm import REQUEST, FILENAME as ROUTELLM_FILE, RouteLLMModel, Scorer
+from aragog.policies.routellm import FILENAME as ROUTELLM_FILE
+from aragog.policies.routellm import REQUEST, RouteLLMModel, Scorer
 from aragog.routing import artifacts
 from aragog.routing.context import Routing
 from aragog.training import metrics

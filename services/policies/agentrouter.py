@@ -33,11 +33,11 @@ import math
 import numpy as np
 from aragog.policies.base import (
     ALL,
-    ArtifactsUnavailable,
     Policy,
     StageView,
     artifacts_for,
     by_size,
+    trained_for,
 )
 
 FILENAME = "agentrouter.npz"
@@ -130,13 +130,8 @@ class AgentRouterPolicy(Policy, name="agentrouter"):
         return ALL
 
     def stage_state(self, workflow, pool, request_input, routing=None):
-        art = artifacts_for(self, workflow, pool, routing)
-        model = art.companion(FILENAME, AgentRouterModel.load)
-        if model is None:
-            raise ArtifactsUnavailable(
-                f"policy agentrouter needs its tier classifier for workflow {workflow.id}; the "
-                f"routing artifacts in {art.directory} have none: rebuild them with "
-                "aragog-routing build")
+        art, model = trained_for(self, workflow, pool, routing, FILENAME, AgentRouterModel.load,
+                                 "its tier classifier")
         x = art.features([request_input], routing.embedder)
         tiers = model.tiers(stage_features(workflow, request_input, float(model.difficulty(x)[0])))
         return bytes(int(t) for t in tiers)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import structlog
@@ -124,6 +125,20 @@ def artifacts_for(policy: Policy, workflow: WorkflowDef, pool: PoolSpec,
             f"policy {policy.name} needs routing artifacts for workflow {workflow.id} on pool "
             f"{pool.family or 'default'}: {why}")
     return art
+
+
+def trained_for(policy: Policy, workflow: WorkflowDef, pool: PoolSpec, routing: Routing | None,
+                filename: str, load: Callable[[str], Any], what: str) -> tuple[Artifacts, Any]:
+    """The workflow's artifacts and what `aragog-routing build` trained beside its router for
+    `policy` (`filename`, read by `load`), or ArtifactsUnavailable saying to rebuild."""
+    art = artifacts_for(policy, workflow, pool, routing)
+    trained = art.companion(filename, load)
+    if trained is None:
+        raise ArtifactsUnavailable(
+            f"policy {policy.name} needs {what} for workflow {workflow.id}; the routing "
+            f"artifacts in {art.directory} have none: rebuild them with aragog-routing build "
+            "(it trains the published routers beside Aragog's)")
+    return art, trained
 
 
 def decided_configuration(policy: Policy, workflow: WorkflowDef, pool: PoolSpec,

@@ -30,7 +30,7 @@ import dataclasses
 import json
 
 import numpy as np
-from aragog.policies.base import ArtifactsUnavailable, Policy, PolicyError, artifacts_for
+from aragog.policies.base import Policy, PolicyError, trained_for
 
 FILENAME = "flowcompile.json"
 
@@ -93,13 +93,8 @@ class FlowCompilePolicy(Policy, name="flowcompile"):
         return cls(None, value) if text != arg else cls(value, None)
 
     def admit(self, workflow, pool, request_input="", routing=None, load=None):
-        art = artifacts_for(self, workflow, pool, routing)
-        front = art.companion(FILENAME, ParetoSet.load)
-        if front is None:
-            raise ArtifactsUnavailable(
-                f"policy flowcompile needs the compiled Pareto set of workflow {workflow.id}; "
-                f"the routing artifacts in {art.directory} have none: rebuild them with "
-                "aragog-routing build")
+        _, front = trained_for(self, workflow, pool, routing, FILENAME, ParetoSet.load,
+                               "its compiled Pareto set")
         if self.beta is not None:
             return self.one(front.by_preference(self.beta))
         return self.one(front.cheapest_with(self.accuracy))

@@ -35,12 +35,12 @@ import dataclasses
 import numpy as np
 from aragog.policies.base import (
     ALL,
-    ArtifactsUnavailable,
     Policy,
     PolicyError,
     StageView,
     artifacts_for,
     by_size,
+    trained_for,
 )
 
 FILENAME = "routellm.npz"
@@ -139,13 +139,8 @@ class RouteLLMPolicy(Policy, name="routellm"):
         return cls(kind, value, mode == "stage")
 
     def _strong(self, workflow, pool, request_input, routing, units: list[str]) -> list[bool]:
-        art = artifacts_for(self, workflow, pool, routing)
-        model = art.companion(FILENAME, RouteLLMModel.load)
-        if model is None:
-            raise ArtifactsUnavailable(
-                f"policy routellm needs RouteLLM's routers for workflow {workflow.id}; the "
-                f"routing artifacts in {art.directory} have none: rebuild them with "
-                "aragog-routing build (it trains them beside Aragog's router)")
+        art, model = trained_for(self, workflow, pool, routing, FILENAME, RouteLLMModel.load,
+                                 "RouteLLM's routers")
         x = art.features([request_input], routing.embedder)
         out = []
         for unit in units:

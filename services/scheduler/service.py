@@ -39,8 +39,6 @@ from typing import Any
 import grpc
 import numpy as np
 import structlog
-from prometheus_client import Counter, Gauge, Histogram
-
 from aragog import policies
 from aragog.common.bounds import clip, id_error, quote
 from aragog.common.pool import PoolSpec
@@ -49,6 +47,7 @@ from aragog.common.store import ALL_CONFIGS, ROUTING_PENDING, Store, decode_conf
 from aragog.common.workflow import WorkflowDef, parse_workflow
 from aragog.scheduler_ext import ROUND_IMPL, RoundRequest, WorkflowSpace, schedule_round
 from aragog.v1 import common_pb2, scheduler_pb2
+from prometheus_client import Counter, Gauge, Histogram
 
 log = structlog.get_logger("scheduler")
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from aragog.policies.agentrouter import FILENAME, TIERS, AgentRouterModel, stage_features, tier_of_rank
+from aragog.policies.agentrouter import (
+    FILENAME,
+    TIERS,
+    AgentRouterModel,
+    stage_features,
+    tier_of_rank,
+)
 from aragog.routing.artifacts import Profile
 from aragog.routing.space import Space
 from aragog.training.routellm import fit_clf, unit_configs

@@ -11,7 +11,7 @@ is wrong where the strong one is right", RouteLLM's "strong wins".
 from __future__ import annotations
 
 import numpy as np
-from aragog.policies.routellm import FILENAME, REQUEST, RouteLLMModel, Scorer
+from aragog.policies.routellm import REQUEST, RouteLLMModel, Scorer
 from aragog.routing.artifacts import Profile
 from aragog.routing.space import Space
 

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from aragog import policies
 from aragog.common.pool import load_pool
 from aragog.common.workflow import parse_workflow
