@@ -95,7 +95,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=10000)
     ap.add_argument("--mode", choices=["session", "unary"], default="session")
     args = ap.parse_args()
-    stack = Stack(executors=0, triton_url="127.0.0.1:1", extra_env={"ARAGOG_LOG_LEVEL": "warning"})
+    stack = Stack(executors=0, triton_url="127.0.0.1:1", extra_env={
+        "ARAGOG_LOG_LEVEL": "warning",
+        "ARAGOG_MAX_QUEUED_REQUESTS": "0", "ARAGOG_MAX_QUEUED_PER_TENANT": "0",  # all admitted up front
+    })
     with stack:
         stack.register(shipped_workflow("chain3"))
         print(f"admitting {args.requests} requests ...", flush=True)
@@ -103,7 +106,7 @@ def main() -> None:
             rids = []
             for i in range(args.requests):
                 events = r.SubmitRequest(router_pb2.SubmitRequestRequest(
-                    workflow_id="chain3", input=f"q{i}"), timeout=10)
+                    workflow_id="chain3", input=f"q{i}", policy="any"), timeout=10)
                 rids.append(next(iter(events)).request_id)
                 events.cancel()
         sched = next(p for p in stack.procs if p.name == "scheduler")

@@ -243,15 +243,19 @@ class Scheduler:
             cw = self._workflows[wid] = CompiledWorkflow(wf, space, every)
         return cw
 
-    async def _load_entry(self, rid: str) -> tuple[Entry | None, str]:
-        """Build a queue entry from Redis: C(r) = F(r) narrowed by the models chosen so far."""
+    async def _load_entry(self, rid: str, executor_id: str) -> tuple[Entry | None, str]:
+        """Build a queue entry from Redis: C(r) = F(r) narrowed by the models chosen so far.
+        Checks first, in the same round trip, that `executor_id` owns the request."""
         k = self.store.k
         async with self.store.r.pipeline(transaction=False) as p:
             p.hmget(k.req(rid), ["workflow_id", "routing", "created_at", "state", "policy",
                                  "stage_state"])
             p.get(k.f(rid))
             p.hgetall(k.chosen(rid))
-            (wid, routing, created, state, spec, stage_state), f_raw, chosen = await p.execute()
+            p.get(k.owner(rid))
+            (wid, routing, created, state, spec, stage_state), f_raw, chosen, owner = \
+                await p.execute()
+        self._owned(rid, executor_id, (owner or b"").decode())
         if wid is None or f_raw is None:
             return None, f"no admitted request {rid!r}"
         if state is not None and int(state) == common_pb2.REQUEST_STATE_CANCELLED:
@@ -318,12 +322,13 @@ class Scheduler:
         structlog.contextvars.bind_contextvars(request_id=rid, stage=stage)
         if rid in self._cancelled:
             raise _cancelled(rid)
-        await self._check_owner(rid, executor_id)
+        if self._owners.get(rid) != executor_id and (rid in self.queue or rid in self.known):
+            await self._check_owner(rid, executor_id)  # known here, not yet to this executor
         entry = self.queue.get(rid) or self.known.pop(rid, None)
         if entry is not None and not entry.waiters and _stage_or_none(entry.workflow, stage) is None:
             entry = None  # a cached request whose id was admitted again for another workflow
         if entry is None:
-            loaded, err = await self._load_entry(rid)
+            loaded, err = await self._load_entry(rid, executor_id)
             # While we read Redis, another acquire of this request may have loaded it and a
             # round placed its stages (moving it to `known`): keep one entry per request, or
             # the choices made on one are invisible to the other and the request runs a
@@ -377,13 +382,18 @@ class Scheduler:
             raise
 
     async def _check_owner(self, rid: str, executor_id: str) -> None:
+        """_owned, reading the owner key alone (for a request this scheduler has loaded)."""
+        self._owned(rid, executor_id,
+                    (await self.store.r.get(self.store.k.owner(rid)) or b"").decode())
+
+    def _owned(self, rid: str, executor_id: str, owner: str) -> None:
         """Only the executor running a request (its owner key, set when it claimed it) may
         place its stages: no caller leases capacity for another's request, or for one that
-        ended. Read from Redis once per request and executor, not per stage."""
+        ended. Checked when the request is loaded and when another executor asks; an
+        executor seen to own it is remembered, so its later stages read nothing."""
         if self._owners.get(rid) == executor_id:
             self._owners.move_to_end(rid)
             return
-        owner = (await self.store.r.get(self.store.k.owner(rid)) or b"").decode()
         if owner != executor_id:
             raise StageRejected(
                 grpc.StatusCode.PERMISSION_DENIED,

@@ -11,10 +11,11 @@ is wrong where the strong one is right", RouteLLM's "strong wins".
 from __future__ import annotations
 
 import numpy as np
-from aragog.policies.routellm import REQUEST, RouteLLMModel, Scorer
+from aragog.policies.routellm import FILENAME, REQUEST, RouteLLMModel, Scorer
 from aragog.routing.artifacts import Profile
 from aragog.routing.space import Space
 
+__all__ = ["FILENAME", "fit", "fit_clf", "fit_mf", "unit_configs"]
 MF_DIM = 64
 EPOCHS = 300
 CLF_L2 = 1e-2
