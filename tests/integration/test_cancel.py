@@ -66,9 +66,9 @@ def model_held(stack, rid: str, stage: str, model: str):
     """Take every free place of `model` with leases on a finished request's stage (its
     policy binds the stage to `model`), renewed until the block ends: new stages for
     `model` wait in the scheduler's queue meanwhile."""
+    owner_key = f"{stack.namespace}:req:{rid}:owner"
     owner = redis.Redis.from_url(stack.redis_url)
-    owner.set(f"{stack.namespace}:req:{rid}:owner", "holder", ex=300)  # as if "holder" ran it
-    owner.close()
+    owner.set(owner_key, "holder")  # as if "holder" ran it (deleted when the block ends)
     ch = grpc.insecure_channel(stack.scheduler_addr)
     stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
     state = stub.GetSchedulerState(scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
@@ -96,6 +96,8 @@ def model_held(stack, rid: str, stage: str, model: str):
             stub.ReleaseStage(scheduler_pb2.ReleaseStageRequest(lease_id=lease, success=True),
                               timeout=5)
         ch.close()
+        owner.delete(owner_key)
+        owner.close()
 
 
 def test_cancel_a_queued_request(stack, chain, client):

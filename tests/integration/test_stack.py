@@ -279,13 +279,14 @@ def test_scheduler_rejects_unknown_stage_and_request(stack, chain):
         stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
         err = acquire("nope", "draft", "")
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "executor_id" in err.details()
-        client.set(f"{stack.namespace}:req:nope:owner", "x", ex=60)  # as if x had claimed it
+        client.set(f"{stack.namespace}:req:nope:owner", "x")  # as if x had claimed it
         assert acquire("nope", "draft").code() == grpc.StatusCode.NOT_FOUND
         rid = final(stack.submit(chain, "stage check")[0]).request_id
-        client.set(f"{stack.namespace}:req:{rid}:owner", "x", ex=60)
+        client.set(f"{stack.namespace}:req:{rid}:owner", "x")
         err = acquire(rid, "nostage")
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "LLM stages: draft, critique, refine" in err.details()
+    client.delete(f"{stack.namespace}:req:nope:owner", f"{stack.namespace}:req:{rid}:owner")
     client.close()
 
 
@@ -305,7 +306,7 @@ def test_only_the_executor_running_a_request_places_its_stages(stack, chain):
         stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
         assert "no executor does: it has ended" in refused("intruder")
         client = redis.Redis.from_url(stack.redis_url)
-        client.set(f"{stack.namespace}:req:{rid}:owner", "someone", ex=60)  # as if running
+        client.set(f"{stack.namespace}:req:{rid}:owner", "someone")  # as if running
         assert "(executor 'someone' does)" in refused("intruder")
         client.delete(f"{stack.namespace}:req:{rid}:owner")
         client.close()
@@ -366,9 +367,10 @@ def test_scheduler_and_load_monitor_agree_under_load(stack, chain):
             concurrent.futures.ThreadPoolExecutor(40) as pool:
         sched = scheduler_pb2_grpc.SchedulerServiceStub(sch)
         load = load_monitor_pb2_grpc.LoadMonitorServiceStub(mon)
+        watch = load.WatchLoad(load_monitor_pb2.WatchLoadRequest(), timeout=120)
+        next(watch)  # the newest snapshot when the watch starts: it may predate the burst below
         futures = [pool.submit(stack.submit, chain, f"load {i}", "largest" if i % 4 == 0 else "")
                    for i in range(40)]
-        watch = load.WatchLoad(load_monitor_pb2.WatchLoadRequest(), timeout=120)
         for update in watch:
             view = sched.GetSchedulerState(scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
             samples.append((update.snapshot, view))
@@ -426,8 +428,7 @@ async def test_stage_session_grants_releases_and_rejects(stack, chain):
     rid = events[0].request_id
     owners = redis.Redis.from_url(stack.redis_url)
     for r in (rid, "no-such-request"):  # as if this client had claimed them
-        owners.set(f"{stack.namespace}:req:{r}:owner", "test-session", ex=60)
-    owners.close()
+        owners.set(f"{stack.namespace}:req:{r}:owner", "test-session")
     async with grpc.aio.insecure_channel(stack.scheduler_addr) as ch:
         client = SchedulerClient(ch, "test-session")
         try:
@@ -449,6 +450,8 @@ async def test_stage_session_grants_releases_and_rejects(stack, chain):
             assert "LLM stages: draft, critique, refine" in err.value.details
         finally:
             await client.close()
+            owners.delete(*(f"{stack.namespace}:req:{r}:owner" for r in (rid, "no-such-request")))
+            owners.close()
 
 
 def executor_of(stack, owner: str):
