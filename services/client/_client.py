@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 from aragog.client._errors import AragogError, translate
@@ -33,8 +34,11 @@ def _submit_request(
     )
 
 
-class Client:
-    """Blocking client of the router at `address` (host:port)."""
+class _RouterClient:
+    """What both clients share: the channel (secure when `tls` or a token is given), the
+    stub, the call metadata and the deadlines. `_grpc` is grpc or grpc.aio."""
+
+    _grpc: Any = grpc
 
     def __init__(
         self,
@@ -47,13 +51,16 @@ class Client:
         request_timeout_s: float = 600.0,
     ):
         creds = _credentials(tls, root_certificates, token)
-        self._channel = (
-            grpc.secure_channel(address, creds) if creds else grpc.insecure_channel(address)
-        )
+        g = self._grpc
+        self._channel = g.secure_channel(address, creds) if creds else g.insecure_channel(address)
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         self._md = _metadata(token)
         self.timeout_s = timeout_s
         self.request_timeout_s = request_timeout_s
+
+
+class Client(_RouterClient):
+    """Blocking client of the router at `address` (host:port)."""
 
     def close(self) -> None:
         self._channel.close()
@@ -115,27 +122,10 @@ class Client:
         raise AragogError("the router closed the stream before the request completed")
 
 
-class AsyncClient:
+class AsyncClient(_RouterClient):
     """asyncio client of the router at `address`; the same calls as `Client`, awaited."""
 
-    def __init__(
-        self,
-        address: str = "127.0.0.1:50051",
-        *,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        token: str | None = None,
-        timeout_s: float = 30.0,
-        request_timeout_s: float = 600.0,
-    ):
-        creds = _credentials(tls, root_certificates, token)
-        self._channel = (
-            grpc.aio.secure_channel(address, creds) if creds else grpc.aio.insecure_channel(address)
-        )
-        self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
-        self._md = _metadata(token)
-        self.timeout_s = timeout_s
-        self.request_timeout_s = request_timeout_s
+    _grpc = grpc.aio
 
     async def close(self) -> None:
         await self._channel.close()

@@ -10,6 +10,7 @@ from aragog.policies.agentrouter import (
     stage_features,
     tier_of_rank,
 )
+from aragog.policies.routellm import REQUEST
 from aragog.routing.artifacts import Profile
 from aragog.routing.space import Space
 from aragog.training.routellm import fit_clf, unit_configs
@@ -42,7 +43,7 @@ def fit(space: Space, prof: Profile, x: np.ndarray, texts: list[str], train_rows
     with each request's difficulty predicted out of fold (as serving will see it)."""
     import torch
 
-    weak_loses = (~prof.preserving[:, unit_configs(space)["request"]]).astype(np.float32)
+    weak_loses = (~prof.preserving[:, unit_configs(space)[REQUEST]]).astype(np.float32)
     diff_model = fit_clf(x[train_rows], weak_loses[train_rows], seed)
     difficulty = np.zeros(len(texts), dtype=np.float32)
     folds = np.array_split(np.random.default_rng(seed).permutation(train_rows), FOLDS)
