@@ -208,6 +208,13 @@ class SchedulerSettings(BaseSettings):
         "Pool YAML path or a shipped pool (llama3, qwen2.5, mmlu-recorded); empty: the embedded "
         "llama3.",
     )
+    placement: str = setting(
+        "cost-first",
+        "How a round places stages. cost-first: each request's cheapest configurations first, "
+        "then dearer models only in capacity no queued stage wanted; work-conserving: any "
+        "configuration of C(r), ranked by the throughput a placement adds now.",
+        choices=("cost-first", "work-conserving"),
+    )
 
 
 @dataclasses.dataclass(frozen=True)

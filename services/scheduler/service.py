@@ -45,6 +45,7 @@ from aragog.common.pool import PoolSpec
 from aragog.common.settings import SchedulerSettings
 from aragog.common.store import ALL_CONFIGS, ROUTING_PENDING, Store, decode_configs
 from aragog.common.workflow import WorkflowDef, parse_workflow
+from aragog.scheduler import views
 from aragog.scheduler_ext import ROUND_IMPL, RoundRequest, WorkflowSpace, schedule_round
 from aragog.v1 import common_pb2, scheduler_pb2
 from prometheus_client import Counter, Gauge, Histogram
@@ -60,6 +61,10 @@ STAGE_POLICY = Counter(
     "aragog_scheduler_stage_policy_total",
     "Stage-role decisions of requests' policies (picked: placed where it said; deferred: "
     "left to the round; overruled: a model outside C(r); failed: it raised)", ["outcome"])
+ESCALATED = Counter(
+    "aragog_scheduler_escalations_total",
+    "Stages placed on a dearer model than their request's cheapest plan, into capacity no "
+    "queued stage wanted at its cheapest (the cost-first round's second pass)", ["model"])
 ROUND_SECONDS = Histogram(
     "aragog_scheduler_round_seconds", "Time of one round's computation",
     buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2),
@@ -140,6 +145,16 @@ class Entry:
     arrival: float = 0.0  # admission time (created_at): its place in the FIFO meta-queue
     policy: policies.Policy | None = None  # the request's policy, if it has a stage role
     stage_state: bytes = b""  # what that policy stored at admission for its stage role
+    # GPU-seconds per stage and candidate (views.stage_costs): the cost-first round's two
+    # views of C(r) (see views.py); None: the work-conserving round sees C(r) whole
+    costs: np.ndarray | None = None
+    cheap: RoundRequest = dataclasses.field(init=False)  # C(r)'s cheapest configurations
+    _escalation: tuple[tuple[int, ...], RoundRequest | None] | None = dataclasses.field(
+        default=None, init=False)  # (ready stages it was built for, the view)
+
+    def __post_init__(self) -> None:
+        self.cheap = self.round_request
+        self._views()
 
     def renarrow(self) -> None:
         """C(r) = F(r) narrowed by every choice still standing."""
@@ -147,7 +162,42 @@ class Entry:
         configs = self.admitted
         for stage, cand in self.chosen.items():
             configs = configs[(configs // space.strides[stage]) % space.radices[stage] == cand]
+        self.set_configs(configs)
+
+    def narrow(self, stage: int, cand: int) -> None:
+        """C(r) without the configurations that disagree with the model just chosen."""
+        rr = self.round_request
+        self.set_configs(rr.configs[(rr.configs // rr.space.strides[stage])
+                                    % rr.space.radices[stage] == cand])
+
+    def set_configs(self, configs: np.ndarray) -> None:
         self.round_request.configs = configs
+        self._views()
+
+    def _views(self) -> None:
+        rr = self.round_request
+        self._escalation = None
+        low = rr.configs if self.costs is None else views.cheapest(rr.configs, rr.space, self.costs)
+        if low is rr.configs:
+            self.cheap = rr
+        elif self.cheap is rr:
+            self.cheap = RoundRequest(rr.space, low, rr.ready)  # shares the ready list
+        else:
+            self.cheap.configs = low
+
+    def escalation(self) -> RoundRequest | None:
+        """C(r) as the escalation pass sees it for the stages ready now; None when it holds
+        nothing dearer than the cheapest plan for them."""
+        rr = self.round_request
+        if self.cheap is rr:
+            return None
+        ready = tuple(sorted(rr.ready))
+        if self._escalation is None or self._escalation[0] != ready:
+            wide = views.escalations(rr.configs, self.cheap.configs, rr.space, rr.ready)
+            view = None if len(wide) == len(self.cheap.configs) else RoundRequest(
+                rr.space, wide, rr.ready)
+            self._escalation = (ready, view)
+        return self._escalation[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +205,7 @@ class CompiledWorkflow:
     workflow: WorkflowDef
     space: WorkflowSpace
     every: np.ndarray  # every configuration index, read-only, shared
+    costs: np.ndarray  # GPU-seconds per stage and candidate (views.stage_costs)
 
 
 class Scheduler:
@@ -240,7 +291,8 @@ class Scheduler:
             )
             every = np.arange(space.size, dtype=np.int64)
             every.flags.writeable = False
-            cw = self._workflows[wid] = CompiledWorkflow(wf, space, every)
+            cw = self._workflows[wid] = CompiledWorkflow(
+                wf, space, every, views.stage_costs(wf, self.pool, space))
         return cw
 
     async def _load_entry(self, rid: str, executor_id: str) -> tuple[Entry | None, str]:
@@ -278,7 +330,8 @@ class Scheduler:
                       RoundRequest(space=space, configs=admitted, ready=[]), {},
                       partial=routing == ROUTING_PENDING, arrival=float(created or 0.0),
                       policy=self._stage_policy(spec.decode()) if spec else None,
-                      stage_state=stage_state or b"")
+                      stage_state=stage_state or b"",
+                      costs=cw.costs if self.settings.placement == "cost-first" else None)
         entry.renarrow()
         return entry, ""
 
@@ -600,40 +653,59 @@ class Scheduler:
             done()
 
     def _round(self) -> None:
-        """Place what fits now; queue the placements' writes and the grants for the commit."""
+        """Place what fits now; queue the placements' writes and the grants for the commit.
+
+        Cost-first (the default; views.py says why): every request at its cheapest first,
+        then escalations into what that left free. Work-conserving: C(r) whole, one pass."""
         held_until = time.monotonic() - self.settings.routing_wait_s
         entries = [e for e in self.queue.values()
                    if e.waiters and not (e.partial and e.seen > held_until)]
-        if not entries:
-            return
-        free = np.maximum(self.capacity - self.occupancy, 0).astype(np.int32)
-        if not free.any():
+        if not entries or not (self.capacity > self.occupancy).any():
             return
         # FIFO by request arrival, not by when a stage became ready: a request's later stage
         # goes before newer requests' first stages, so under overload requests finish in
         # order instead of all progressing a little and all timing out. (The dict holds
         # entries by last enqueue: a few sorted runs, which the stable sort merges cheaply.)
         entries.sort(key=attrgetter("arrival"))
-        t0 = time.perf_counter()
-        result = schedule_round(
-            [e.round_request for e in entries], free, self.occupancy.copy(), self.curves,
-            self.settings.beam_width,
-        )
-        ROUND_SECONDS.observe(time.perf_counter() - t0)
         self.rounds += 1
         ROUNDS.inc()
+        if self.settings.placement != "cost-first":
+            self._place(entries, [e.round_request for e in entries], whole=True)
+            return
+        self._place(entries, [e.cheap for e in entries], whole=False)
+        if not (self.capacity > self.occupancy).any():
+            return
+        wider = [(e, view) for e in entries if e.waiters
+                 for view in (e.escalation(),) if view is not None]
+        if wider:
+            self._place([e for e, _ in wider], [v for _, v in wider], whole=False,
+                        escalated=True)
+
+    def _place(self, entries: list[Entry], requests: list[RoundRequest], *, whole: bool,
+               escalated: bool = False) -> None:
+        """One kernel call over `requests` (one view of each entry's C(r), `whole` if C(r)
+        itself) within the free capacity; apply and record its placements."""
+        free = np.maximum(self.capacity - self.occupancy, 0).astype(np.int32)
+        t0 = time.perf_counter()
+        result = schedule_round(requests, free, self.occupancy.copy(), self.curves,
+                                self.settings.beam_width)
+        ROUND_SECONDS.observe(time.perf_counter() - t0)
         if not result.placements:
             return
         k = self.store.k
         expires = time.time() + self.settings.lease_ttl_s
-        for pos, configs in result.configs.items():
-            entries[pos].round_request.configs = configs
+        if whole:
+            for pos, configs in result.configs.items():
+                entries[pos].set_configs(configs)
         for pl in result.placements:
             entry = entries[pl.request]
             waiter = entry.waiters.pop(pl.stage)
             entry.round_request.ready.remove(pl.stage)
             space = entry.round_request.space
-            entry.chosen[pl.stage] = list(space.stage_models[pl.stage]).index(pl.model)
+            cand = list(space.stage_models[pl.stage]).index(pl.model)
+            entry.chosen[pl.stage] = cand
+            if not whole:
+                entry.narrow(pl.stage, cand)
             QUEUED.dec()
             model = self.pool.models[pl.model].name
             lease = Lease(uuid.uuid4().hex, pl.model, entry.request_id, waiter.stage,
@@ -643,6 +715,8 @@ class Scheduler:
             self.leases[lease.lease_id] = lease
             self.occupancy[pl.model] += 1
             PLACED.labels(model).inc()
+            if escalated:
+                ESCALATED.labels(model).inc()
             viable = len(entry.round_request.configs)
             self._writes += [
                 ("S", k.leases, lease.lease_id, lease.to_json()),
