@@ -3,7 +3,9 @@
 An executor's AcquireStage waits in the meta-queue until a round places its stage on a
 model; the round runs whenever something changes (a stage arrives, a lease is released or
 expires), over every queued request, and only ever places within free capacity
-(capacity = profiled saturation batch x instances, minus leases held). A placement
+(capacity = profiled saturation batch x instances, minus leases held). By default a round
+is cost-first: each request's cheapest configurations, then escalations into what that left
+free (views.py says why). A placement
 records the chosen model (narrowing C(r)) and the lease in Redis before it is returned,
 so a restarted scheduler reloads its leases and no choice is forgotten.
 
