@@ -37,6 +37,7 @@ class StageSession:
         self.ops: dict[int, asyncio.Task[None]] = {}  # ticket -> running op
         self.replies: list[scheduler_pb2.StageReply] = []
         self.ready = asyncio.Event()
+        self.closing = False  # no more replies will come: the writer flushes and stops
 
     async def run(self) -> None:
         """Read ops and write replies until the executor closes the stream or goes away."""
@@ -55,15 +56,14 @@ class StageSession:
                 task.cancel()  # an acquire still waiting leaves the queue
             if self.ops:
                 await asyncio.gather(*self.ops.values(), return_exceptions=True)
+            # Let the writer send what is left and stop. Cancelling it in the middle of a
+            # write left the call open, so the caller saw neither its replies nor the end
+            # of the stream until its deadline.
+            self.closing = True
             self.ready.set()
-            writer.cancel()
+            if self.context.done():
+                writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-            if self.replies and not self.context.done():
-                try:
-                    await self._flush()
-                except Exception:  # the executor is gone; its ops were withdrawn above
-                    pass
-
     def _start(self, op: scheduler_pb2.StageOp) -> None:
         kind = op.WhichOneof("op")
         if kind == "cancel":
@@ -111,6 +111,8 @@ class StageSession:
             await self.ready.wait()
             self.ready.clear()
             await self._flush()
+            if self.closing and not self.replies:
+                return
 
     async def _flush(self) -> None:
         batch, self.replies = self.replies, []

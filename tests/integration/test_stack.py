@@ -454,6 +454,29 @@ async def test_stage_session_grants_releases_and_rejects(stack, chain):
             owners.close()
 
 
+def test_a_half_closed_stage_session_gets_its_replies_and_its_end(stack):
+    """A client that sends one batch and half-closes gets every reply and the stream's end at
+    once, however fast the ops were answered (the writer used to be cancelled mid-write,
+    which left the call open until the caller's deadline). Found by test_fuzz_rpc."""
+    ops = [
+        [scheduler_pb2.StageOp(ticket=1, acquire=scheduler_pb2.AcquireStageRequest(
+            request_id="", stage="draft", executor_id=""))],
+        [scheduler_pb2.StageOp(ticket=2, acquire=scheduler_pb2.AcquireStageRequest(
+            request_id="no-such", stage="draft", executor_id="x"))],
+        [scheduler_pb2.StageOp(ticket=3, release=scheduler_pb2.ReleaseStageRequest(lease_id="zz")),
+         scheduler_pb2.StageOp(ticket=4)],
+    ]
+    with grpc.insecure_channel(stack.scheduler_addr) as ch:
+        stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
+        for _ in range(5):
+            for batch in ops:
+                replies = [r for msg in stub.StageSession(
+                    iter([scheduler_pb2.StageSessionRequest(ops=batch)]), timeout=3)
+                    for r in msg.replies]
+                assert sorted(r.ticket for r in replies) == sorted(o.ticket for o in batch)
+                assert all(r.WhichOneof("result") == "error" for r in replies)
+
+
 def executor_of(stack, owner: str):
     """The live executor process whose id is `owner` (ids are <process name>-<test pid>)."""
     return next(p for p in stack.executors if owner.startswith(p.name + "-") and p.popen.poll() is None)
