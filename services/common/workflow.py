@@ -71,15 +71,17 @@ class _BoundedLoader(yaml.SafeLoader):
 
 def load_yaml(text: str) -> Any:
     """The YAML document in `text`, within _BoundedLoader's limits (WorkflowError if not)."""
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # its reader refuses control characters right here
         return loader.get_single_data()
     except WorkflowError:
         raise
     except (yaml.YAMLError, ValueError) as e:  # ValueError: e.g. an int of 5000 digits
         raise WorkflowError(f"workflow YAML does not parse: {e}") from e
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -107,10 +107,12 @@ def alias_bomb(field: str, levels: int = 7) -> str:
         ('id: "w\\n"\nstages: []', "`id` must be"),
         ('id: "a:b"\nstages: []', "`id` must be"),
         (wf_yaml('  - {name: "a\\n", prompt: "{input}", candidates: [llm-8b]}\n'), "`name` must"),
+        ("\x1f", "does not parse"),  # the reader refuses it as the loader is built
+        ("id: w\x00\n", "does not parse"),
     ],
     ids=["bomb-description", "bomb-other-field", "anchor", "deep-flow", "deep-block",
          "long-description", "description-not-string", "huge-int", "id-newline", "id-colon",
-         "stage-newline"],
+         "stage-newline", "control-character", "nul"],
 )
 def test_hostile_yaml_is_refused_before_anything_large_is_built(text, message):
     """Refused with WorkflowError (INVALID_ARGUMENT at the router), never RecursionError or a
