@@ -23,6 +23,7 @@ LISTEN_DOC = "gRPC address the service listens on (host:port; port 0 picks a fre
 
 OTHER_VARIABLES = frozenset({
     "ARAGOG_TEST_REDIS_URL", "ARAGOG_TEST_TRITON_URL",  # tests/conftest.py
+    "ARAGOG_FUZZ_CALLS",  # tests/integration/test_fuzz_rpc.py
     "ARAGOG_TORCH_VERSION",  # scripts/bootstrap.sh
     "ARAGOG_LOADGEN_POLICY", "ARAGOG_LOADGEN_TIMEOUT_S", "ARAGOG_LOADGEN_WORKLOAD",  # locustfile
     "ARAGOG_ROUTER", "ARAGOG_TOKEN",  # the aragog command (aragog.client.cli)
