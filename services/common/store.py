@@ -425,10 +425,12 @@ class Store:
             keys=[k.req(rid), k.inflight(executor), k.events(rid)],
             args=[model, inflight, event, k.event_channel, rid]))
 
-    async def finish(self, rid: str, state: int, answer: str, error: str, ttl_s: int) -> bool:
-        """End the request in `state` and send its `completed` event, exactly once: False
-        (nothing written) if it had ended already or its record is gone. Its work entry goes
-        and its tenant's slot is freed in the same step; its keys expire after `ttl_s`."""
+    async def finish(self, rid: str, state: int, answer: str, error: str,
+                     ttl_s: int) -> common_pb2.RequestStatus | None:
+        """End the request in `state` and send its `completed` event, exactly once: the final
+        status, or None (nothing written) if it had ended already or its record is gone. Its
+        work entry goes and its tenant's slot is freed in the same step; its keys expire
+        after `ttl_s`."""
         return await self._end(rid, state, answer, error, ttl_s)
 
     async def cancel(self, rid: str, why: str, ttl_s: int, unfollowed: bool = False) -> bool:
@@ -437,24 +439,25 @@ class Store:
         With `unfollowed`, only if no client follows it (see detach()). False if nothing was
         cancelled."""
         return await self._end(rid, common_pb2.REQUEST_STATE_CANCELLED, "", why, ttl_s,
-                               notify=self.k.cancel_channel, unfollowed=unfollowed)
+                               notify=self.k.cancel_channel, unfollowed=unfollowed) is not None
 
     async def _end(self, rid: str, state: int, answer: str, error: str, ttl_s: int,
-                   notify: str = "", unfollowed: bool = False) -> bool:
+                   notify: str = "", unfollowed: bool = False) -> common_pb2.RequestStatus | None:
         status = await self.status(rid)  # the `completed` event carries it, so built first
         if status is None or status.state in TERMINAL:
-            return False
+            return None
         finished_at = time.time()
         status.state, status.answer, status.error = state, answer, error
         status.finished_at = finished_at
         event = router_pb2.SubmitRequestResponse(request_id=rid, completed=status)
         k = self.k
         first = [k.req(rid), k.events(rid), k.work, k.tenants, k.clients(rid)]
-        return bool(await self._finish(
+        ended = await self._finish(
             keys=[*first, *(key for key in k.request_keys(rid) if key not in first)],
             args=[event.SerializeToString(), k.event_channel, rid, ttl_s, WORK_GROUP, notify,
                   int(unfollowed), "state", state, "answer", answer, "error", error,
-                  "finished_at", finished_at]))
+                  "finished_at", finished_at])
+        return status if ended else None
 
     async def attach(self, rid: str, client: str) -> bool | None:
         """The stream with token `client` starts following the request: None if there is no

@@ -234,11 +234,12 @@ class Executor:
 
     async def _finish(self, rid: str, ok: bool, answer: str, error: str) -> None:
         state = common_pb2.REQUEST_STATE_SUCCEEDED if ok else common_pb2.REQUEST_STATE_FAILED
-        if not await self.store.finish(rid, state, answer, error, self.settings.request_ttl_s):
+        status = await self.store.finish(rid, state, answer, error, self.settings.request_ttl_s)
+        if status is None:
             log.info("request_ended_elsewhere")  # its record is gone, or it ended already
             return
         FINISHED.labels("succeeded" if ok else "failed").inc()
-        if status is not None and status.created_at:
+        if status.created_at:
             REQUEST_SECONDS.labels(status.workflow_id, status.policy.partition(":")[0],
                                    "succeeded" if ok else "failed").observe(
                 max(0.0, status.finished_at - status.created_at))

@@ -340,6 +340,9 @@ def metrics_port(proc) -> int:
 
 def test_services_log_json_and_expose_metrics(stack, chain):
     final(stack.submit(chain, "metrics please")[0])
+    with grpc.insecure_channel(stack.scheduler_addr) as ch:  # a unary call, counted when it ends
+        scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
+            scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
     names = {"router": "aragog_router_admitted_total", "scheduler": "aragog_scheduler_rounds_total",
              "load-monitor": "aragog_load_utilization", "executor-0": "aragog_executor_"}
     for proc in stack.procs:
@@ -353,6 +356,15 @@ def test_services_log_json_and_expose_metrics(stack, chain):
                            and 'code="OK"' in line for line in handled), handled
             if proc.name == "scheduler":
                 assert b'method="/aragog.v1.SchedulerService/' in body
+    finished = 0.0  # every executor's end-to-end latency histogram, for the request above
+    for proc in stack.procs:
+        if proc.name.startswith("executor-"):
+            body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port(proc)}/metrics",
+                                          timeout=5).read().decode()
+            finished += sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                            if line.startswith("aragog_request_seconds_count{")
+                            and 'outcome="succeeded"' in line)
+    assert finished >= 1, "a finished request is observed in aragog_request_seconds"
     with open(next(p for p in stack.procs if p.name == "router").log_path) as f:
         admitted = [json.loads(line) for line in f if '"admitted"' in line]
     assert admitted and all(a["request_id"] and a["service"] == "router" for a in admitted)

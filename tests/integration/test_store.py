@@ -128,7 +128,7 @@ async def test_a_cancel_ends_it_once_frees_its_slot_and_tells_the_scheduler(stor
     told = [await ps.get_message(ignore_subscribe_messages=True, timeout=1) for _ in range(2)]
     assert [m["data"] for m in told if m] == [b"c1"]
     await ps.aclose()
-    assert await store.finish("c2", SUCCEEDED, "", "", 60) is False
+    assert await store.finish("c2", SUCCEEDED, "", "", 60) is None
 
 
 async def test_a_disconnect_cancels_when_the_last_client_leaves(store):
