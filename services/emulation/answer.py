@@ -51,7 +51,7 @@ def answer(model: str, stage: str, prompt: str) -> str:
     draw = unit(item.id, stage) + JITTER * (unit(item.id, stage, model) - 0.5)
     final = stage == _sink(item.workflow)
     if st.kind == "aggregate_vote":
-        return _aggregate(item, model, stage, st, marks, draw)
+        return _aggregate(item, model, stage, st, marks, draw, prompt)
     oks = [m == "ok" or m == f"vote:{item.answer}" for m in marks]
     upstream = sum(oks) / len(oks) if oks else 1.0
     ok = draw < probability(item, model, st, upstream)
@@ -80,7 +80,7 @@ def probability(item: Item, model: str, st: StageSpec, upstream: float, bonus: f
 
 
 def _aggregate(item: Item, model: str, stage: str, st: StageSpec, marks: list[str],
-               draw: float) -> str:
+               draw: float, prompt: str) -> str:
     """Plurality of the voters; the aggregator's own skill decides only a split vote."""
     votes = [m[5:] for m in marks if m.startswith("vote:")]
     right = votes.count(item.answer)

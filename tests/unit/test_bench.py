@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import json
 
@@ -12,7 +13,8 @@ from aragog.emulation import generate
 from aragog.emulation.generate import SIZE, benchmark
 from aragog.emulation.run import Runner
 from aragog.common.pool import load_pool
-from aragog.emulation.answer import answer, find_item
+from aragog.emulation.answer import _aggregate, answer, find_item
+from aragog.emulation.specs import SPECS
 
 FAMILIES = ("qwen2.5", "llama3")
 SAMPLE = 300
@@ -91,6 +93,15 @@ def test_errors_propagate_to_the_next_stage():
             oks.append(out.endswith("<<ok>>"))
         rates[mark] = np.mean(oks)
     assert rates["<<ok>>"] > rates["<<err>>"] + 0.1, rates
+
+
+def test_an_aggregator_without_votes_or_lure_still_answers_wrong_in_format():
+    """The path no shipped item takes (every voting item has a lure): a wrong answer is
+    still one of the letters."""
+    item = dataclasses.replace(benchmark("voting").split("train")[0], lure="")
+    st = SPECS["voting"].stages["aggregate"]
+    out = _aggregate(item, "llama3-8b", "aggregate", st, [], 1.0, "no votes here")
+    assert out in generate.LETTERS and out != item.answer
 
 
 @pytest.mark.parametrize("family", FAMILIES)
