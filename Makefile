@@ -1,7 +1,7 @@
 # Named tasks; `make demo` and `make test` are the two set-up commands of the README.
 VENV := .venv/bin
 
-.PHONY: demo up test test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check deploy-check lint-imports routing-eval eval eval-smoke eval-mixed eval-published eval-mixed-smoke
+.PHONY: demo up test test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check deploy-check lint-imports lint-errors routing-eval eval eval-smoke eval-mixed eval-published eval-mixed-smoke
 
 demo: bootstrap        ## start Redis, Triton (emulated pool) and the services; answer a few requests
 	$(VENV)/aragog-stack demo
@@ -28,6 +28,10 @@ lint: bootstrap
 	$(VENV)/pip install -q ruff mypy cython-lint
 	$(VENV)/ruff check services tests benchmarks loadgen scheduler_ext
 	$(VENV)/cython-lint scheduler_ext
+
+lint-errors: bootstrap  ## what ruff finds that is a bug, not style (pyflakes, bugbear): CI runs it
+	$(VENV)/pip install -q "ruff>=0.5"
+	$(VENV)/ruff check --select F,B services tests benchmarks loadgen scheduler_ext
 
 lint-imports: bootstrap  ## the layers contract: serving imports neither emulation nor training
 	$(VENV)/pip install -q import-linter

@@ -89,7 +89,7 @@ def broken_workflow(draw) -> str:
 
 
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
 yaml_specs = st.one_of(
     st.text(max_size=300),
     documents.map(lambda d: yaml.safe_dump(d, allow_unicode=True)),

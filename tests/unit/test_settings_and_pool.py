@@ -34,7 +34,7 @@ def test_default_pool_profiles():
     for m in pool.models:
         curve = m.throughput_curve()
         assert len(curve) == m.capacity + 1 and curve[0] == 0
-        gains = [b - a for a, b in zip(curve, curve[1:])]
+        gains = [b - a for a, b in zip(curve, curve[1:], strict=False)]
         assert all(g > 0 for g in gains), "throughput rises up to saturation"
         assert gains[-1] < gains[0], "and flattens towards it"
         # past saturation a batch takes proportionally longer: no more throughput
