@@ -112,7 +112,14 @@ local function retire(work, tenants, group, entry)
   return 1
 end
 """
-RETIRE_LUA = _RETIRE_LUA + "return retire(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
+# Only an ended request's entry, or an orphan's: a Redis crash can lose a request's end while
+# its executor goes on to retire the entry on the restarted Redis, which would strand the
+# request unfinished with no work entry (its client waiting to the deadline).
+RETIRE_LUA = _RETIRE_LUA + _TERMINAL_LUA + """
+local state = redis.call('HGET', KEYS[3], 'state')
+if state and not terminal[state] then return -1 end
+return retire(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+"""
 FINISH_LUA = _RETIRE_LUA + _LIVE_LUA + """
 if ARGV[7] == '1' and redis.call('SCARD', KEYS[5]) > 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 8))
@@ -389,12 +396,15 @@ class Store:
             raise QueueFull("tenant", unfinished, max_per_tenant)
         return outcome == b"admitted"
 
-    async def retire(self, entry_id: bytes) -> bool:
-        """Drop a work entry whose request has ended or whose record is gone (acknowledged and
-        deleted: the stream holds only unfinished work); True if this call deleted it, and so
-        freed its tenant's slot."""
+    async def retire(self, entry_id: bytes, rid: str) -> int:
+        """Drop request `rid`'s work entry if the request has ended or its record is gone
+        (acknowledged and deleted: the stream holds only unfinished work). 1: this call
+        deleted it, and so freed its tenant's slot; 0: it was gone already; -1: kept, the
+        request is unfinished (a Redis crash lost its end): it stays pending, to be claimed
+        and run again from its last recorded stage."""
         k = self.k
-        return bool(await self._retire(keys=[k.work, k.tenants], args=[WORK_GROUP, entry_id]))
+        return int(await self._retire(keys=[k.work, k.tenants, k.req(rid)],
+                                      args=[WORK_GROUP, entry_id]))
 
     async def tenant_unfinished(self) -> dict[str, int]:
         """Unfinished requests per tenant ('' for requests without one)."""

@@ -173,23 +173,26 @@ class Executor:
         state = await self.store.r.hget(k.req(rid), "state")
         if state is None or int(state) in TERMINAL:
             if entry_id is not None:
-                await self._retire(entry_id)
+                await self._retire(entry_id, rid)
             return
         if not await self.store.r.set(k.owner(rid), self.id, nx=True, px=self._ttl_ms):
             return  # a live executor runs it; the entry stays pending for whoever finishes
         try:
             await self.run_request(rid)
             if entry_id is not None:
-                await self._retire(entry_id)
+                await self._retire(entry_id, rid)
         finally:
             with contextlib.suppress(*REDIS_AWAY):
                 await self.store.drop_owner(rid, self.id)
 
-    async def _retire(self, entry_id: bytes) -> None:
+    async def _retire(self, entry_id: bytes, rid: str) -> None:
         """The request ended (its end dropped the entry already) or its record is gone: make
         sure the entry is gone (the stream holds only unfinished work, never trimmed)."""
-        if await self.store.retire(entry_id):
+        retired = await self.store.retire(entry_id, rid)
+        if retired > 0:
             log.info("work_entry_retired_without_its_request")
+        elif retired < 0:
+            log.warning("request_end_lost_entry_kept")  # claimed once idle, and run again
 
     async def _heartbeat(self) -> None:
         """Keep ownership and stream entries fresh, and the in-flight hash alive and exact.

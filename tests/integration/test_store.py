@@ -79,7 +79,7 @@ async def test_an_end_frees_the_slot_exactly_once(store):
     entry = (await store.r.hget(store.k.req("ok"), "work_id"))
     assert await store.finish("ok", SUCCEEDED, "answer", "", 60)
     assert not await store.finish("ok", FAILED, "", "a second end", 60), "a request ends once"
-    assert not await store.retire(entry), "its end removed the entry already"
+    assert await store.retire(entry, "ok") == 0, "its end removed the entry already"
     assert await store.finish("bad", FAILED, "", "stage failed", 60), "a failure frees it too"
     assert await store.tenant_unfinished() == {}
     assert await store.r.xlen(store.k.work) == 0
@@ -96,10 +96,25 @@ async def test_an_entry_whose_record_is_gone_frees_its_slot_once(store):
     [[_, [(entry, _)]]] = await store.r.xreadgroup(WORK_GROUP, "ex", {store.k.work: ">"})
     await store.r.delete(*store.k.request_keys("orphan"))
     assert not await store.finish("orphan", SUCCEEDED, "", "", 60), "nothing to end"
-    assert await store.retire(entry)
-    assert not await store.retire(entry)
+    assert await store.retire(entry, "orphan") == 1
+    assert await store.retire(entry, "orphan") == 0
     assert await store.tenant_unfinished() == {}
     assert (await store.r.xpending(store.k.work, WORK_GROUP))["pending"] == 0
+
+
+async def test_an_unfinished_request_keeps_its_entry(store):
+    """A Redis crash lost the request's end (it is RUNNING again) while its executor, told
+    the end succeeded, retires the entry on the restarted Redis: the entry stays pending, so
+    the request is claimed and run again instead of stranded with its client waiting."""
+    assert await admit(store, "lost-end", "acme")
+    await store.r.xgroup_create(store.k.work, WORK_GROUP, id="0")
+    [[_, [(entry, _)]]] = await store.r.xreadgroup(WORK_GROUP, "ex", {store.k.work: ">"})
+    assert await store.mark_running("lost-end")
+    before = await store.snapshot()
+    assert await store.retire(entry, "lost-end") == -1
+    assert await store.snapshot() == before
+    assert (await store.r.xpending(store.k.work, WORK_GROUP))["pending"] == 1
+    assert await store.tenant_unfinished() == {"acme": 1}
 
 
 async def test_writes_about_an_ended_or_missing_request_are_refused(store):
