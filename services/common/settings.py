@@ -216,6 +216,18 @@ class SchedulerSettings(BaseSettings):
         "configuration of C(r), ranked by the throughput a placement adds now.",
         choices=("cost-first", "work-conserving"),
     )
+    eject_after_failures: int = setting(
+        5,
+        "Consecutive failed model calls (errors or timeouts reported by executors) after "
+        "which a model is ejected from placement; 0: never eject.",
+        at_least=0,
+    )
+    eject_s: float = setting(
+        10.0,
+        "How long a model's first ejection lasts; each further ejection without a success "
+        "between doubles it, up to 30 times this.",
+        above=0,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

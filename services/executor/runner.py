@@ -126,7 +126,7 @@ class RequestRunner:
     async def _llm_stage(self, st: StageDef, prompt: str) -> str:
         s = self.ex.settings
         grant, schedule_ms = await self._acquire(st.name)
-        success = False
+        success = model_failed = False
         try:
             renew = asyncio.create_task(self._renew(grant))
             started = False
@@ -134,9 +134,13 @@ class RequestRunner:
             try:
                 await self.ex.stage_started(self.rid, st.name, grant.model, +1)
                 started = True
-                output = await self.ex.models.generate(
-                    grant.model, st.name, prompt, st.output_tokens, s.stage_timeout_s, self.rid
-                )
+                try:
+                    output = await self.ex.models.generate(
+                        grant.model, st.name, prompt, st.output_tokens, s.stage_timeout_s,
+                        self.rid)
+                except ModelCallError:
+                    model_failed = True  # the scheduler's health of the model counts it
+                    raise
             finally:
                 renew.cancel()
                 if started:
@@ -150,7 +154,8 @@ class RequestRunner:
         finally:
             t1 = time.perf_counter()
             try:
-                await self.ex.scheduler.release(grant.lease_id, success, timeout=s.rpc_timeout_s)
+                await self.ex.scheduler.release(grant.lease_id, success, timeout=s.rpc_timeout_s,
+                                                model_failed=model_failed)
             except RpcError as e:  # the lease expires on its own
                 log.warning("release_failed", error=str(e))
             release_ms = (time.perf_counter() - t1) * 1000.0

@@ -46,7 +46,8 @@ class SchedulerClient:
         reply = await self._op("AcquireStage", op, timeout, cancellable=True)
         return reply.granted
 
-    async def release(self, lease_id: str, success: bool, timeout: float) -> bool:
+    async def release(self, lease_id: str, success: bool, timeout: float,
+                      model_failed: bool = False) -> bool:
         """Free the lease; False if the scheduler no longer held it (NOT_FOUND).
 
         A lease this executor did not renew in time expired: the scheduler freed its capacity
@@ -54,7 +55,7 @@ class SchedulerClient:
         no failure of the stage, which ran.
         """
         op = scheduler_pb2.StageOp(release=scheduler_pb2.ReleaseStageRequest(
-            lease_id=lease_id, success=success))
+            lease_id=lease_id, success=success, model_failed=model_failed))
         try:
             await self._op("ReleaseStage", op, timeout)
         except RpcError as e:

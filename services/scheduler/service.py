@@ -28,6 +28,7 @@ hold a place here are checked in Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -48,6 +49,7 @@ from aragog.common.settings import SchedulerSettings
 from aragog.common.store import ALL_CONFIGS, ROUTING_PENDING, Store, decode_configs
 from aragog.common.workflow import WorkflowDef, parse_workflow
 from aragog.scheduler import views
+from aragog.scheduler.health import ModelHealth
 from aragog.scheduler_ext import ROUND_IMPL, RoundRequest, WorkflowSpace, schedule_round
 from aragog.v1 import common_pb2, scheduler_pb2
 from prometheus_client import Counter, Gauge, Histogram
@@ -141,6 +143,9 @@ class Entry:
     round_request: RoundRequest
     waiters: dict[int, Waiter]
     choice_lease: dict[str, str] = dataclasses.field(default_factory=dict)  # stage -> lease that chose
+    # LLM stage index -> candidates whose model call failed for it: its retry goes elsewhere
+    # when C(r) allows (kept in memory only: a reloaded entry may try such a model again)
+    avoid: dict[int, set[int]] = dataclasses.field(default_factory=dict)
     partial: bool = False  # F(r) is the router's placeholder until its routing finishes
     seen: float = dataclasses.field(default_factory=time.monotonic)  # when this entry was made
     hold_over: bool = False  # its wait for the router's F(r) has run out
@@ -159,11 +164,18 @@ class Entry:
         self._views()
 
     def renarrow(self) -> None:
-        """C(r) = F(r) narrowed by every choice still standing."""
+        """C(r) = F(r) narrowed by every choice still standing, then, for each stage not yet
+        placed, without the models that failed it, unless no configuration would be left."""
         space = self.round_request.space
         configs = self.admitted
         for stage, cand in self.chosen.items():
             configs = configs[(configs // space.strides[stage]) % space.radices[stage] == cand]
+        for stage, cands in self.avoid.items():
+            if stage not in self.chosen:
+                at = (configs // space.strides[stage]) % space.radices[stage]
+                kept = configs[~np.isin(at, list(cands))]
+                if len(kept):
+                    configs = kept
         self.set_configs(configs)
 
     def narrow(self, stage: int, cand: int) -> None:
@@ -220,6 +232,7 @@ class Scheduler:
         self.model_ids = {m.name: i for i, m in enumerate(pool.models)}
         self.capacity = np.array([m.capacity for m in pool.models], dtype=np.int32)
         self.occupancy = np.zeros(len(pool.models), dtype=np.int32)
+        self.health = ModelHealth(pool.names, settings.eject_after_failures, settings.eject_s)
         curves = [m.throughput_curve() for m in pool.models]
         width = max(len(c) for c in curves) + 1
         self.curves = np.array([c + [c[-1]] * (width - len(c)) for c in curves], dtype=np.float64)
@@ -536,19 +549,32 @@ class Scheduler:
         await self._recorded(("S", self.store.k.leases, lease_id, lease.to_json()))
         return self.settings.lease_ttl_s
 
-    async def release_stage(self, lease_id: str, success: bool) -> None:
+    async def release_stage(self, lease_id: str, success: bool, model_failed: bool = False) -> None:
         """release() for a caller: StageRejected if the lease is malformed or gone (expired:
         its capacity is free again and its choice undone, so there is nothing to release)."""
-        if not await self.release(_checked_lease(lease_id), success):
+        if not await self.release(_checked_lease(lease_id), success, model_failed):
             raise _lease_gone(lease_id)
 
-    async def release(self, lease_id: str, success: bool) -> bool:
-        """Free the lease (undo its choice unless `success`); False if it was not held."""
+    async def release(self, lease_id: str, success: bool, model_failed: bool = False) -> bool:
+        """Free the lease (undo its choice unless `success`); False if it was not held.
+
+        `model_failed`: the model call failed (not the executor): the model's health counts
+        it and the stage's retry avoids that model where C(r) allows (health.py)."""
         lease = self.leases.pop(lease_id, None)
         if lease is None:
             return False
         self.occupancy[lease.model] -= 1
         entry = self.queue.get(lease.request_id) or self.known.get(lease.request_id)
+        if success:
+            self.health.succeeded(lease.model)
+        elif model_failed:
+            if self.health.failed(lease.model, time.monotonic()):
+                log.warning("model_ejected", model=self.pool.models[lease.model].name,
+                            ejected_s=self.health.seconds_left(time.monotonic()))
+            if entry is not None:
+                index = entry.workflow.llm_index(lease.stage)
+                cand = list(entry.round_request.space.stage_models[index]).index(lease.model)
+                entry.avoid.setdefault(index, set()).add(cand)
         # Only the lease that made the stage's choice may undo it: a lease that expired after
         # a resumed executor placed the stage again must not erase the newer choice.
         undo = not success and (entry is None or entry.choice_lease.get(lease.stage) == lease_id)
@@ -621,7 +647,13 @@ class Scheduler:
     # rounds -------------------------------------------------------------------------
     async def _round_loop(self) -> None:
         while True:
-            await self._kick.wait()
+            lapse = self.health.next_lapse(time.monotonic())
+            if lapse is None:
+                await self._kick.wait()
+            else:  # an ejected model comes back then: its capacity is free to place on
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(),
+                                           max(0.0, lapse - time.monotonic()) + 0.001)
             self._kick.clear()
             try:
                 self._round()
@@ -662,7 +694,7 @@ class Scheduler:
         held_until = time.monotonic() - self.settings.routing_wait_s
         entries = [e for e in self.queue.values()
                    if e.waiters and not (e.partial and e.seen > held_until)]
-        if not entries or not (self.capacity > self.occupancy).any():
+        if not entries or not (self._free() > 0).any():
             return
         # FIFO by request arrival, not by when a stage became ready: a request's later stage
         # goes before newer requests' first stages, so under overload requests finish in
@@ -675,7 +707,7 @@ class Scheduler:
             self._place(entries, [e.round_request for e in entries], whole=True)
             return
         self._place(entries, [e.cheap for e in entries], whole=False)
-        if not (self.capacity > self.occupancy).any():
+        if not (self._free() > 0).any():
             return
         wider = [(e, view) for e in entries if e.waiters
                  for view in (e.escalation(),) if view is not None]
@@ -687,7 +719,7 @@ class Scheduler:
                escalated: bool = False) -> None:
         """One kernel call over `requests` (one view of each entry's C(r), `whole` if C(r)
         itself) within the free capacity; apply and record its placements."""
-        free = np.maximum(self.capacity - self.occupancy, 0).astype(np.int32)
+        free = self._free()
         t0 = time.perf_counter()
         result = schedule_round(requests, free, self.occupancy.copy(), self.curves,
                                 self.settings.beam_width)
@@ -736,6 +768,12 @@ class Scheduler:
             if not entry.waiters:
                 self._forget(entry)
         self._publish_gauges()
+
+    def _free(self) -> np.ndarray:
+        """Free capacity per model; none on a model ejected for failing (health.py)."""
+        free = np.maximum(self.capacity - self.occupancy, 0).astype(np.int32)
+        free[self.health.ejected(time.monotonic())] = 0
+        return free
 
     async def _routing_loop(self) -> None:
         """Swap the router's F(r) into queued requests as soon as it is written.
@@ -820,6 +858,7 @@ class Scheduler:
             capacity={m.name: int(self.capacity[i]) for i, m in enumerate(self.pool.models)},
             rounds=self.rounds,
             round_impl=ROUND_IMPL,
+            ejected_s=self.health.seconds_left(time.monotonic()),
         )
 
 

@@ -31,7 +31,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
 
     async def ReleaseStage(self, request, context):  # noqa: N802
         try:
-            await self.s.release_stage(request.lease_id, request.success)
+            await self.s.release_stage(request.lease_id, request.success, request.model_failed)
         except StageRejected as e:
             await context.abort(e.code, e.message)
         return scheduler_pb2.ReleaseStageResponse()

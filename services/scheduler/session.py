@@ -85,7 +85,8 @@ class StageSession:
                 a = op.acquire
                 self._reply(op.ticket, granted=await self.s.acquire(a.request_id, a.stage, a.executor_id))
             elif kind == "release":
-                await self.s.release_stage(op.release.lease_id, op.release.success)
+                await self.s.release_stage(op.release.lease_id, op.release.success,
+                                           op.release.model_failed)
                 self._reply(op.ticket, released=scheduler_pb2.ReleaseStageResponse())
             else:
                 ttl = await self.s.renew(op.renew.lease_id)
