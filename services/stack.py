@@ -153,6 +153,8 @@ class Proc:
     popen: subprocess.Popen[bytes]
     log_path: str
     addr: str = ""
+    argv: list[str] = dataclasses.field(default_factory=list)
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # what it was started with
 
 
 class Stack:
@@ -189,7 +191,7 @@ class Stack:
         popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env,
                                  start_new_session=True)
         log.close()
-        proc = Proc(name, popen, path, addr)
+        proc = Proc(name, popen, path, addr, argv, env)
         self.procs.append(proc)
         return proc
 
@@ -275,6 +277,21 @@ class Stack:
         proc = self._python_service(f"router-{n}", "aragog.router", env or {})
         wait_healthy(proc.addr, 60, proc.popen, proc.log_path)
         return proc
+
+    def restart(self, name: str, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 60.0) -> Proc:
+        """Stop the service `name` with `sig` (SIGKILL: a crash) and start it again on the same
+        address with the same settings; return once it serves."""
+        old = next(p for p in self.procs if p.name == name)
+        if old.popen.poll() is None:
+            os.killpg(old.popen.pid, sig)
+            old.popen.wait(timeout_s)
+        self.procs.remove(old)
+        new = self._spawn(name, old.argv, old.env, old.addr)
+        if old in self.executors:
+            self.executors[self.executors.index(old)] = new
+        if new.addr:
+            wait_healthy(new.addr, timeout_s, new.popen, new.log_path)
+        return new
 
     def start_redis(self, timeout_s: float = 60.0) -> Proc:
         """Start our Redis on redis_url's port, durable in redis_dir: it loads the append-only

@@ -19,11 +19,16 @@ async def serve(
     service_names: list[str],
     start: Callable[[], Awaitable[None]] | None = None,
     drain: Callable[[], Awaitable[None]] | None = None,
+    end_calls_after_drain: bool = False,
 ) -> None:
     """Run one service until SIGTERM: start its work, serve, then drain and stop with grace.
 
     `start` runs before the port reports SERVING (connect to Redis, load state);
     `drain` runs after new RPCs are refused, within shutdown_grace_s.
+    `end_calls_after_drain`: the calls still open once `drain` returned end at once rather
+    than at the end of the grace (the scheduler: its clients' long-lived streams would
+    otherwise wait the whole grace for a scheduler that no longer places anything, instead
+    of reconnecting to the next one).
     """
     log = configure_logging(name, settings.log_level)
     metrics_port = start_metrics(settings.metrics_port, settings.metrics_address)
@@ -46,5 +51,7 @@ async def serve(
                 await asyncio.wait_for(drain(), settings.shutdown_grace_s)
             except TimeoutError:
                 log.warning("drain_timeout")
+            if end_calls_after_drain:
+                await server.stop(0)
         await stopping
         log.info("stopped")

@@ -153,15 +153,30 @@ class RequestRunner:
             success = True
         finally:
             t1 = time.perf_counter()
-            try:
-                await self.ex.scheduler.release(grant.lease_id, success, timeout=s.rpc_timeout_s,
-                                                model_failed=model_failed)
-            except RpcError as e:  # the lease expires on its own
-                log.warning("release_failed", error=str(e))
+            await self._release(grant.lease_id, success, model_failed)
             release_ms = (time.perf_counter() - t1) * 1000.0
         result.release_ms = release_ms
         await self.ex.record_stage(self.rid, result)
         return output
+
+    async def _release(self, lease_id: str, success: bool, model_failed: bool) -> None:
+        """Give the lease back; ride out a scheduler restart (UNAVAILABLE) with backoff, since
+        the next scheduler reloads the lease from Redis and would otherwise hold its
+        capacity until it expires. Past rpc_timeout_s the lease is left to expire."""
+        timeout = self.ex.settings.rpc_timeout_s
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            try:
+                await self.ex.scheduler.release(lease_id, success, timeout=timeout,
+                                                model_failed=model_failed)
+                return
+            except RpcError as e:
+                if not e.retryable or time.monotonic() + delay >= deadline:
+                    log.warning("release_failed", error=str(e))  # the lease expires on its own
+                    return
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     async def _renew(self, grant: scheduler_pb2.AcquireStageResponse) -> None:
         period = max(0.05, grant.lease_ttl_ms / 3000.0)

@@ -8,7 +8,9 @@ released at once.
 
 When the stream breaks (scheduler restarting), every op in flight fails with UNAVAILABLE
 (RpcError, retryable) and the next op opens a new stream; the scheduler has dropped the
-old stream's waiting acquires, so retrying them is safe.
+old stream's waiting acquires, so retrying them is safe. Each stream has its own outbox: a
+dead stream's request iterator may still be waiting for ops, and must never take the new
+stream's (they would be written to a dead call and never answered).
 """
 
 from __future__ import annotations
@@ -26,14 +28,21 @@ from aragog.v1 import scheduler_pb2, scheduler_pb2_grpc
 log = structlog.get_logger("executor")
 
 
+class _Outbox:
+    """The ops waiting to go out on one stream."""
+
+    def __init__(self) -> None:
+        self.ops: list[scheduler_pb2.StageOp] = []
+        self.wake = asyncio.Event()
+
+
 class SchedulerClient:
     def __init__(self, channel: grpc.aio.Channel, executor_id: str):
         self.stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
         self.executor_id = executor_id
         self._tickets = itertools.count(1)
         self._pending: dict[int, asyncio.Future[scheduler_pb2.StageReply]] = {}
-        self._outbox: list[scheduler_pb2.StageOp] = []
-        self._wake = asyncio.Event()
+        self._outbox = _Outbox()
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -106,8 +115,8 @@ class SchedulerClient:
         return reply
 
     def _send(self, op: scheduler_pb2.StageOp) -> None:
-        self._outbox.append(op)
-        self._wake.set()
+        self._outbox.ops.append(op)
+        self._outbox.wake.set()
 
     def _release_orphan(self, reply: scheduler_pb2.StageReply) -> None:
         """A grant whose caller left: give the capacity back (the stage did not run)."""
@@ -116,15 +125,17 @@ class SchedulerClient:
 
     def _ensure_stream(self) -> None:
         if self._reader is None or self._reader.done():
-            self._outbox.clear()  # anything queued for a dead stream already failed
-            self._call = self.stub.StageSession(self._requests())
+            # anything queued for a dead stream already failed; its iterator keeps its box
+            self._outbox = _Outbox()
+            self._call = self.stub.StageSession(self._requests(self._outbox))
             self._reader = asyncio.create_task(self._read(self._call))
 
-    async def _requests(self):  # type: ignore[no-untyped-def]
+    @staticmethod
+    async def _requests(box: _Outbox):  # type: ignore[no-untyped-def]
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._outbox = self._outbox, []
+            await box.wake.wait()
+            box.wake.clear()
+            batch, box.ops = box.ops, []
             if batch:
                 yield scheduler_pb2.StageSessionRequest(ops=batch)
 

@@ -23,7 +23,7 @@ async def run(settings: SchedulerSettings) -> None:
         await serve(
             "scheduler", settings, settings.listen,
             [lambda s: scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerServicer(scheduler), s)],
-            [name], start=scheduler.start, drain=scheduler.stop,
+            [name], start=scheduler.start, drain=scheduler.stop, end_calls_after_drain=True,
         )
     finally:
         await redis.aclose()

@@ -1,0 +1,129 @@
+"""Services crash under load and come back: no request fails, none runs twice.
+
+A stack of its own (it shares the session's Redis, under its own namespace, and Triton).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+import redis
+from aragog.stack import Stack, shipped_workflow
+from aragog.v1 import common_pb2, router_pb2, scheduler_pb2, scheduler_pb2_grpc
+
+pytestmark = pytest.mark.integration
+CLIENTS = 4
+STAGES = ["draft", "critique", "refine"]
+
+
+@pytest.fixture(scope="module")
+def fault_stack(stack, tmp_path_factory):
+    s = Stack(
+        redis_url=stack.redis_url, triton_url=stack.triton_url,
+        triton_metrics_url=stack.triton_metrics_url, executors=2,
+        namespace=f"f{uuid.uuid4().hex[:8]}", log_dir=str(tmp_path_factory.mktemp("fault-stack")),
+        extra_env={"ARAGOG_LEASE_TTL_S": "3", "ARAGOG_CLAIM_IDLE_S": "1.5",
+                   "ARAGOG_DEFAULT_POLICY": "largest"},
+    )
+    s.start(timeout_s=120)
+    yield s
+    s.stop()
+
+
+def under_load(s: Stack, wid: str, prefix: str, fault) -> tuple[dict, float]:
+    """CLIENTS clients submit requests one after another; after 3 s `fault()` runs; the
+    load goes on 6 s more. Returns {request id: (sent, done, events or RpcError)} and how
+    long the fault took."""
+    stop = threading.Event()
+    results: dict[str, tuple[float, float, object]] = {}
+
+    def client(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            rid, n = f"{prefix}-{i}-{n}", n + 1
+            t0 = time.monotonic()
+            try:
+                outcome: object = s.submit(wid, f"{prefix} {i} {n}", request_id=rid,
+                                           timeout_s=90)[0]
+            except grpc.RpcError as e:
+                outcome = e
+            results[rid] = (t0, time.monotonic(), outcome)
+
+    with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+        clients = [pool.submit(client, i) for i in range(CLIENTS)]
+        time.sleep(3)
+        t0 = time.monotonic()
+        fault()
+        took = time.monotonic() - t0
+        time.sleep(6)
+        stop.set()
+        for c in clients:
+            c.result(timeout=120)
+    return results, took
+
+
+def check_every_request_ran_once(s: Stack, results: dict) -> None:
+    failed = {rid: r[2] for rid, r in results.items() if isinstance(r[2], grpc.RpcError)}
+    assert not failed, failed
+    client = redis.Redis.from_url(s.redis_url)
+    try:
+        for rid, (_, _, events) in results.items():
+            status = events[-1].completed
+            assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED, (rid, status.error)
+            assert [st.stage for st in status.stages] == STAGES, rid
+            kinds = [router_pb2.SubmitRequestResponse.FromString(f[b"e"]).WhichOneof("event")
+                     for _, f in client.xrange(f"{s.namespace}:req:{rid}:events")]
+            assert kinds.count("admitted") == 1 and kinds.count("completed") == 1, (rid, kinds)
+        deadline = time.monotonic() + 10  # leases of the killed scheduler's grants: released
+        while client.hlen(f"{s.namespace}:leases") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.hlen(f"{s.namespace}:leases") == 0, "no lease outlives its stage"
+        assert client.xlen(f"{s.namespace}:work") == 0
+    finally:
+        client.close()
+    with grpc.insecure_channel(s.scheduler_addr) as ch:
+        view = scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
+            scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
+    assert view.queued_stages == 0 and sum(view.leased.values()) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["crash", "stop"])
+def test_a_scheduler_restart_under_load_fails_nothing(fault_stack, sig):
+    """The scheduler is killed (or stopped) while stages wait in its queue and hold leases,
+    and started again on its address: executors re-send their waiting acquires and their
+    releases to the new one, which reloaded the leases from Redis."""
+    s = fault_stack
+    wid = s.register(shipped_workflow("chain3")).workflow.id
+    results, took = under_load(s, wid, f"sched-{sig.name}", lambda: s.restart("scheduler", sig))
+    across = [r for r in results.values() if r[0] < r[1] and r[1] - r[0] > took]
+    print(f"\n{len(results)} requests; scheduler back in {took:.1f}s; "
+          f"slowest {max(r[1] - r[0] for r in results.values()):.1f}s")
+    assert across, "some requests were in flight across the restart"
+    check_every_request_ran_once(s, results)
+    for proc in s.executors:
+        with open(proc.log_path) as f:
+            lost = [line for line in f if '"release_failed"' in line]
+        assert not lost, ("every release reaches a scheduler, none is left to expire", lost[:2])
+
+
+def test_executors_killed_one_after_another_lose_nothing(fault_stack):
+    """Each executor is killed (SIGKILL) and started again in turn, twice: the requests it
+    ran are claimed by the other once idle and resumed from their last recorded stage."""
+    s = fault_stack
+    wid = s.register(shipped_workflow("chain3")).workflow.id
+
+    def kill_each() -> None:
+        for round_ in range(2):
+            for i in range(len(s.executors)):
+                s.restart(s.executors[i].name, signal.SIGKILL)
+                time.sleep(0.5)
+
+    results, took = under_load(s, wid, "exec", kill_each)
+    print(f"\n{len(results)} requests; 4 executor kills over {took:.1f}s")
+    check_every_request_ran_once(s, results)
