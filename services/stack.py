@@ -106,8 +106,9 @@ def log_tail(path: str, lines: int = 20) -> str:
 
 
 def wait_healthy(addr: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None,
-                 log_path: str = "") -> None:
-    """Block until the gRPC health service at `addr` says SERVING."""
+                 log_path: str = "", serving: bool = True) -> None:
+    """Block until the gRPC health service at `addr` says SERVING (or, unless `serving`,
+    answers at all: a standby scheduler listens but does not serve)."""
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(addr) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
@@ -117,7 +118,7 @@ def wait_healthy(addr: str, timeout_s: float, proc: subprocess.Popen[bytes] | No
                                    + (f"; its log ends:\n{log_tail(log_path)}" if log_path else ""))
             try:
                 r = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                if r.status == health_pb2.HealthCheckResponse.SERVING or not serving:
                     return
             except grpc.RpcError:
                 pass
@@ -163,8 +164,11 @@ class Stack:
     def __init__(self, redis_url: str = "", triton_url: str = "", executors: int = 2,
                  time_scale: float = 0.0, namespace: str = "aragog", log_dir: str = "",
                  extra_env: dict[str, str] | None = None, ports: dict[str, int] | None = None,
-                 redis_dir: str = "", triton_metrics_url: str = ""):
+                 redis_dir: str = "", triton_metrics_url: str = "", schedulers: int = 1):
+        """`schedulers`: the first is started active; the others are its standbys."""
         self.external_redis = redis_url
+        self.n_schedulers = schedulers
+        self.schedulers: list[Proc] = []
         self.external_triton = triton_url
         self.n_executors = executors
         self.time_scale = time_scale
@@ -243,6 +247,9 @@ class Stack:
         self._wait_redis(timeout_s)
         sched = self._python_service("scheduler", "aragog.scheduler", {})
         self.scheduler_addr = sched.addr
+        self.schedulers = [sched]
+        for i in range(1, self.n_schedulers):  # the standbys' ports, for the executors
+            self.ports.setdefault(f"scheduler-{i}", free_port())
         mon = self._python_service("load-monitor", "aragog.load_monitor",
                                    {"ARAGOG_TRITON_METRICS_URL": self.triton_metrics_url})
         self.load_monitor_addr = mon.addr
@@ -257,11 +264,17 @@ class Stack:
             wait_triton(self.triton_url, load_pool(pool_file or None).names, timeout_s, pool.popen)
         for p in [sched, mon, router, *self.executors]:
             wait_healthy(p.addr, timeout_s, p.popen, p.log_path)
+        for i in range(1, self.n_schedulers):  # standbys: they wait for the active one's key
+            self.schedulers.append(self._python_service(f"scheduler-{i}", "aragog.scheduler", {}))
+        for p in self.schedulers[1:]:
+            wait_healthy(p.addr, timeout_s, p.popen, p.log_path, serving=False)
 
     def add_executor(self, wait: bool = True) -> Proc:
         i = len(self.executors)
         proc = self._python_service(f"executor-{i}", "aragog.executor", {
-            "ARAGOG_SCHEDULER_ADDR": self.scheduler_addr,
+            "ARAGOG_SCHEDULER_ADDR": ",".join(
+                [self.schedulers[0].addr]
+                + [f"127.0.0.1:{self.ports[f'scheduler-{i}']}" for i in range(1, self.n_schedulers)]),
             "ARAGOG_TRITON_URL": self.triton_url,
             "ARAGOG_EXECUTOR_ID": f"executor-{i}-{os.getpid()}",
         })
@@ -278,20 +291,49 @@ class Stack:
         wait_healthy(proc.addr, 60, proc.popen, proc.log_path)
         return proc
 
-    def restart(self, name: str, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 60.0) -> Proc:
+    def restart(self, name: str, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 60.0,
+                wait: bool = True) -> Proc:
         """Stop the service `name` with `sig` (SIGKILL: a crash) and start it again on the same
-        address with the same settings; return once it serves."""
+        address with the same settings; return once it serves (unless not `wait`: a
+        scheduler that comes back as a standby does not serve)."""
         old = next(p for p in self.procs if p.name == name)
         if old.popen.poll() is None:
             os.killpg(old.popen.pid, sig)
             old.popen.wait(timeout_s)
         self.procs.remove(old)
         new = self._spawn(name, old.argv, old.env, old.addr)
-        if old in self.executors:
-            self.executors[self.executors.index(old)] = new
-        if new.addr:
+        for group in (self.executors, self.schedulers):
+            if old in group:
+                group[group.index(old)] = new
+        if new.addr and wait:
             wait_healthy(new.addr, timeout_s, new.popen, new.log_path)
         return new
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 60.0) -> None:
+        """Stop the service `name` with `sig` for good."""
+        proc = next(p for p in self.procs if p.name == name)
+        if proc.popen.poll() is None:
+            os.killpg(proc.popen.pid, sig)
+            proc.popen.wait(timeout_s)
+
+    def active_scheduler(self, timeout_s: float = 30.0) -> str:
+        """The address of the scheduler serving now (the others are standbys), once one is."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for p in self.schedulers:
+                if p.popen.poll() is not None:
+                    continue
+                with grpc.insecure_channel(p.addr) as ch:
+                    try:
+                        r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
+                                                                 timeout=1)
+                    except grpc.RpcError:
+                        continue
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    self.scheduler_addr = p.addr
+                    return p.addr
+            time.sleep(0.1)
+        raise TimeoutError(f"no scheduler serving after {timeout_s}s")
 
     def start_redis(self, timeout_s: float = 60.0) -> Proc:
         """Start our Redis on redis_url's port, durable in redis_dir: it loads the append-only

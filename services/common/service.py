@@ -8,6 +8,9 @@ from collections.abc import Awaitable, Callable, Iterable
 import grpc
 from aragog.common.logs import configure_logging
 from aragog.common.rpc import create_server, install_sigterm, set_serving, start_metrics
+from grpc_health.v1 import health_pb2
+
+LIVENESS = "liveness"
 from aragog.common.settings import BaseSettings
 
 
@@ -33,12 +36,27 @@ async def serve(
     log = configure_logging(name, settings.log_level)
     metrics_port = start_metrics(settings.metrics_port, settings.metrics_address)
     server, port, health_servicer = create_server(listen, register, service_names)
+    # grpc's health servicer says SERVING for "" (the whole server) from the start: a service
+    # still starting, or a standby scheduler, must not look ready to a probe of ""
+    await set_serving(health_servicer, service_names, False)
+    # "liveness": the process runs (a standby scheduler is alive without serving); what
+    # Kubernetes' startup and liveness probes of a scheduler ask
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     await server.start()
     stop = asyncio.Event()
     install_sigterm(stop)
     try:
-        if start is not None:
-            await start()
+        if start is not None:  # it may wait long (a standby scheduler): SIGTERM ends the wait
+            starting = asyncio.ensure_future(start())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                log.info("stopping_before_serving")
+                return
+            starting.result()
         await set_serving(health_servicer, service_names, True)
         log.info("serving", port=port, metrics_port=metrics_port)
         await stop.wait()

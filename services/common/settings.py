@@ -216,6 +216,12 @@ class SchedulerSettings(BaseSettings):
         "configuration of C(r), ranked by the throughput a placement adds now.",
         choices=("cost-first", "work-conserving"),
     )
+    leader_ttl_s: float = setting(
+        5.0,
+        "The active scheduler's leadership lease in Redis: a standby takes over at most this "
+        "long (plus a third) after the active one dies.",
+        above=0,
+    )
     eject_after_failures: int = setting(
         5,
         "Consecutive failed model calls (errors or timeouts reported by executors) after "
@@ -247,7 +253,10 @@ class ExecutorSettings(BaseSettings):
 
     listen: str = setting("127.0.0.1:50054", LISTEN_DOC)
     executor_id: str = setting("", "Consumer name in the work stream; empty: host-pid.")
-    scheduler_addr: str = setting("127.0.0.1:50052", "Scheduler gRPC address.")
+    scheduler_addr: str = setting(
+        "127.0.0.1:50052",
+        "Scheduler gRPC address; several, comma-separated, for an active scheduler and its "
+        "standbys (a refused or broken stream moves on to the next).")
     triton_url: str = setting("127.0.0.1:8001", "Triton gRPC address (host:port).")
     max_concurrent_requests: int = setting(64, "Requests one executor runs at once.", at_least=1)
     claim_idle_s: float = setting(5.0, "Work idle this long in a dead consumer is claimed.",

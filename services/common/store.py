@@ -18,6 +18,7 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 | `{ns}:work` | stream | router, executor | the unfinished requests, {rid, tenant} each (below) |
 | `{ns}:tenants` | hash | router, executor | tenant -> its unfinished requests (below) |
 | `{ns}:leases` | hash | scheduler | lease id -> JSON {model, request, stage, executor, expires} |
+| `{ns}:scheduler` | string, TTL | scheduler | id of the active scheduler (its leadership lease; standbys wait for it) |
 | `{ns}:inflight:{executor}` | hash, TTL | executor | model -> stages in flight on it now |
 | `{ns}:load` | string | load-monitor | newest LoadSnapshot (protobuf bytes) |
 
@@ -204,6 +205,7 @@ class Keys:
         self.workflows = f"{ns}:workflows"
         self.work = f"{ns}:work"
         self.leases = f"{ns}:leases"
+        self.scheduler = f"{ns}:scheduler"
         self.tenants = f"{ns}:tenants"
         self.load = f"{ns}:load"
         self.event_channel = f"{ns}:events"

@@ -17,11 +17,14 @@ async def run(settings: ExecutorSettings) -> None:
     redis = connect(settings.redis_url, settings.redis_max_connections)
     # Keepalive pings detect a half-open StageSession (scheduler host gone) within ~20 s, so
     # its ops fail as UNAVAILABLE and are retried on a new stream instead of timing out.
-    channel = grpc.aio.insecure_channel(settings.scheduler_addr, options=[
+    # One channel per scheduler address: the active one and its standbys.
+    channels = [grpc.aio.insecure_channel(addr.strip(), options=[
         ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
-    ])
-    executor = Executor(settings, Store(redis, settings.namespace), channel)
+    ]) for addr in settings.scheduler_addr.split(",") if addr.strip()]
+    if not channels:
+        raise SystemExit("aragog-executor: ARAGOG_SCHEDULER_ADDR names no scheduler address")
+    executor = Executor(settings, Store(redis, settings.namespace), channels)
     name = executor_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name
 
     async def start() -> None:
@@ -35,7 +38,8 @@ async def run(settings: ExecutorSettings) -> None:
             [name], start=start, drain=executor.drain,
         )
     finally:
-        await channel.close()
+        for channel in channels:
+            await channel.close()
         await redis.aclose()
 
 

@@ -37,8 +37,14 @@ class _Outbox:
 
 
 class SchedulerClient:
-    def __init__(self, channel: grpc.aio.Channel, executor_id: str):
-        self.stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
+    """`channels`: one per scheduler address. A stream that breaks or is refused (a standby
+    answers UNAVAILABLE) makes the next stream go to the next address, so the executor
+    finds the active scheduler after a takeover."""
+
+    def __init__(self, channels: grpc.aio.Channel | list[grpc.aio.Channel], executor_id: str):
+        channels = channels if isinstance(channels, list) else [channels]
+        self.stubs = [scheduler_pb2_grpc.SchedulerServiceStub(ch) for ch in channels]
+        self._at = 0  # the address the current stream goes to
         self.executor_id = executor_id
         self._tickets = itertools.count(1)
         self._pending: dict[int, asyncio.Future[scheduler_pb2.StageReply]] = {}
@@ -125,9 +131,11 @@ class SchedulerClient:
 
     def _ensure_stream(self) -> None:
         if self._reader is None or self._reader.done():
+            if self._reader is not None:  # the last stream broke or was refused: next address
+                self._at = (self._at + 1) % len(self.stubs)
             # anything queued for a dead stream already failed; its iterator keeps its box
             self._outbox = _Outbox()
-            self._call = self.stub.StageSession(self._requests(self._outbox))
+            self._call = self.stubs[self._at].StageSession(self._requests(self._outbox))
             self._reader = asyncio.create_task(self._read(self._call))
 
     @staticmethod

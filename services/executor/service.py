@@ -44,7 +44,8 @@ REQUEST_SECONDS = Histogram(
 
 
 class Executor:
-    def __init__(self, settings: ExecutorSettings, store: Store, channel: grpc.aio.Channel):
+    def __init__(self, settings: ExecutorSettings, store: Store,
+                 channels: grpc.aio.Channel | list[grpc.aio.Channel]):
         self.settings = settings
         self.store = store
         # the id names a Redis key (its in-flight counts): the one id rule applies
@@ -52,7 +53,7 @@ class Executor:
         bad_id = id_error("executor id (ARAGOG_EXECUTOR_ID)", self.id)
         if bad_id:
             raise ValueError(bad_id)
-        self.scheduler = SchedulerClient(channel, self.id)
+        self.scheduler = SchedulerClient(channels, self.id)
         self.models = ModelClient(settings.triton_url)
         self.running: dict[str, asyncio.Task[None]] = {}
         self.entries: dict[str, bytes] = {}  # request id -> stream entry id

@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import signal
 import time
 import uuid
 from collections import OrderedDict
@@ -50,6 +51,7 @@ from aragog.common.store import ALL_CONFIGS, ROUTING_PENDING, Store, decode_conf
 from aragog.common.workflow import WorkflowDef, parse_workflow
 from aragog.scheduler import views
 from aragog.scheduler.health import ModelHealth
+from aragog.scheduler.leadership import Leadership, LeadershipLost
 from aragog.scheduler_ext import ROUND_IMPL, RoundRequest, WorkflowSpace, schedule_round
 from aragog.v1 import common_pb2, scheduler_pb2
 from prometheus_client import Counter, Gauge, Histogram
@@ -81,16 +83,20 @@ Write = tuple[Any, ...]
 """A queued Redis write: ("S", key, field, value) is HSET, ("D", key, field) is HDEL."""
 
 # Applies a batch of writes atomically, as one command (one reply to parse, not one per write).
+# KEYS[1]/ARGV[1]: the leadership key and this scheduler's id (the fence: leadership.py).
 COMMIT_LUA = """
-local a = 1
-for i = 1, #KEYS do
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('NOTACTIVE this scheduler no longer holds the leadership key')
+end
+local a = 2
+for i = 2, #KEYS do
   if ARGV[a] == 'S' then
     redis.call('HSET', KEYS[i], ARGV[a + 1], ARGV[a + 2]); a = a + 3
   else
     redis.call('HDEL', KEYS[i], ARGV[a + 1]); a = a + 2
   end
 end
-return #KEYS
+return #KEYS - 1
 """
 
 
@@ -225,14 +231,20 @@ class CompiledWorkflow:
 class Scheduler:
     """The meta-queue and capacity; one instance per pool."""
 
-    def __init__(self, settings: SchedulerSettings, store: Store, pool: PoolSpec):
+    def __init__(self, settings: SchedulerSettings, store: Store, pool: PoolSpec,
+                 on_lost: Callable[[], None] | None = None):
+        """`on_lost`: what to do once another scheduler is active (default: SIGTERM to this
+        process, whose supervisor starts it again as a standby)."""
         self.settings = settings
+        self._on_lost = on_lost or (lambda: signal.raise_signal(signal.SIGTERM))
         self.store = store
         self.pool = pool
         self.model_ids = {m.name: i for i, m in enumerate(pool.models)}
         self.capacity = np.array([m.capacity for m in pool.models], dtype=np.int32)
         self.occupancy = np.zeros(len(pool.models), dtype=np.int32)
         self.health = ModelHealth(pool.names, settings.eject_after_failures, settings.eject_s)
+        self.leadership = Leadership(store, settings.leader_ttl_s)
+        self.active = False  # holds the leadership key and serves; a standby until then
         curves = [m.throughput_curve() for m in pool.models]
         width = max(len(c) for c in curves) + 1
         self.curves = np.array([c + [c[-1]] * (width - len(c)) for c in curves], dtype=np.float64)
@@ -257,7 +269,9 @@ class Scheduler:
 
     # lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        """Publish the pool, reload leases a previous scheduler left, start the loops."""
+        """Wait to be the active scheduler (leadership.py); then publish the pool, reload the
+        leases a previous scheduler left, start the loops."""
+        await self.leadership.acquire()
         await self.store.put_pool(self.pool)
         for lease_id, raw in (await self.store.r.hgetall(self.store.k.leases)).items():
             lease = Lease(**json.loads(raw))
@@ -270,8 +284,10 @@ class Scheduler:
         subscribed = asyncio.Event()
         self._tasks = [asyncio.create_task(self._round_loop()), asyncio.create_task(self._expiry_loop()),
                        asyncio.create_task(self._routing_loop()),
-                       asyncio.create_task(self._cancel_loop(subscribed))]
+                       asyncio.create_task(self._cancel_loop(subscribed)),
+                       asyncio.create_task(self._keep_leadership())]
         await subscribed.wait()
+        self.active = True
 
     async def stop(self) -> None:
         """Stop the loops, record what is still queued for Redis, drop the waiting acquires
@@ -279,6 +295,8 @@ class Scheduler:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not self.active:
+            return  # a standby: nothing placed, nothing to record
         try:
             await self._commit()
         except Exception:
@@ -287,6 +305,31 @@ class Scheduler:
             for w in entry.waiters.values():
                 if not w.future.done():
                     w.future.cancel()
+        self.active = False
+        try:
+            await self.leadership.resign()  # a standby takes over at its next poll
+        except Exception:
+            log.exception("resign_failed")  # the key lapses on its own
+
+    async def _keep_leadership(self) -> None:
+        try:
+            await self.leadership.keep()
+        except LeadershipLost:
+            self._lost()
+
+    def _lost(self) -> None:
+        """Another scheduler is active: stop placing and shut down (fail-stop)."""
+        if self.active:
+            log.error("leadership_lost", scheduler=self.leadership.me)
+            self.active = False
+            self._on_lost()
+
+    def check_active(self) -> None:
+        if not self.active:
+            raise StageRejected(
+                grpc.StatusCode.UNAVAILABLE,
+                "this scheduler is a standby (or stopping): send stage traffic to the active "
+                "one (executors try each address of ARAGOG_SCHEDULER_ADDR in turn)")
 
     # the API ------------------------------------------------------------------------
     async def _compiled(self, wid: str) -> CompiledWorkflow | None:
@@ -387,6 +430,7 @@ class Scheduler:
                or (None if stage else "stage is required"))
         if bad:
             raise StageRejected(grpc.StatusCode.INVALID_ARGUMENT, bad)
+        self.check_active()
         structlog.contextvars.bind_contextvars(request_id=rid, stage=stage)
         if rid in self._cancelled:
             raise _cancelled(rid)
@@ -543,6 +587,7 @@ class Scheduler:
     async def renew(self, lease_id: str) -> float:
         """Extend the lease; return its TTL (s). StageRejected if it is malformed or gone."""
         lease = self.leases.get(_checked_lease(lease_id))
+        self.check_active()
         if lease is None:
             raise _lease_gone(lease_id)
         lease.expires = time.time() + self.settings.lease_ttl_s
@@ -552,7 +597,9 @@ class Scheduler:
     async def release_stage(self, lease_id: str, success: bool, model_failed: bool = False) -> None:
         """release() for a caller: StageRejected if the lease is malformed or gone (expired:
         its capacity is free again and its choice undone, so there is nothing to release)."""
-        if not await self.release(_checked_lease(lease_id), success, model_failed):
+        lease_id = _checked_lease(lease_id)
+        self.check_active()
+        if not await self.release(lease_id, success, model_failed):
             raise _lease_gone(lease_id)
 
     async def release(self, lease_id: str, success: bool, model_failed: bool = False) -> bool:
@@ -658,6 +705,9 @@ class Scheduler:
             try:
                 self._round()
                 await self._commit()
+            except LeadershipLost:
+                self._lost()
+                return
             except Exception:
                 log.exception("round_failed")
                 await asyncio.sleep(0.05)
@@ -674,14 +724,16 @@ class Scheduler:
         self._writes, self._after = [], []
         try:
             if writes:
-                keys = [w[1] for w in writes]
-                args: list[str | int] = []
+                keys = [self.leadership.key, *(w[1] for w in writes)]
+                args: list[str | int] = [self.leadership.me]
                 for w in writes:
                     args.append(w[0])
                     args.extend(w[2:])
                 await self._commit_script(keys=keys, args=args)
-        except BaseException:
+        except BaseException as e:
             self._writes[:0], self._after[:0] = writes, after
+            if "NOTACTIVE" in str(e):
+                raise LeadershipLost(str(e)) from e
             raise
         for done in after:
             done()

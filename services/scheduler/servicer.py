@@ -37,7 +37,15 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         return scheduler_pb2.ReleaseStageResponse()
 
     async def StageSession(self, request_iterator, context):  # noqa: N802
+        try:
+            self.s.check_active()
+        except StageRejected as e:
+            await context.abort(e.code, e.message)
         await StageSession(self.s, context).run()
 
     async def GetSchedulerState(self, request, context):  # noqa: N802
+        try:
+            self.s.check_active()
+        except StageRejected as e:
+            await context.abort(e.code, e.message)
         return self.s.state()

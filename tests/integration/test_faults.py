@@ -68,6 +68,21 @@ def under_load(s: Stack, wid: str, prefix: str, fault) -> tuple[dict, float]:
     return results, took
 
 
+@pytest.fixture(scope="module")
+def ha_stack(stack, tmp_path_factory):
+    """An active scheduler and a standby."""
+    s = Stack(
+        redis_url=stack.redis_url, triton_url=stack.triton_url,
+        triton_metrics_url=stack.triton_metrics_url, executors=2, schedulers=2,
+        namespace=f"ha{uuid.uuid4().hex[:8]}", log_dir=str(tmp_path_factory.mktemp("ha-stack")),
+        extra_env={"ARAGOG_LEASE_TTL_S": "3", "ARAGOG_CLAIM_IDLE_S": "1.5",
+                   "ARAGOG_LEADER_TTL_S": "2", "ARAGOG_DEFAULT_POLICY": "largest"},
+    )
+    s.start(timeout_s=120)
+    yield s
+    s.stop()
+
+
 def check_every_request_ran_once(s: Stack, results: dict) -> None:
     failed = {rid: r[2] for rid, r in results.items() if isinstance(r[2], grpc.RpcError)}
     assert not failed, failed
@@ -119,7 +134,7 @@ def test_executors_killed_one_after_another_lose_nothing(fault_stack):
     wid = s.register(shipped_workflow("chain3")).workflow.id
 
     def kill_each() -> None:
-        for round_ in range(2):
+        for _ in range(2):
             for i in range(len(s.executors)):
                 s.restart(s.executors[i].name, signal.SIGKILL)
                 time.sleep(0.5)
@@ -127,3 +142,35 @@ def test_executors_killed_one_after_another_lose_nothing(fault_stack):
     results, took = under_load(s, wid, "exec", kill_each)
     print(f"\n{len(results)} requests; 4 executor kills over {took:.1f}s")
     check_every_request_ran_once(s, results)
+
+
+def scheduler_state(addr: str) -> scheduler_pb2.GetSchedulerStateResponse:
+    with grpc.insecure_channel(addr) as ch:
+        return scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
+            scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
+
+
+def test_a_standby_scheduler_takes_over_when_the_active_one_dies(ha_stack):
+    """The active scheduler is killed (SIGKILL) under load: the standby takes its key once
+    it lapses, reloads the leases, and the executors find it; nothing fails. The killed one,
+    started again, is the standby."""
+    s = ha_stack
+    active, standby = s.schedulers[0].addr, s.schedulers[1].addr
+    assert s.active_scheduler() == active
+    with pytest.raises(grpc.RpcError) as err:
+        scheduler_state(standby)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "standby" in err.value.details()
+    wid = s.register(shipped_workflow("chain3")).workflow.id
+    results, _ = under_load(s, wid, "ha", lambda: s.kill("scheduler"))
+    t0 = time.monotonic()
+    assert s.active_scheduler() == standby
+    print(f"\n{len(results)} requests across the takeover; slowest "
+          f"{max(r[1] - r[0] for r in results.values()):.1f}s")
+    check_every_request_ran_once(s, results)
+    s.restart("scheduler", wait=False)
+    time.sleep(1.5)
+    assert s.active_scheduler() == standby, "the restarted one does not take the key back"
+    with pytest.raises(grpc.RpcError) as err:
+        scheduler_state(active)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - t0 < 30

@@ -46,6 +46,7 @@ SERVICES = {  # Deployment -> (command, settings class, gRPC port)
 SETTINGS_OF_COMMAND = {cmd: cls for cmd, cls, _ in SERVICES.values()}
 SETTINGS_OF_COMMAND["aragog-pool"] = settings_mod.PoolSettings
 WORKLOADS = ("Deployment", "StatefulSet")
+KIND = {"scheduler": "StatefulSet"}  # an active scheduler and a standby, each its own DNS name
 VARIANT = ("production", ["external-redis", "vllm-pool"])
 """Production with both optional components: rendered so that they are checked too."""
 
@@ -123,7 +124,8 @@ def test_the_package_renders_every_component(rendered):
     for name, docs in rendered.items():
         kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
         for svc in (*SERVICES, "triton"):
-            assert ("Deployment", svc) in kinds and ("Service", svc) in kinds, (name, svc)
+            assert (KIND.get(svc, "Deployment"), svc) in kinds and ("Service", svc) in kinds, \
+                (name, svc)
         for hpa in ("router", "executor"):
             assert ("HorizontalPodAutoscaler", hpa) in kinds
             assert ("PodDisruptionBudget", hpa) in kinds
@@ -162,12 +164,15 @@ def test_every_workload_has_resources_probes_and_runs_as_non_root(rendered):
 def test_the_services_probe_grpc_health_on_the_port_they_listen_on(rendered):
     for name, docs in rendered.items():
         for svc, (command, _cls, port) in SERVICES.items():
-            (c,) = named(docs, "Deployment", svc)["spec"]["template"]["spec"]["containers"]
+            (c,) = named(docs, KIND.get(svc, "Deployment"), svc)["spec"]["template"]["spec"][
+                "containers"]
             assert c["command"] == [command], (name, svc)
             env = container_env(docs, c)
             assert env["ARAGOG_LISTEN"] == f"0.0.0.0:{port}", (name, svc)
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert c[probe]["grpc"] == {"port": port}, (name, svc, probe)
+                # a standby scheduler is alive, not serving: its probes ask "liveness"
+                want = {"port": port, **({"service": "liveness"} if svc == "scheduler" else {})}
+                assert c[probe]["grpc"] == want, (name, svc, probe)
             assert {"name": "grpc", "containerPort": port} in c["ports"], (name, svc)
             assert {"name": "metrics", "containerPort": int(env["ARAGOG_METRICS_PORT"])} \
                 in c["ports"], (name, svc)
@@ -232,7 +237,8 @@ def test_hpas_target_existing_deployments_that_leave_them_the_replica_count(rend
             assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
             for c in target["spec"]["template"]["spec"]["containers"]:
                 assert "cpu" in c["resources"]["requests"]  # Utilization needs a request
-        assert named(docs, "Deployment", "scheduler")["spec"]["replicas"] == 1  # no standby yet
+        # an active scheduler and a standby (leadership through Redis)
+        assert named(docs, "StatefulSet", "scheduler")["spec"]["replicas"] == 2
 
 
 @needs_kubectl
