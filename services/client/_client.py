@@ -92,6 +92,12 @@ class Client(_RouterClient):
             self._stub.GetRequestStatus, router_pb2.GetRequestStatusRequest(request_id=request_id)
         ).status
 
+    def cancel(self, request_id: str) -> common_pb2.RequestStatus:
+        """Cancel the request (its waiting stages withdrawn, leases freed); its status after."""
+        return self._call(
+            self._stub.CancelRequest, router_pb2.CancelRequestRequest(request_id=request_id)
+        ).status
+
     def submit(
         self,
         workflow_id: str,
@@ -154,6 +160,13 @@ class AsyncClient(_RouterClient):
     async def status(self, request_id: str) -> common_pb2.RequestStatus:
         reply = await self._call(
             self._stub.GetRequestStatus, router_pb2.GetRequestStatusRequest(request_id=request_id)
+        )
+        return reply.status
+
+    async def cancel(self, request_id: str) -> common_pb2.RequestStatus:
+        """Cancel the request (its waiting stages withdrawn, leases freed); its status after."""
+        reply = await self._call(
+            self._stub.CancelRequest, router_pb2.CancelRequestRequest(request_id=request_id)
         )
         return reply.status
 

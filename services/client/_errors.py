@@ -53,6 +53,16 @@ class DeadlineExceeded(AragogError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class Unauthenticated(AragogError):
+    """No bearer token, or one the router does not know."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(AragogError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 _BY_CODE = {
     c.code: c
     for c in (
@@ -63,6 +73,8 @@ _BY_CODE = {
         ResourceExhausted,
         Unavailable,
         DeadlineExceeded,
+        Unauthenticated,
+        PermissionDenied,
     )
 }
 

@@ -4,6 +4,7 @@
     aragog workflows
     aragog submit my-workflow "How many orders shipped in May?" --watch [--policy largest]
     aragog status <request id>
+    aragog cancel <request id>
 
 `--router` (or ARAGOG_ROUTER) names the router, default 127.0.0.1:50051; `--tls`, `--ca`
 and `--token` (or ARAGOG_TOKEN) secure the call; `--json` prints protobuf JSON. Exit status:
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--watch", action="store_true", help="print each event as it happens")
     p = sub.add_parser("status", help="a request's status")
     p.add_argument("request_id")
+    p = sub.add_parser("cancel", help="cancel a request (its status after)")
+    p.add_argument("request_id")
     args = ap.parse_args(argv)
     ca = open(args.ca, "rb").read() if args.ca else None  # noqa: SIM115
     try:
@@ -89,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                         if args.json
                         else f"{wf.id}: {', '.join(s.name for s in wf.stages)}"
                     )
-            elif args.cmd == "status":
-                s = c.status(args.request_id)
+            elif args.cmd in ("status", "cancel"):
+                s = (c.status if args.cmd == "status" else c.cancel)(args.request_id)
                 print(MessageToJson(s)) if args.json else _print_status(s)
                 return 1 if s.state == common_pb2.REQUEST_STATE_FAILED else 0
             else:

@@ -150,6 +150,10 @@ class RouterSettings(BaseSettings):
 
     listen: str = setting("127.0.0.1:50051", LISTEN_DOC)
     default_policy: str = setting("aragog", "Policy for requests that name none.")
+    auth_tokens_file: str = setting(
+        "",
+        "File of `<token> <tenant>` lines: every router call then needs `authorization: "
+        "Bearer <token>` and sees only its tenant's requests; empty: no authentication.")
     max_input_bytes: int = setting(65536, "Largest request input accepted, bytes (UTF-8).",
                                    at_least=1)
     max_workflow_bytes: int = setting(262144, "Largest workflow YAML accepted, bytes.",

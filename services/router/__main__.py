@@ -9,6 +9,7 @@ from aragog import policies
 from aragog.common.service import serve
 from aragog.common.settings import RouterSettings
 from aragog.common.store import Store, connect
+from aragog.router.auth import AuthError, Tokens
 from aragog.router.service import RouterService
 from aragog.v1 import router_pb2, router_pb2_grpc
 
@@ -64,6 +65,11 @@ def main() -> None:
         policies.make(settings.default_policy)
     except policies.PolicyError as e:
         raise SystemExit(f"aragog-router: ARAGOG_DEFAULT_POLICY: {e}") from None
+    if settings.auth_tokens_file:
+        try:
+            Tokens.load(settings.auth_tokens_file)
+        except AuthError as e:
+            raise SystemExit(f"aragog-router: {e}") from None
     if settings.http_listen and settings.listen.endswith(":0"):
         raise SystemExit("aragog-router: ARAGOG_HTTP_LISTEN needs ARAGOG_LISTEN on a fixed port")
     asyncio.run(run(settings))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 import grpc
@@ -33,8 +34,11 @@ from google.protobuf.json_format import MessageToDict
 
 CHAT_WORKFLOW = "chat"
 MAX_BODY = 1 << 20
+MAX_TOKEN_CLIENTS = 64  # router clients kept for distinct bearer tokens
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.ALREADY_EXISTS: 409,
     grpc.StatusCode.FAILED_PRECONDITION: 412,
@@ -119,7 +123,10 @@ def _str(body: dict, key: str, required: bool = False) -> str:
 
 class FrontDoor:
     def __init__(self, router_addr: str, pool_models):
+        self.router_addr = router_addr
         self.client = AsyncClient(router_addr)
+        # one client per bearer token seen (the router checks it), least recently used first
+        self._by_token: OrderedDict[str, AsyncClient] = OrderedDict()
         self.pool_models = pool_models  # async () -> list[str]
         self.chat_ready = False
 
@@ -139,11 +146,28 @@ class FrontDoor:
 
     async def close(self) -> None:
         await self.client.close()
+        for client in self._by_token.values():
+            await client.close()
+
+    async def _client(self, request: web.Request) -> AsyncClient:
+        """The router client for this HTTP request: its `Authorization: Bearer` token goes
+        to the router as gRPC metadata (the router authenticates; see router/auth.py)."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return self.client
+        client = self._by_token.get(token)
+        if client is None:
+            client = self._by_token[token] = AsyncClient(self.router_addr, token=token)
+            while len(self._by_token) > MAX_TOKEN_CLIENTS:
+                await self._by_token.popitem(last=False)[1].close()
+        self._by_token.move_to_end(token)
+        return client
 
     async def register(self, request: web.Request) -> web.StreamResponse:
         body = await _body(request)
         try:
-            reg = await self.client.register_workflow(_str(body, "yaml", required=True))
+            reg = await (await self._client(request)).register_workflow(_str(body, "yaml", required=True))
         except AragogError as e:
             return _from_aragog(e)
         return web.json_response(_dict(reg))
@@ -151,14 +175,16 @@ class FrontDoor:
     async def workflows(self, request: web.Request) -> web.StreamResponse:
         try:
             return web.json_response(
-                {"workflows": [_dict(w) for w in await self.client.list_workflows()]}
+                {"workflows": [_dict(w) for w in
+                               await (await self._client(request)).list_workflows()]}
             )
         except AragogError as e:
             return _from_aragog(e)
 
     async def status(self, request: web.Request) -> web.StreamResponse:
         try:
-            return web.json_response(_dict(await self.client.status(request.match_info["rid"])))
+            client = await self._client(request)
+            return web.json_response(_dict(await client.status(request.match_info["rid"])))
         except AragogError as e:
             return _from_aragog(e)
 
@@ -172,7 +198,7 @@ class FrontDoor:
         stream = body.get("stream") is True or "text/event-stream" in request.headers.get(
             "Accept", ""
         )
-        events = self.client.submit(args["workflow_id"], args["text"], **kw)
+        events = (await self._client(request)).submit(args["workflow_id"], args["text"], **kw)
         if not stream:
             try:
                 async for e in events:
@@ -217,11 +243,11 @@ class FrontDoor:
             }
         )
 
-    async def _ensure_chat(self) -> None:
+    async def _ensure_chat(self, client: AsyncClient) -> None:
         if self.chat_ready:
             return
         try:
-            await self.client.register_workflow(chat_workflow(await self.pool_models()))
+            await client.register_workflow(chat_workflow(await self.pool_models()))
         except AragogError as e:
             if e.code != grpc.StatusCode.ALREADY_EXISTS:
                 raise
@@ -253,9 +279,12 @@ class FrontDoor:
             )
         text = "\n".join(f"{m.get('role', 'user')}: {m['content']}" for m in messages)
         try:
-            await self._ensure_chat()
-            status = await self.client.run(
-                CHAT_WORKFLOW, text, policy=model.removeprefix("aragog/"), tenant=_str(body, "user")
+            client = await self._client(request)
+            await self._ensure_chat(client)
+            # OpenAI's `user` is the tenant, unless a token names it (then the token's)
+            tenant = "" if client is not self.client else _str(body, "user")
+            status = await client.run(
+                CHAT_WORKFLOW, text, policy=model.removeprefix("aragog/"), tenant=tenant
             )
         except AragogError as e:
             return _from_aragog(e)

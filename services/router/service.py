@@ -34,6 +34,7 @@ from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
 from aragog.common.store import ROUTING_PENDING, TERMINAL, QueueFull, Store, encode_configs
 from aragog.common.workflow import WorkflowError, parse_workflow
+from aragog.router.auth import Tokens
 from aragog.router.events import EventHub, RequestGone
 from aragog.routing.context import Routing
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
@@ -62,6 +63,26 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         self.events = EventHub(store)
         self.routing = routing or Routing(settings)
         self.background: set[asyncio.Task] = set()  # routing and warm-up tasks
+        self.tokens = Tokens.load(settings.auth_tokens_file) if settings.auth_tokens_file else None
+
+    async def _caller(self, context: grpc.aio.ServicerContext) -> str | None:
+        """The calling tenant, by its bearer token (auth.py); None without authentication."""
+        if self.tokens is None:
+            return None
+        tenant = self.tokens.tenant(context.invocation_metadata())
+        if tenant is None:
+            REJECTED.labels("unauthenticated").inc()
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "a valid bearer token is required "
+                                "(metadata `authorization: Bearer <token>`)")
+        return tenant
+
+    async def _visible(self, rid: str, caller: str | None) -> bool:
+        """Whether `caller` may see request `rid`: no record, or one of its tenant's."""
+        if caller is None:
+            return True
+        tenant = await self.store.r.hget(self.store.k.req(rid), "tenant")
+        return tenant is None or tenant.decode() == caller
 
     async def _pool(self, context: grpc.aio.ServicerContext) -> PoolSpec:
         pool = await self.store.get_pool()
@@ -74,6 +95,7 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         return pool
 
     async def RegisterWorkflow(self, request, context):  # noqa: N802
+        await self._caller(context)
         text = request.yaml_spec
         if len(text.encode()) > self.settings.max_workflow_bytes:
             await context.abort(
@@ -103,27 +125,39 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         return router_pb2.RegisterWorkflowResponse(workflow=wf.to_proto(), configurations=n)
 
     async def ListWorkflows(self, request, context):  # noqa: N802
+        await self._caller(context)
         wfs = await self.store.list_workflows()
         return router_pb2.ListWorkflowsResponse(workflows=[w.to_proto() for w in wfs])
 
     async def GetRequestStatus(self, request, context):  # noqa: N802
+        caller = await self._caller(context)
         bad_id = id_error("request_id", request.request_id)
         if bad_id:
             await self._reject(context, "request_id", bad_id)
         status = await self.store.status(request.request_id)
-        if status is None:
+        if status is None or (caller is not None and status.tenant != caller):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no request {request.request_id!r}")
         return router_pb2.GetRequestStatusResponse(status=status)
 
     async def SubmitRequest(  # noqa: N802
         self, request: router_pb2.SubmitRequestRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.SubmitRequestResponse]:
+        caller = await self._caller(context)
         for what, value in (("request_id", request.request_id),
                             ("workflow_id", request.workflow_id), ("tenant", request.tenant)):
             bad_id = id_error(what, value, optional=True)
             if bad_id:
                 await self._reject(context, what, bad_id)
+        if caller is not None:
+            if request.tenant and request.tenant != caller:
+                REJECTED.labels("tenant").inc()
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"tenant {quote(request.tenant)} is not yours: leave tenant "
+                                    "empty (your token's tenant is used) or name your own")
+            request.tenant = caller
         rid = request.request_id or uuid.uuid4().hex
+        if request.request_id and not await self._visible(rid, caller):
+            await self._id_taken(context, rid)
         structlog.contextvars.bind_contextvars(request_id=rid)
         client = uuid.uuid4().hex  # this stream, among the request's followers
         ended = False
@@ -131,6 +165,8 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             if request.request_id and await self.store.attach(rid, client) is not None:
                 log.info("reattach")
             elif not await self._admit(rid, request, context, client):
+                if not await self._visible(rid, caller):  # another tenant's, admitted first
+                    await self._id_taken(context, rid)
                 await self.store.attach(rid, client)  # another submission admitted it first
             async for event in self._events(rid, context):
                 ended = event.WhichOneof("event") == "completed"
@@ -141,14 +177,19 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             if not ended and (request.request_id or request.cancel_on_disconnect):
                 self._spawn(self._client_left(rid, client))
 
+    async def _id_taken(self, context: grpc.aio.ServicerContext, rid: str) -> None:
+        await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                            f"request id {rid} is in use: choose another")
+
     async def CancelRequest(self, request, context):  # noqa: N802
+        caller = await self._caller(context)
         rid = request.request_id
         bad_id = id_error("request_id", rid)
         if bad_id:
             await self._reject(context, "request_id", bad_id)
         structlog.contextvars.bind_contextvars(request_id=rid)
         status = await self.store.status(rid)
-        if status is None:
+        if status is None or (caller is not None and status.tenant != caller):
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"no request {rid!r} (unknown, or finished over "
                                 f"{self.settings.request_ttl_s} s ago)")

@@ -88,3 +88,7 @@ def test_the_aragog_command(stack, tmp_path):
     assert "succeeded" in aragog("status", "cli-1", stack=stack).stdout
     bad = aragog("submit", "cli-chain", "x", "--policy", "fastest", stack=stack)
     assert bad.returncode == 2 and bad.stderr.startswith("aragog: INVALID_ARGUMENT: unknown policy")
+    done = aragog("cancel", "cli-1", stack=stack)  # a finished request stays as it finished
+    assert done.returncode == 0 and "cli-1: succeeded" in done.stdout
+    gone = aragog("cancel", "no-such-request", stack=stack)
+    assert gone.returncode == 2 and gone.stderr.startswith("aragog: NOT_FOUND")
