@@ -30,11 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Iterator
 
 import grpc
 from aragog import workflows
 from aragog.common.pool import load_pool
+from aragog.common.rpc import channel_credentials
 from aragog.emulation.generate import benchmark
 from aragog.routing.artifacts import default_dir as default_artifacts_dir
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
@@ -105,12 +107,17 @@ def log_tail(path: str, lines: int = 20) -> str:
         return f"(unreadable: {e})"
 
 
+def open_channel(addr: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    return grpc.secure_channel(addr, credentials) if credentials else grpc.insecure_channel(addr)
+
+
 def wait_healthy(addr: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None,
-                 log_path: str = "", serving: bool = True) -> None:
+                 log_path: str = "", serving: bool = True,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
     """Block until the gRPC health service at `addr` says SERVING (or, unless `serving`,
     answers at all: a standby scheduler listens but does not serve)."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(addr) as ch:
+    with open_channel(addr, credentials) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
@@ -186,6 +193,11 @@ class Stack:
         self.triton_metrics_url = triton_metrics_url  # of an external Triton; else from env
         self.router_addr = self.scheduler_addr = self.load_monitor_addr = ""
         self.http_addr = ""  # the router's HTTP/JSON and OpenAI-compatible front door
+        # the services' TLS settings, if extra_env has them: this harness's own calls use them
+        tls = {k: self.extra_env.get(f"ARAGOG_TLS_{k.upper()}_FILE", "")
+               for k in ("cert", "key", "ca")}
+        self.credentials = channel_credentials(types.SimpleNamespace(
+            tls_cert_file=tls["cert"], tls_key_file=tls["key"], tls_ca_file=tls["ca"]))
 
     # processes ----------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], addr: str = "") -> Proc:
@@ -263,11 +275,12 @@ class Stack:
             pool_file = self.extra_env.get("ARAGOG_POOL_FILE") or os.environ.get("ARAGOG_POOL_FILE")
             wait_triton(self.triton_url, load_pool(pool_file or None).names, timeout_s, pool.popen)
         for p in [sched, mon, router, *self.executors]:
-            wait_healthy(p.addr, timeout_s, p.popen, p.log_path)
+            wait_healthy(p.addr, timeout_s, p.popen, p.log_path, credentials=self.credentials)
         for i in range(1, self.n_schedulers):  # standbys: they wait for the active one's key
             self.schedulers.append(self._python_service(f"scheduler-{i}", "aragog.scheduler", {}))
         for p in self.schedulers[1:]:
-            wait_healthy(p.addr, timeout_s, p.popen, p.log_path, serving=False)
+            wait_healthy(p.addr, timeout_s, p.popen, p.log_path, serving=False,
+                         credentials=self.credentials)
 
     def add_executor(self, wait: bool = True) -> Proc:
         i = len(self.executors)
@@ -280,7 +293,7 @@ class Stack:
         })
         self.executors.append(proc)
         if wait:
-            wait_healthy(proc.addr, 60, proc.popen, proc.log_path)
+            wait_healthy(proc.addr, 60, proc.popen, proc.log_path, credentials=self.credentials)
         return proc
 
     def add_router(self, env: dict[str, str] | None = None) -> Proc:
@@ -288,7 +301,7 @@ class Stack:
         to its settings: tests give one other admission bounds."""
         n = sum(p.name.startswith("router") for p in self.procs)
         proc = self._python_service(f"router-{n}", "aragog.router", env or {})
-        wait_healthy(proc.addr, 60, proc.popen, proc.log_path)
+        wait_healthy(proc.addr, 60, proc.popen, proc.log_path, credentials=self.credentials)
         return proc
 
     def restart(self, name: str, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 60.0,
@@ -306,7 +319,8 @@ class Stack:
             if old in group:
                 group[group.index(old)] = new
         if new.addr and wait:
-            wait_healthy(new.addr, timeout_s, new.popen, new.log_path)
+            wait_healthy(new.addr, timeout_s, new.popen, new.log_path,
+                         credentials=self.credentials)
         return new
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 60.0) -> None:
@@ -323,7 +337,7 @@ class Stack:
             for p in self.schedulers:
                 if p.popen.poll() is not None:
                     continue
-                with grpc.insecure_channel(p.addr) as ch:
+                with open_channel(p.addr, self.credentials) as ch:
                     try:
                         r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
                                                                  timeout=1)
@@ -401,7 +415,7 @@ class Stack:
     # clients ------------------------------------------------------------------------
     @contextlib.contextmanager
     def router(self) -> Iterator[router_pb2_grpc.RouterServiceStub]:
-        with grpc.insecure_channel(self.router_addr) as ch:
+        with open_channel(self.router_addr, self.credentials) as ch:
             yield router_pb2_grpc.RouterServiceStub(ch)
 
     def register(self, yaml_text: str) -> router_pb2.RegisterWorkflowResponse:

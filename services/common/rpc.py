@@ -162,10 +162,59 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
                     response_serializer=handler.response_serializer)
 
 
+class TlsError(Exception):
+    """A TLS setting names a file that cannot be read, or only half a key pair."""
+
+
+def _read(var: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise TlsError(f"{var}={path}: {e.strerror}") from None
+
+
+def _pair(settings: Any) -> tuple[bytes, bytes] | None:
+    """(key, certificate) from the settings, or None for plaintext."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if bool(cert) != bool(key):
+        raise TlsError("ARAGOG_TLS_CERT_FILE and ARAGOG_TLS_KEY_FILE go together: set both "
+                       "for TLS, or neither for plaintext")
+    if not cert:
+        return None
+    return _read("ARAGOG_TLS_KEY_FILE", key), _read("ARAGOG_TLS_CERT_FILE", cert)
+
+
+def server_credentials(settings: Any, mutual: bool) -> grpc.ServerCredentials | None:
+    """TLS for a service's port, or None for plaintext. `mutual`: with ARAGOG_TLS_CA_FILE
+    set, callers must present a client certificate it signed (the services among
+    themselves; the router's callers authenticate with tokens instead)."""
+    pair = _pair(settings)
+    if pair is None:
+        return None
+    ca = _read("ARAGOG_TLS_CA_FILE", settings.tls_ca_file) if settings.tls_ca_file else None
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=ca if mutual else None,
+        require_client_auth=bool(mutual and ca))
+
+
+def channel_credentials(settings: Any) -> grpc.ChannelCredentials | None:
+    """TLS for a service's calls to another (executor -> scheduler), or None for plaintext:
+    trust ARAGOG_TLS_CA_FILE's certificates and present this service's own."""
+    pair = _pair(settings)
+    ca = _read("ARAGOG_TLS_CA_FILE", settings.tls_ca_file) if settings.tls_ca_file else None
+    if pair is None and ca is None:
+        return None
+    key, cert = pair or (None, None)
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                        certificate_chain=cert)
+
+
 def create_server(
     listen: str,
     register: Iterable[Callable[[grpc.aio.Server], None]],
     service_names: Iterable[str],
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build a grpc.aio server with our services, health and reflection; return it and its port.
 
@@ -187,7 +236,8 @@ def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(listen)
+    port = (server.add_secure_port(listen, credentials) if credentials
+            else server.add_insecure_port(listen))
     if port == 0:
         raise RuntimeError(f"cannot bind gRPC server to {listen}")
     return server, port, health_servicer

@@ -7,7 +7,14 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 from aragog.common.logs import configure_logging
-from aragog.common.rpc import create_server, install_sigterm, set_serving, start_metrics
+from aragog.common.rpc import (
+    TlsError,
+    create_server,
+    install_sigterm,
+    server_credentials,
+    set_serving,
+    start_metrics,
+)
 from grpc_health.v1 import health_pb2
 
 LIVENESS = "liveness"
@@ -35,7 +42,11 @@ async def serve(
     """
     log = configure_logging(name, settings.log_level)
     metrics_port = start_metrics(settings.metrics_port, settings.metrics_address)
-    server, port, health_servicer = create_server(listen, register, service_names)
+    try:
+        credentials = server_credentials(settings, mutual=name != "router")
+    except TlsError as e:
+        raise SystemExit(f"aragog-{name}: {e}") from None
+    server, port, health_servicer = create_server(listen, register, service_names, credentials)
     # grpc's health servicer says SERVING for "" (the whole server) from the start: a service
     # still starting, or a standby scheduler, must not look ready to a probe of ""
     await set_serving(health_servicer, service_names, False)

@@ -103,7 +103,6 @@ class BaseSettings:
                                       at_least=0)
     request_ttl_s: int = setting(86400, "How long a finished request's state stays in Redis.",
                                  at_least=1)
-
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check(PREFIX + f.name.upper(), getattr(self, f.name), f.metadata)
@@ -145,7 +144,21 @@ class BaseSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class RouterSettings(BaseSettings):
+class ServiceSettings(BaseSettings):
+    """Fields the four gRPC services share: TLS on their ports and between them."""
+
+    tls_cert_file: str = setting(
+        "", "PEM certificate (chain) of this service's gRPC port; with ARAGOG_TLS_KEY_FILE the "
+        "port speaks TLS, and executors present it to the scheduler. Empty: plaintext.")
+    tls_key_file: str = setting("", "PEM private key of ARAGOG_TLS_CERT_FILE.")
+    tls_ca_file: str = setting(
+        "", "PEM CA certificates: the scheduler, load-monitor and executors then accept only "
+        "callers with a client certificate it signed (mutual TLS), and executors check the "
+        "scheduler's certificate by it. The router never asks for client certificates.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterSettings(ServiceSettings):
     """Router: the front door."""
 
     listen: str = setting("127.0.0.1:50051", LISTEN_DOC)
@@ -193,7 +206,7 @@ class RouterSettings(BaseSettings):
 
 
 @dataclasses.dataclass(frozen=True)
-class SchedulerSettings(BaseSettings):
+class SchedulerSettings(ServiceSettings):
     """Scheduler: meta-queue, capacity, leases."""
 
     listen: str = setting("127.0.0.1:50052", LISTEN_DOC)
@@ -241,7 +254,7 @@ class SchedulerSettings(BaseSettings):
 
 
 @dataclasses.dataclass(frozen=True)
-class LoadMonitorSettings(BaseSettings):
+class LoadMonitorSettings(ServiceSettings):
     """Load-monitor: observes Triton and the executors."""
 
     listen: str = setting("127.0.0.1:50053", LISTEN_DOC)
@@ -252,7 +265,7 @@ class LoadMonitorSettings(BaseSettings):
 
 
 @dataclasses.dataclass(frozen=True)
-class ExecutorSettings(BaseSettings):
+class ExecutorSettings(ServiceSettings):
     """Executor: runs workflow DAGs."""
 
     listen: str = setting("127.0.0.1:50054", LISTEN_DOC)

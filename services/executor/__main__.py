@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 
+from aragog.common.rpc import TlsError, channel_credentials
 from aragog.common.service import serve
 from aragog.common.settings import ExecutorSettings
 from aragog.common.store import Store, connect
@@ -18,10 +19,15 @@ async def run(settings: ExecutorSettings) -> None:
     # Keepalive pings detect a half-open StageSession (scheduler host gone) within ~20 s, so
     # its ops fail as UNAVAILABLE and are retried on a new stream instead of timing out.
     # One channel per scheduler address: the active one and its standbys.
-    channels = [grpc.aio.insecure_channel(addr.strip(), options=[
-        ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-    ]) for addr in settings.scheduler_addr.split(",") if addr.strip()]
+    options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 10_000),
+               ("grpc.keepalive_permit_without_calls", 1)]
+    try:
+        creds = channel_credentials(settings)  # mutual TLS to the scheduler, if configured
+    except TlsError as e:
+        raise SystemExit(f"aragog-executor: {e}") from None
+    addrs = [a.strip() for a in settings.scheduler_addr.split(",") if a.strip()]
+    channels = [grpc.aio.secure_channel(a, creds, options=options) if creds
+                else grpc.aio.insecure_channel(a, options=options) for a in addrs]
     if not channels:
         raise SystemExit("aragog-executor: ARAGOG_SCHEDULER_ADDR names no scheduler address")
     executor = Executor(settings, Store(redis, settings.namespace), channels)

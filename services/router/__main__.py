@@ -41,8 +41,11 @@ async def run(settings: RouterSettings) -> None:
         if settings.http_listen:
             from aragog.router import http
 
+            # the router's own port may speak TLS: trust its CA, or its (self-signed) cert
+            trust = settings.tls_ca_file or settings.tls_cert_file
+            root = open(trust, "rb").read() if trust else None  # noqa: SIM115
             front.extend(await http.start(settings.http_listen, loopback(settings.listen),
-                                          pool_models))
+                                          pool_models, root))
 
     try:
         await serve(

@@ -122,9 +122,10 @@ def _str(body: dict, key: str, required: bool = False) -> str:
 
 
 class FrontDoor:
-    def __init__(self, router_addr: str, pool_models):
+    def __init__(self, router_addr: str, pool_models, root_certificates: bytes | None = None):
         self.router_addr = router_addr
-        self.client = AsyncClient(router_addr)
+        self.root_certificates = root_certificates
+        self.client = AsyncClient(router_addr, root_certificates=root_certificates)
         # one client per bearer token seen (the router checks it), least recently used first
         self._by_token: OrderedDict[str, AsyncClient] = OrderedDict()
         self.pool_models = pool_models  # async () -> list[str]
@@ -158,7 +159,8 @@ class FrontDoor:
             return self.client
         client = self._by_token.get(token)
         if client is None:
-            client = self._by_token[token] = AsyncClient(self.router_addr, token=token)
+            client = self._by_token[token] = AsyncClient(
+                self.router_addr, token=token, root_certificates=self.root_certificates)
             while len(self._by_token) > MAX_TOKEN_CLIENTS:
                 await self._by_token.popitem(last=False)[1].close()
         self._by_token.move_to_end(token)
@@ -328,9 +330,12 @@ class FrontDoor:
         )
 
 
-async def start(listen: str, router_addr: str, pool_models) -> tuple[web.AppRunner, FrontDoor]:
-    """Serve the front door on `listen` (host:port); stop with `await runner.cleanup()`."""
-    door = FrontDoor(router_addr, pool_models)
+async def start(listen: str, router_addr: str, pool_models,
+                root_certificates: bytes | None = None) -> tuple[web.AppRunner, FrontDoor]:
+    """Serve the front door on `listen` (host:port); stop with `await runner.cleanup()`.
+    `root_certificates`: the router's port speaks TLS, and its certificate (valid for
+    `router_addr`'s host) is signed by these."""
+    door = FrontDoor(router_addr, pool_models, root_certificates)
     runner = web.AppRunner(door.app(), access_log=None)
     await runner.setup()
     host, _, port = listen.rpartition(":")

@@ -1,0 +1,89 @@
+"""TLS on every service's port and mutual TLS between the services, from settings.
+
+A stack of its own (sharing the session's Redis, under its own namespace, and Triton) whose
+services all get a certificate for 127.0.0.1 signed by a test CA (trustme), and the CA: the
+router speaks TLS, the scheduler, load-monitor and executors want client certificates.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+
+import grpc
+import pytest
+import trustme
+from aragog.client import Client, Unavailable
+from aragog.stack import Stack, shipped_workflow
+from aragog.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_stack(stack, ca, tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(d / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    s = Stack(
+        redis_url=stack.redis_url, triton_url=stack.triton_url,
+        triton_metrics_url=stack.triton_metrics_url, executors=1,
+        namespace=f"t{uuid.uuid4().hex[:8]}", log_dir=str(tmp_path_factory.mktemp("tls-stack")),
+        extra_env={"ARAGOG_TLS_CERT_FILE": str(d / "cert.pem"),
+                   "ARAGOG_TLS_KEY_FILE": str(d / "key.pem"),
+                   "ARAGOG_TLS_CA_FILE": str(d / "ca.pem"),
+                   "ARAGOG_DEFAULT_POLICY": "largest"},
+    )
+    s.start(timeout_s=120)
+    yield s
+    s.stop()
+
+
+def test_requests_run_over_tls_end_to_end(tls_stack, ca):
+    """Client -> router over TLS; executors -> scheduler over mutual TLS."""
+    with Client(tls_stack.router_addr, root_certificates=ca.cert_pem.bytes()) as c:
+        c.register_workflow(shipped_workflow("chain3"))
+        status = c.run("chain3", "over TLS")
+    assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED
+    assert [st.stage for st in status.stages] == ["draft", "critique", "refine"]
+
+
+def test_a_plaintext_or_untrusting_client_gets_nothing(tls_stack):
+    with Client(tls_stack.router_addr) as c, pytest.raises(Unavailable):
+        c.list_workflows()
+    with Client(tls_stack.router_addr, tls=True) as c, pytest.raises(Unavailable):
+        c.list_workflows()  # the system's roots do not know the test CA
+
+
+def scheduler_state(addr: str, creds: grpc.ChannelCredentials):
+    with grpc.secure_channel(addr, creds) as ch:
+        return scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
+            scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
+
+
+def test_the_scheduler_wants_a_client_certificate_its_ca_signed(tls_stack, ca):
+    root = ca.cert_pem.bytes()
+    with pytest.raises(grpc.RpcError) as err:
+        scheduler_state(tls_stack.scheduler_addr, grpc.ssl_channel_credentials(root))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    stranger = trustme.CA().issue_cert("127.0.0.1")
+    with pytest.raises(grpc.RpcError):
+        scheduler_state(tls_stack.scheduler_addr, grpc.ssl_channel_credentials(
+            root, stranger.private_key_pem.bytes(), stranger.cert_chain_pems[0].bytes()))
+    ours = ca.issue_cert("executor.example")
+    state = scheduler_state(tls_stack.scheduler_addr, grpc.ssl_channel_credentials(
+        root, ours.private_key_pem.bytes(), ours.cert_chain_pems[0].bytes()))
+    assert state.capacity
+
+
+def test_the_http_front_door_reaches_its_router_over_tls(tls_stack):
+    with urllib.request.urlopen(f"http://{tls_stack.http_addr}/v1/workflows", timeout=30) as r:
+        assert r.status == 200 and "workflows" in json.loads(r.read())
