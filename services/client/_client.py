@@ -98,6 +98,22 @@ class Client(_RouterClient):
             self._stub.CancelRequest, router_pb2.CancelRequestRequest(request_id=request_id)
         ).status
 
+    def deprecate_workflow(self, workflow_id: str) -> common_pb2.Workflow:
+        """No new requests for the workflow; those admitted run on."""
+        return self._call(
+            self._stub.DeprecateWorkflow,
+            router_pb2.DeprecateWorkflowRequest(workflow_id=workflow_id),
+        ).workflow
+
+    def list_requests(
+        self, tenant: str = "", limit: int = 100, page_token: str = ""
+    ) -> router_pb2.ListRequestsResponse:
+        """A page of the tenant's requests, newest first (next_page_token for the next)."""
+        return self._call(
+            self._stub.ListRequests,
+            router_pb2.ListRequestsRequest(tenant=tenant, limit=limit, page_token=page_token),
+        )
+
     def submit(
         self,
         workflow_id: str,
@@ -169,6 +185,23 @@ class AsyncClient(_RouterClient):
             self._stub.CancelRequest, router_pb2.CancelRequestRequest(request_id=request_id)
         )
         return reply.status
+
+    async def deprecate_workflow(self, workflow_id: str) -> common_pb2.Workflow:
+        """No new requests for the workflow; those admitted run on."""
+        reply = await self._call(
+            self._stub.DeprecateWorkflow,
+            router_pb2.DeprecateWorkflowRequest(workflow_id=workflow_id),
+        )
+        return reply.workflow
+
+    async def list_requests(
+        self, tenant: str = "", limit: int = 100, page_token: str = ""
+    ) -> router_pb2.ListRequestsResponse:
+        """A page of the tenant's requests, newest first (next_page_token for the next)."""
+        return await self._call(
+            self._stub.ListRequests,
+            router_pb2.ListRequestsRequest(tenant=tenant, limit=limit, page_token=page_token),
+        )
 
     async def submit(
         self,

@@ -5,6 +5,8 @@
     aragog submit my-workflow "How many orders shipped in May?" --watch [--policy largest]
     aragog status <request id>
     aragog cancel <request id>
+    aragog requests [--tenant T] [--limit N]
+    aragog deprecate <workflow id>
 
 `--router` (or ARAGOG_ROUTER) names the router, default 127.0.0.1:50051; `--tls`, `--ca`
 and `--token` (or ARAGOG_TOKEN) secure the call; `--json` prints protobuf JSON. Exit status:
@@ -73,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("request_id")
     p = sub.add_parser("cancel", help="cancel a request (its status after)")
     p.add_argument("request_id")
+    p = sub.add_parser("requests", help="a tenant's requests, newest first")
+    p.add_argument("--tenant", default="", help="default: requests without a tenant, or yours")
+    p.add_argument("--limit", type=int, default=20)
+    p = sub.add_parser("deprecate", help="refuse new requests for a workflow")
+    p.add_argument("workflow_id")
     args = ap.parse_args(argv)
     ca = open(args.ca, "rb").read() if args.ca else None  # noqa: SIM115
     try:
@@ -92,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
                         if args.json
                         else f"{wf.id}: {', '.join(s.name for s in wf.stages)}"
                     )
+            elif args.cmd == "requests":
+                page = c.list_requests(args.tenant, args.limit)
+                for r in page.requests:
+                    print(MessageToJson(r, indent=None) if args.json else
+                          f"{r.request_id}: {STATES.get(r.state, r.state)} "
+                          f"({r.workflow_id}, {r.policy})")
+            elif args.cmd == "deprecate":
+                wf = c.deprecate_workflow(args.workflow_id)
+                print(MessageToJson(wf) if args.json else f"deprecated {wf.id}")
             elif args.cmd in ("status", "cancel"):
                 s = (c.status if args.cmd == "status" else c.cancel)(args.request_id)
                 print(MessageToJson(s)) if args.json else _print_status(s)

@@ -6,6 +6,8 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 |---|---|---|---|
 | `{ns}:pool` | string | scheduler (start) | the model pool, PoolSpec JSON |
 | `{ns}:workflows` | hash | router | workflow id -> validated YAML (write-once per id) |
+| `{ns}:workflows:deprecated` | hash | router | workflow id -> when it was deprecated (no new requests) |
+| `{ns}:tenant-requests:{tenant}` | sorted set, TTL | router | the tenant's request ids by admission time (ListRequests), trimmed to the request TTL |
 | `{ns}:req:{id}` | hash | router, executor | the request (fields below) |
 | `{ns}:req:{id}:f` | string | router | F(r): sorted int64 config indices, or `*` for every configuration |
 | `{ns}:req:{id}:chosen` | hash | scheduler | LLM stage -> model chosen so far (C(r) = F(r) narrowed by it) |
@@ -153,8 +155,9 @@ return redis.call('SCARD', KEYS[2]) == 0 and 1 or 0
 # Admission: the id is free and the bounds hold, then everything is written, or nothing.
 ADMIT_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'taken', 0} end
--- KEYS: req, f, events, work, tenants, clients, chosen, stages; ARGV: rid, F(r), first
--- event, channel, bounds (2), tenant, client token ('' unless it cancels on disconnect), fields
+-- KEYS: req, f, events, work, tenants, clients, chosen, stages, tenant's index; ARGV: rid,
+-- F(r), first event, channel, bounds (2), tenant, client token ('' unless it cancels on
+-- disconnect), admission time, request TTL, fields
 local limit = tonumber(ARGV[5])
 if limit > 0 then
   local n = redis.call('XLEN', KEYS[4])
@@ -168,12 +171,16 @@ end
 -- keys of an earlier request of this id whose record was lost (a crash of Redis) go with it
 redis.call('DEL', KEYS[3], KEYS[6], KEYS[7], KEYS[8])
 local entry = redis.call('XADD', KEYS[4], '*', 'rid', ARGV[1], 'tenant', ARGV[7])
-redis.call('HSET', KEYS[1], 'work_id', entry, unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], 'work_id', entry, unpack(ARGV, 11))
 if ARGV[8] ~= '' then redis.call('SADD', KEYS[6], ARGV[8]) end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[1])
 redis.call('HINCRBY', KEYS[5], ARGV[7], 1)
+local now, ttl = tonumber(ARGV[9]), tonumber(ARGV[10])
+redis.call('ZADD', KEYS[9], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', '(' .. (now - ttl))
+redis.call('EXPIRE', KEYS[9], ttl)
 return {'admitted', 0}
 """
 
@@ -203,6 +210,7 @@ class Keys:
         self.ns = ns
         self.pool = f"{ns}:pool"
         self.workflows = f"{ns}:workflows"
+        self.deprecated = f"{ns}:workflows:deprecated"
         self.work = f"{ns}:work"
         self.leases = f"{ns}:leases"
         self.scheduler = f"{ns}:scheduler"
@@ -210,6 +218,9 @@ class Keys:
         self.load = f"{ns}:load"
         self.event_channel = f"{ns}:events"
         self.cancel_channel = f"{ns}:cancelled"
+
+    def tenant_requests(self, tenant: str) -> str:
+        return f"{self.ns}:tenant-requests:{tenant}"
 
     def req(self, rid: str) -> str:
         return f"{self.ns}:req:{rid}"
@@ -366,6 +377,57 @@ class Store:
         raw = await self.r.hgetall(self.k.workflows)
         return sorted((self._parse(v) for v in raw.values()), key=lambda w: w.id)
 
+    async def deprecated_workflows(self) -> set[str]:
+        return {w.decode() for w in await self.r.hkeys(self.k.deprecated)}
+
+    async def workflow_for_admission(self, wid: str) -> tuple[WorkflowDef | None, bool]:
+        """The workflow and whether it is deprecated, in one round trip."""
+        async with self.r.pipeline(transaction=False) as p:
+            p.hget(self.k.workflows, wid)
+            p.hexists(self.k.deprecated, wid)
+            raw, deprecated = await p.execute()
+        return (self._parse(raw) if raw else None), bool(deprecated)
+
+    async def deprecate_workflow(self, wid: str) -> WorkflowDef | None:
+        """Flag the workflow deprecated (idempotent); None if it is not registered."""
+        wf = await self.get_workflow(wid)
+        if wf is not None:
+            await self.r.hsetnx(self.k.deprecated, wid, time.time())
+        return wf
+
+    async def list_requests(self, tenant: str, limit: int, before: tuple[float, str] | None
+                            ) -> tuple[list[router_pb2.RequestSummary], tuple[float, str] | None]:
+        """The tenant's requests admitted before `before` (admission time, id), newest first,
+        at most `limit`; and the cursor of the next page (None: this is the last). Requests
+        whose record expired are dropped from the index as they are met."""
+        key = self.k.tenant_requests(tenant)
+        top = "+inf" if before is None else before[0]
+        # ties at `before`'s time: those listed already are skipped below (ids descending)
+        rows = await self.r.zrevrangebyscore(key, top, "-inf", start=0, num=limit + 65,
+                                             withscores=True)
+        if before is not None:
+            rows = [(m, t) for m, t in rows if t < before[0] or m.decode() < before[1]]
+        out: list[router_pb2.RequestSummary] = []
+        gone: list[bytes] = []
+        while rows and len(out) < limit:
+            batch, rows = rows[:limit - len(out)], rows[limit - len(out):]
+            async with self.r.pipeline(transaction=False) as p:
+                for member, _ in batch:
+                    p.hmget(self.k.req(member.decode()), ["workflow_id", "state", "policy"])
+                records = await p.execute()
+            for (member, score), (wid, state, policy) in zip(batch, records, strict=True):
+                if wid is None:
+                    gone.append(member)
+                    continue
+                out.append(router_pb2.RequestSummary(
+                    request_id=member.decode(), workflow_id=wid.decode(),
+                    state=int(state or 0), created_at=score, policy=(policy or b"").decode()))
+        if gone:
+            await self.r.zrem(key, *gone)
+        more = bool(rows) or len(out) == limit and await self.r.zcount(
+            key, "-inf", f"({out[-1].created_at}") > 0
+        return out, ((out[-1].created_at, out[-1].request_id) if more and out else None)
+
     # requests -----------------------------------------------------------------------
     async def get_load(self) -> dict[str, common_pb2.ModelLoad]:
         """The newest load snapshot by model name (empty before the load-monitor's first)."""
@@ -375,7 +437,8 @@ class Store:
         return {m.model: m for m in common_pb2.LoadSnapshot.FromString(raw).models}
 
     async def admit(self, rid: str, fields: dict[str, Any], f_r: bytes, first_event: bytes,
-                    max_requests: int = 0, max_per_tenant: int = 0, client: str = "") -> bool:
+                    max_requests: int = 0, max_per_tenant: int = 0, client: str = "",
+                    ttl_s: int = 86400) -> bool:
         """Write a new request (its record, F(r), first event, work entry, a slot of its
         tenant's count) in one atomic step, unless its id is taken: False if it was.
 
@@ -389,9 +452,10 @@ class Store:
         tenant = str(fields.get("tenant", ""))
         outcome, unfinished = await self._admit(
             keys=[k.req(rid), k.f(rid), k.events(rid), k.work, k.tenants, k.clients(rid),
-                  k.chosen(rid), k.stages(rid)],
+                  k.chosen(rid), k.stages(rid), k.tenant_requests(tenant)],
             args=[rid, f_r, first_event, k.event_channel, max_requests, max_per_tenant, tenant,
-                  client, *(x for kv in fields.items() for x in kv)])
+                  client, fields.get("created_at", time.time()), ttl_s,
+                  *(x for kv in fields.items() for x in kv)])
         if outcome == b"requests":
             raise QueueFull("requests", unfinished, max_requests)
         if outcome == b"tenant":

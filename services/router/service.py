@@ -45,6 +45,30 @@ RETRY_AFTER_MS = "retry-after-ms"
 """Trailing metadata of a RESOURCE_EXHAUSTED refusal: milliseconds to wait before retrying."""
 
 ADMITTED = Counter("aragog_router_admitted_total", "Requests admitted", ["workflow", "policy"])
+MAX_LIST_LIMIT = 1000  # ListRequests' page size bound
+
+
+def _workflow_proto(wf, deprecated: bool) -> common_pb2.Workflow:
+    proto = wf.to_proto()
+    proto.deprecated = deprecated
+    return proto
+
+
+def _page_cursor(token: str) -> tuple[float, str] | None | bool:
+    """ListRequests' page token: (admission time, request id); None for the first page,
+    False if it is not one the router returned."""
+    if not token:
+        return None
+    when, sep, rid = token.partition("|")
+    try:
+        t = float(when)
+    except ValueError:
+        return False
+    if not sep or id_error("request_id", rid) or t != t:
+        return False
+    return t, rid
+
+
 REJECTED = Counter("aragog_router_rejected_total", "Requests rejected", ["reason"])
 F_SIZE = Histogram(
     "aragog_router_f_size", "|F(r)|: configurations a request is admitted with, once final",
@@ -127,7 +151,43 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
     async def ListWorkflows(self, request, context):  # noqa: N802
         await self._caller(context)
         wfs = await self.store.list_workflows()
-        return router_pb2.ListWorkflowsResponse(workflows=[w.to_proto() for w in wfs])
+        deprecated = await self.store.deprecated_workflows()
+        return router_pb2.ListWorkflowsResponse(
+            workflows=[_workflow_proto(w, w.id in deprecated) for w in wfs])
+
+    async def DeprecateWorkflow(self, request, context):  # noqa: N802
+        await self._caller(context)
+        bad_id = id_error("workflow_id", request.workflow_id)
+        if bad_id:
+            await self._reject(context, "workflow", bad_id)
+        wf = await self.store.deprecate_workflow(request.workflow_id)
+        if wf is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"no workflow {quote(request.workflow_id)}")
+        log.info("workflow_deprecated", workflow=request.workflow_id)
+        return router_pb2.DeprecateWorkflowResponse(workflow=_workflow_proto(wf, True))
+
+    async def ListRequests(self, request, context):  # noqa: N802
+        caller = await self._caller(context)
+        bad = id_error("tenant", request.tenant, optional=True)
+        if bad:
+            await self._reject(context, "tenant", bad)
+        tenant = request.tenant
+        if caller is not None:
+            if tenant and tenant != caller:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"tenant {quote(tenant)} is not yours: leave it empty")
+            tenant = caller
+        if request.limit > MAX_LIST_LIMIT:
+            await self._reject(context, "limit",
+                               f"limit is {request.limit}; at most {MAX_LIST_LIMIT} per page")
+        cursor = _page_cursor(request.page_token)
+        if cursor is False:
+            await self._reject(context, "page_token",
+                               "page_token is not one ListRequests returned")
+        rows, after = await self.store.list_requests(tenant, request.limit or 100, cursor or None)
+        return router_pb2.ListRequestsResponse(
+            requests=rows, next_page_token=f"{after[0]!r}|{after[1]}" if after else "")
 
     async def GetRequestStatus(self, request, context):  # noqa: N802
         caller = await self._caller(context)
@@ -232,7 +292,7 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         t0 = time.perf_counter()
         if not request.workflow_id:
             await self._reject(context, "workflow", "workflow_id is required")
-        wf = await self.store.get_workflow(request.workflow_id)
+        wf, deprecated = await self.store.workflow_for_admission(request.workflow_id)
         if wf is None:
             known = ", ".join(w.id for w in await self.store.list_workflows()) or "none"
             await self._reject(
@@ -240,6 +300,10 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 f"unknown workflow {request.workflow_id!r}; registered: {known}",
             )
         assert wf is not None
+        if deprecated:
+            REJECTED.labels("deprecated").inc()
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"workflow {wf.id} is deprecated: submit to its successor")
         size = len(request.input.encode())
         if size == 0:
             await self._reject(context, "input", "input is empty")
@@ -299,7 +363,8 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             if not await self.store.admit(rid, fields, encode_configs(f_r),
                                           first.SerializeToString(),
                                           s.max_queued_requests, s.max_queued_per_tenant,
-                                          client if request.cancel_on_disconnect else ""):
+                                          client if request.cancel_on_disconnect else "",
+                                          s.request_ttl_s):
                 log.info("reattach", raced=True)
                 return False
         except QueueFull as e:

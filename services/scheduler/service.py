@@ -83,12 +83,17 @@ Write = tuple[Any, ...]
 """A queued Redis write: ("S", key, field, value) is HSET, ("D", key, field) is HDEL."""
 
 # Applies a batch of writes atomically, as one command (one reply to parse, not one per write).
-# KEYS[1]/ARGV[1]: the leadership key and this scheduler's id (the fence: leadership.py).
+# KEYS[1]/ARGV[1..2]: the leadership key, this scheduler's id and the key's TTL (the fence:
+# leadership.py). Held by another: refused. Lapsed with nobody else holding it (Redis was
+# away longer than the TTL, or restarted without it): this scheduler is still the only
+# active one, and takes the key back.
 COMMIT_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
   return redis.error_reply('NOTACTIVE this scheduler no longer holds the leadership key')
 end
-local a = 2
+if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+local a = 3
 for i = 2, #KEYS do
   if ARGV[a] == 'S' then
     redis.call('HSET', KEYS[i], ARGV[a + 1], ARGV[a + 2]); a = a + 3
@@ -725,7 +730,7 @@ class Scheduler:
         try:
             if writes:
                 keys = [self.leadership.key, *(w[1] for w in writes)]
-                args: list[str | int] = [self.leadership.me]
+                args: list[str | int] = [self.leadership.me, self.leadership.ttl_ms]
                 for w in writes:
                     args.append(w[0])
                     args.extend(w[2:])

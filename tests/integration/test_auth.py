@@ -67,6 +67,10 @@ def test_a_tenant_sees_and_cancels_only_its_own_requests(auth_stack):
         own = globex.run("chain3", "globex's input", tenant="globex")
         assert own.state == common_pb2.REQUEST_STATE_SUCCEEDED and own.tenant == "globex"
         assert acme.status("acme-1").state == common_pb2.REQUEST_STATE_SUCCEEDED
+        # listings: one's own tenant only
+        assert "acme-1" in [r.request_id for r in acme.list_requests().requests]
+        assert "acme-1" not in [r.request_id for r in globex.list_requests().requests]
+        assert code(lambda: globex.list_requests("acme")) == grpc.StatusCode.PERMISSION_DENIED
 
 
 def http(s: Stack, path: str, token: str | None) -> int:

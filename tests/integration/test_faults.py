@@ -36,10 +36,10 @@ def fault_stack(stack, tmp_path_factory):
     s.stop()
 
 
-def under_load(s: Stack, wid: str, prefix: str, fault) -> tuple[dict, float]:
+def under_load(s: Stack, wid: str, prefix: str, fault) -> tuple[dict, tuple[float, float]]:
     """CLIENTS clients submit requests one after another; after 3 s `fault()` runs; the
-    load goes on 6 s more. Returns {request id: (sent, done, events or RpcError)} and how
-    long the fault took."""
+    load goes on 6 s more. Returns {request id: (sent, done, events or RpcError)} and when
+    the fault began and ended."""
     stop = threading.Event()
     results: dict[str, tuple[float, float, object]] = {}
 
@@ -60,12 +60,17 @@ def under_load(s: Stack, wid: str, prefix: str, fault) -> tuple[dict, float]:
         time.sleep(3)
         t0 = time.monotonic()
         fault()
-        took = time.monotonic() - t0
+        window = (t0, time.monotonic())
         time.sleep(6)
         stop.set()
         for c in clients:
             c.result(timeout=120)
-    return results, took
+    return results, window
+
+
+def across(results: dict, window: tuple[float, float]) -> list:
+    """The requests in flight at some time during the fault."""
+    return [r for r in results.values() if r[0] < window[1] and r[1] > window[0]]
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +120,11 @@ def test_a_scheduler_restart_under_load_fails_nothing(fault_stack, sig):
     releases to the new one, which reloaded the leases from Redis."""
     s = fault_stack
     wid = s.register(shipped_workflow("chain3")).workflow.id
-    results, took = under_load(s, wid, f"sched-{sig.name}", lambda: s.restart("scheduler", sig))
-    across = [r for r in results.values() if r[0] < r[1] and r[1] - r[0] > took]
-    print(f"\n{len(results)} requests; scheduler back in {took:.1f}s; "
+    results, window = under_load(s, wid, f"sched-{sig.name}",
+                                 lambda: s.restart("scheduler", sig))
+    print(f"\n{len(results)} requests; scheduler back in {window[1] - window[0]:.1f}s; "
           f"slowest {max(r[1] - r[0] for r in results.values()):.1f}s")
-    assert across, "some requests were in flight across the restart"
+    assert across(results, window), "some requests were in flight across the restart"
     check_every_request_ran_once(s, results)
     for proc in s.executors:
         with open(proc.log_path) as f:
@@ -139,8 +144,9 @@ def test_executors_killed_one_after_another_lose_nothing(fault_stack):
                 s.restart(s.executors[i].name, signal.SIGKILL)
                 time.sleep(0.5)
 
-    results, took = under_load(s, wid, "exec", kill_each)
-    print(f"\n{len(results)} requests; 4 executor kills over {took:.1f}s")
+    results, window = under_load(s, wid, "exec", kill_each)
+    print(f"\n{len(results)} requests; 4 executor kills over {window[1] - window[0]:.1f}s")
+    assert across(results, window)
     check_every_request_ran_once(s, results)
 
 
@@ -161,7 +167,8 @@ def test_a_standby_scheduler_takes_over_when_the_active_one_dies(ha_stack):
         scheduler_state(standby)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "standby" in err.value.details()
     wid = s.register(shipped_workflow("chain3")).workflow.id
-    results, _ = under_load(s, wid, "ha", lambda: s.kill("scheduler"))
+    results, window = under_load(s, wid, "ha", lambda: s.kill("scheduler"))
+    assert across(results, window)
     t0 = time.monotonic()
     assert s.active_scheduler() == standby
     print(f"\n{len(results)} requests across the takeover; slowest "

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+import urllib.parse
 
 import grpc
 import pytest
@@ -253,3 +254,23 @@ def test_a_crash_that_loses_the_last_second(durable_stack):
           f"(their clients: {len(unavailable)} got UNAVAILABLE at most {told:.1f}s after "
           f"sending, the others had their answer already); {len(rerun)} ran stages again")
     assert gone, "the lost second held admissions"
+
+
+def test_the_stacks_own_redis_wants_its_password(durable_stack):
+    """Other users of the host reach its loopback port too: without the password (in the
+    services' ARAGOG_REDIS_URL and the data directory's redis.conf, never in a command
+    line) Redis answers nothing."""
+    from aragog.stack import redacted
+
+    url = durable_stack.redis_url
+    parts = urllib.parse.urlsplit(url)
+    assert parts.password and len(parts.password) >= 24
+    stranger = redis.Redis(host=parts.hostname, port=parts.port)
+    with pytest.raises(redis.AuthenticationError):
+        stranger.ping()
+    stranger.close()
+    assert redis.Redis.from_url(url).ping()
+    redis_proc = next(p for p in durable_stack.procs if p.name == "redis")
+    with open(f"/proc/{redis_proc.popen.pid}/cmdline", "rb") as f:
+        assert parts.password.encode() not in f.read()
+    assert parts.password not in redacted(url) and redacted(url).endswith(f":{parts.port}/0")

@@ -76,3 +76,21 @@ async def test_a_scheduler_that_lost_the_key_records_nothing(redis_url, namespac
     finally:
         await a.stop()
         await store.r.aclose()
+
+
+async def test_a_lapsed_key_nobody_took_is_taken_back(redis_url, namespace):
+    """Redis away longer than the key's TTL (or restarted without it): the active scheduler
+    is still the only one, so its next commit takes the key back instead of stopping."""
+    lost: list = []
+    a, store = scheduler(redis_url, namespace, lost)
+    await a.start()
+    try:
+        await admitted(store, "r1")
+        await store.r.delete(store.k.scheduler)
+        grant = await asyncio.wait_for(a.acquire("r1", "draft", "t"), 5)
+        assert grant.model and not lost and a.active
+        assert (await store.r.get(store.k.scheduler)).decode() == a.leadership.me
+        assert await store.r.hexists(store.k.leases, grant.lease_id)
+    finally:
+        await a.stop()
+        await store.r.aclose()
