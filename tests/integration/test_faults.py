@@ -15,7 +15,7 @@ import grpc
 import pytest
 import redis
 from aragog.stack import Stack, shipped_workflow
-from aragog.v1 import common_pb2, router_pb2, scheduler_pb2, scheduler_pb2_grpc
+from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 pytestmark = pytest.mark.integration
 CLIENTS = 4
@@ -181,3 +181,49 @@ def test_a_standby_scheduler_takes_over_when_the_active_one_dies(ha_stack):
         scheduler_state(active)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert time.monotonic() - t0 < 30
+
+
+def test_a_router_stopped_mid_stream_loses_nothing(fault_stack):
+    """Clients stream requests through one router, which is stopped (SIGTERM) and started
+    again under them; a client whose stream ends early re-attaches through a second router
+    with the same request id. Every request ends once, successfully."""
+    s = fault_stack
+    wid = s.register(shipped_workflow("chain3")).workflow.id
+    other = s.add_router()
+    reattached: list[str] = []
+
+    def submit_or_reattach(rid: str, text: str) -> list:
+        try:
+            return s.submit(wid, text, request_id=rid, timeout_s=90)[0]
+        except grpc.RpcError:
+            reattached.append(rid)
+            with grpc.insecure_channel(other.addr) as ch:
+                stub = router_pb2_grpc.RouterServiceStub(ch)
+                return list(stub.SubmitRequest(router_pb2.SubmitRequestRequest(
+                    workflow_id=wid, input=text, request_id=rid), timeout=90))
+
+    results: dict[str, tuple[float, float, object]] = {}
+    stop = threading.Event()
+
+    def client(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            rid, n = f"router-{i}-{n}", n + 1
+            t0 = time.monotonic()
+            results[rid] = (t0, 0.0, submit_or_reattach(rid, f"router {i} {n}"))
+            results[rid] = (t0, time.monotonic(), results[rid][2])
+
+    with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+        clients = [pool.submit(client, i) for i in range(CLIENTS)]
+        time.sleep(3)
+        t0 = time.monotonic()
+        s.restart("router", signal.SIGTERM)
+        window = (t0, time.monotonic())
+        time.sleep(4)
+        stop.set()
+        for c in clients:
+            c.result(timeout=120)
+    print(f"\n{len(results)} requests; router back in {window[1] - window[0]:.1f}s; "
+          f"{len(reattached)} re-attached through the other router")
+    assert across(results, window)
+    check_every_request_ran_once(s, results)
