@@ -48,6 +48,8 @@ never written back in part by an executor still running it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -56,6 +58,7 @@ import numpy as np
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aragog.common.pool import PoolSpec
@@ -197,6 +200,50 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# The scheduler's group commit: a batch of writes applied atomically, as one command (one
+# reply to parse, not one per write), fenced by the leadership key. KEYS[1]/ARGV[1..2]: the
+# key, the scheduler's id and the key's TTL. Held by another: refused. Lapsed with nobody
+# else holding it (Redis was away longer than the TTL, or restarted without it): the
+# scheduler is still the only active one, and takes the key back. Then ARGV from 3 holds
+# the writes on KEYS[2..]: 'S' field value (HSET), 'D' field (HDEL), or 'R' field value:
+# HSET on a request's key only while the request's record (the next key) exists. A Redis
+# crash can lose a request's record while the scheduler still has it queued; writing its
+# choice would bring back a record with nothing but that field, which its client would
+# follow to the deadline instead of learning the request is gone.
+COMMIT_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return redis.error_reply('NOTACTIVE this scheduler no longer holds the leadership key')
+end
+if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+local k, a = 2, 3
+while k <= #KEYS do
+  local op = ARGV[a]
+  if op == 'S' then
+    redis.call('HSET', KEYS[k], ARGV[a + 1], ARGV[a + 2]); k = k + 1; a = a + 3
+  elseif op == 'D' then
+    redis.call('HDEL', KEYS[k], ARGV[a + 1]); k = k + 1; a = a + 2
+  else
+    if redis.call('EXISTS', KEYS[k + 1]) == 1 then
+      redis.call('HSET', KEYS[k], ARGV[a + 1], ARGV[a + 2])
+    end
+    k = k + 2; a = a + 3
+  end
+end
+return 1
+"""
+# Take the leadership key if free; keep it if ours. 1: the caller holds it now.
+HOLD_LEADERSHIP_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+RESIGN_LEADERSHIP_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 ALL_CONFIGS = b"*"
 ROUTING_PENDING = b"pending"
 """`routing` field of a request while the router still computes F(r): `:f` then holds a
@@ -253,6 +300,31 @@ class Keys:
     @property
     def inflight_pattern(self) -> str:
         return f"{self.ns}:inflight:*"
+
+
+class NotActive(Exception):
+    """The scheduler's commit was refused: another scheduler holds the leadership key."""
+
+
+Write = tuple[Any, ...]
+"""One write of a scheduler commit: ("S", key, field, value) is HSET, ("D", key, field) HDEL,
+("R", key, field, value, record) HSET while the request's `record` exists (COMMIT_LUA).
+Built by Store's `w_*` methods only: the keys are the store's business."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulingRecord:
+    """What the scheduler reads of a request to queue its stages, in one round trip."""
+
+    workflow_id: str | None  # None: no such request (never admitted, expired, or lost)
+    f_raw: bytes | None  # F(r) as stored (encode_configs)
+    routing_pending: bool  # F(r) is the router's placeholder still
+    created_at: float
+    state: int | None
+    policy: str
+    stage_state: bytes
+    chosen: dict[str, str]  # LLM stage -> model chosen so far
+    owner: str  # executor running it ('' if none)
 
 
 class QueueFull(Exception):
@@ -321,6 +393,9 @@ class Store:
         self._admit = redis.register_script(ADMIT_LUA)
         self._attach = redis.register_script(ATTACH_LUA)
         self._detach = redis.register_script(DETACH_LUA)
+        self._commit = redis.register_script(COMMIT_LUA)
+        self._hold_leadership = redis.register_script(HOLD_LEADERSHIP_LUA)
+        self._resign_leadership = redis.register_script(RESIGN_LEADERSHIP_LUA)
 
     def _parse(self, raw: bytes) -> WorkflowDef:
         wf = self._parsed.get(raw)
@@ -341,14 +416,191 @@ class Store:
         return int((await self.r.info("server"))["uptime_in_seconds"])
 
     # request ownership (executors) ----------------------------------------------------
-    async def renew_owner(self, pipe: Any, rid: str, executor_id: str, ttl_ms: int) -> None:
-        """Queue, on `pipe`, the renewal of `executor_id`'s ownership of the request; its reply
-        is 1, or 0 if another executor owns the request now."""
-        await self._renew_owner(keys=[self.k.owner(rid)], args=[executor_id, ttl_ms], client=pipe)
+    async def claim_owner(self, rid: str, executor_id: str, ttl_ms: int) -> bool:
+        """Own the request unless a live executor does; True if `executor_id` owns it now."""
+        return bool(await self.r.set(self.k.owner(rid), executor_id, nx=True, px=ttl_ms))
+
+    async def heartbeat(self, executor_id: str, running: list[str], entries: list[bytes],
+                        inflight: dict[str, int], owner_ttl_ms: int, inflight_ttl_s: int
+                        ) -> list[bool]:
+        """One executor's periodic refresh, in one round trip: renew its ownership of the
+        `running` requests, reset its work `entries`' idle times (so no other executor claims
+        them), rewrite its in-flight counts whole (a Redis restart may have lost them) and
+        their TTL. Returns, per running request, whether it still owns it."""
+        k = self.k
+        async with self.r.pipeline(transaction=False) as p:
+            for rid in running:
+                await self._renew_owner(keys=[k.owner(rid)], args=[executor_id, owner_ttl_ms],
+                                        client=p)
+            if entries:
+                p.xclaim(k.work, WORK_GROUP, executor_id, 0, entries, justid=True)
+            if inflight:
+                p.hset(k.inflight(executor_id), mapping=inflight)
+            p.expire(k.inflight(executor_id), inflight_ttl_s)
+            replies = await p.execute()
+        return [bool(r) for r in replies[:len(running)]]
 
     async def drop_owner(self, rid: str, executor_id: str) -> None:
         """Give up ownership of the request, if `executor_id` still has it."""
         await self._drop_owner(keys=[self.k.owner(rid)], args=[executor_id])
+
+    # the scheduler's records: leadership, leases, choices ------------------------------
+    async def hold_leadership(self, me: str, ttl_ms: int) -> bool:
+        """Take or renew the leadership key for scheduler `me`; True if `me` holds it now."""
+        return bool(await self._hold_leadership(keys=[self.k.scheduler], args=[me, ttl_ms]))
+
+    async def resign_leadership(self, me: str) -> None:
+        await self._resign_leadership(keys=[self.k.scheduler], args=[me])
+
+    async def leader(self) -> str:
+        return s(await self.r.get(self.k.scheduler))
+
+    def w_lease(self, lease_id: str, lease_json: str) -> list[Write]:
+        return [("S", self.k.leases, lease_id, lease_json)]
+
+    def w_no_lease(self, lease_id: str) -> list[Write]:
+        return [("D", self.k.leases, lease_id)]
+
+    def w_choice(self, rid: str, stage: str, model: str, viable: int) -> list[Write]:
+        """The model chosen for the stage, and how many configurations C(r) still holds."""
+        record = self.k.req(rid)
+        return [("R", self.k.chosen(rid), stage, model, record),
+                ("R", record, "viable", viable, record)]
+
+    def w_no_choice(self, rid: str, stage: str) -> list[Write]:
+        return [("D", self.k.chosen(rid), stage)]
+
+    async def commit(self, me: str, ttl_ms: int, writes: list[Write]) -> None:
+        """Apply `writes` at once if scheduler `me` holds the leadership key (retaking it if
+        it lapsed with nobody holding it); NotActive if another holds it."""
+        keys: list[str] = [self.k.scheduler]
+        args: list[Any] = [me, ttl_ms]
+        for w in writes:
+            if w[0] == "R":
+                keys += [w[1], w[4]]
+                args += ["R", w[2], w[3]]
+            else:
+                keys.append(w[1])
+                args += [w[0], *w[2:]]
+        try:
+            await self._commit(keys=keys, args=args)
+        except Exception as e:
+            if "NOTACTIVE" in str(e):
+                raise NotActive(str(e)) from e
+            raise
+
+    async def recorded_leases(self) -> list[bytes]:
+        """Every lease recorded (JSON each)."""
+        return list((await self.r.hgetall(self.k.leases)).values())
+
+    async def recorded_lease_ids(self) -> set[str]:
+        return {lid.decode() for lid in await self.r.hkeys(self.k.leases)}
+
+    async def scheduling_record(self, rid: str) -> SchedulingRecord:
+        k = self.k
+        async with self.r.pipeline(transaction=False) as p:
+            p.hmget(k.req(rid), ["workflow_id", "routing", "created_at", "state", "policy",
+                                 "stage_state"])
+            p.get(k.f(rid))
+            p.hgetall(k.chosen(rid))
+            p.get(k.owner(rid))
+            (wid, routing, created, state, policy, stage_state), f_raw, chosen, owner = \
+                await p.execute()
+        return SchedulingRecord(
+            None if wid is None else wid.decode(), f_raw, routing == ROUTING_PENDING,
+            float(created or 0.0), None if state is None else int(state), s(policy),
+            stage_state or b"", {st.decode(): m.decode() for st, m in chosen.items()}, s(owner))
+
+    async def owner(self, rid: str) -> str:
+        """The executor running the request ('' if none)."""
+        return s(await self.r.get(self.k.owner(rid)))
+
+    async def routings(self, rids: list[str]) -> list[tuple[bool, bytes | None]]:
+        """(routing still pending, F(r) as stored) of each request, in one round trip."""
+        async with self.r.pipeline(transaction=False) as p:
+            for rid in rids:
+                p.hget(self.k.req(rid), "routing")
+                p.get(self.k.f(rid))
+            replies = await p.execute()
+        return [(replies[i] == ROUTING_PENDING, replies[i + 1]) for i in range(0, len(replies), 2)]
+
+    async def states(self, rids: list[str]) -> list[int | None]:
+        """Each request's state (None: no record), in one round trip."""
+        async with self.r.pipeline(transaction=False) as p:
+            for rid in rids:
+                p.hget(self.k.req(rid), "state")
+            return [None if v is None else int(v) for v in await p.execute()]
+
+    # the work stream and the in-flight counts (executors) -------------------------------
+    async def ensure_work_group(self) -> None:
+        """Create the executors' consumer group (and the stream) unless it exists."""
+        try:
+            await self.r.xgroup_create(self.k.work, WORK_GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    async def read_work(self, executor_id: str, count: int, block_ms: int
+                        ) -> list[tuple[bytes, str]]:
+        """Up to `count` new work entries for `executor_id` as (entry id, request id),
+        waiting up to `block_ms` for one. ResponseError NOGROUP: Redis restarted empty
+        (ensure_work_group)."""
+        res = await self.r.xreadgroup(WORK_GROUP, executor_id, {self.k.work: ">"}, count=count,
+                                      block=block_ms)
+        return [(entry_id, fields[b"rid"].decode())
+                for _stream, entries in res or () for entry_id, fields in entries]
+
+    async def claim_idle_work(self, executor_id: str, idle_ms: int, cursor: bytes, count: int
+                              ) -> tuple[bytes, list[tuple[bytes, str]], int]:
+        """Take over work entries idle for `idle_ms` (their executor died), walking the
+        pending list from `cursor`: (next cursor, b"0-0" at its end; the entries taken as
+        (entry id, request id); how many had been deleted while pending)."""
+        cursor, claimed, deleted = await self.r.xautoclaim(
+            self.k.work, WORK_GROUP, executor_id, idle_ms, start_id=cursor, count=count)
+        return (cursor, [(entry_id, fields[b"rid"].decode())
+                         for entry_id, fields in claimed if fields], len(deleted))
+
+    async def set_inflight(self, executor_id: str, model: str, n: int) -> None:
+        await self.r.hset(self.k.inflight(executor_id), model, n)
+
+    async def clear_inflight(self, executor_id: str) -> None:
+        await self.r.delete(self.k.inflight(executor_id))
+
+    # cluster load (load-monitor) --------------------------------------------------------
+    async def cluster_counts(self) -> tuple[dict[int, int], dict[str, int]]:
+        """(leases held per model index, stages in flight per model name over every
+        executor), read in one transaction: an executor counts a stage in flight only while
+        it holds the stage's lease, and separate reads would catch stages started after the
+        leases were read in flight without their leases."""
+        k = self.k
+        keys = [key async for key in self.r.scan_iter(match=k.inflight_pattern, count=200)]
+        async with self.r.pipeline(transaction=True) as p:
+            p.hgetall(k.leases)
+            for key in keys:
+                p.hgetall(key)
+            leases, *per_executor = await p.execute()
+        leased: dict[int, int] = {}
+        for raw in leases.values():
+            model = int(json.loads(raw)["model"])
+            leased[model] = leased.get(model, 0) + 1
+        inflight: dict[str, int] = {}
+        for counts in per_executor:
+            for model, n in counts.items():
+                name = model.decode()
+                inflight[name] = inflight.get(name, 0) + max(0, int(n))  # never trust blindly
+        return leased, inflight
+
+    async def load_snapshot(self) -> common_pb2.LoadSnapshot | None:
+        raw = await self.r.get(self.k.load)
+        return common_pb2.LoadSnapshot.FromString(raw) if raw else None
+
+    async def put_load(self, timestamp: float, models: list[common_pb2.ModelLoad]
+                       ) -> common_pb2.LoadSnapshot:
+        """Publish the newest load snapshot under the next version number."""
+        version = await self.r.incr(f"{self.k.load}:version")
+        snap = common_pb2.LoadSnapshot(version=version, timestamp=timestamp, models=models)
+        await self.r.set(self.k.load, snap.SerializeToString())
+        return snap
 
     # pool and workflows -------------------------------------------------------------
     async def put_pool(self, pool: PoolSpec) -> None:
@@ -548,8 +800,18 @@ class Store:
         follows it any more: the caller then cancel(..., unfollowed=True)s it."""
         return bool(await self._detach(keys=[self.k.req(rid), self.k.clients(rid)], args=[client]))
 
-    async def subscribe(self, channel: str, on_message: Callable[[bytes], None],
-                        on_subscribed: Callable[[], Awaitable[None]]) -> None:
+    async def follow_cancellations(self, on_message: Callable[[bytes], None],
+                                   on_subscribed: Callable[[], Awaitable[None]]) -> None:
+        """_subscribe to the ids of requests just cancelled (the scheduler)."""
+        await self._subscribe(self.k.cancel_channel, on_message, on_subscribed)
+
+    async def follow_events(self, on_message: Callable[[bytes], None],
+                            on_subscribed: Callable[[], Awaitable[None]]) -> None:
+        """_subscribe to the ids of requests whose event stream just grew (the router)."""
+        await self._subscribe(self.k.event_channel, on_message, on_subscribed)
+
+    async def _subscribe(self, channel: str, on_message: Callable[[bytes], None],
+                         on_subscribed: Callable[[], Awaitable[None]]) -> None:
         """Pass each message of `channel` to `on_message`, resubscribing whenever the
         connection is lost (Redis restarting), until cancelled. Pub/sub is at-most-once:
         `on_subscribed` runs after every (re)subscription, to catch up on what was missed."""
@@ -565,6 +827,36 @@ class Store:
             except Exception as e:
                 log.warning("subscription_lost", channel=channel, error=str(e))
                 await asyncio.sleep(0.5)
+
+    async def has_request(self, rid: str) -> bool:
+        return bool(await self.r.exists(self.k.req(rid)))
+
+    async def state(self, rid: str) -> int | None:
+        """The request's state (None: no record)."""
+        raw = await self.r.hget(self.k.req(rid), "state")
+        return None if raw is None else int(raw)
+
+    async def tenant(self, rid: str) -> str | None:
+        """The request's tenant ('' for none; None: no record)."""
+        raw = await self.r.hget(self.k.req(rid), "tenant")
+        return None if raw is None else raw.decode()
+
+    async def routed(self, rid: str, f_r: np.ndarray) -> None:
+        """The router's finished F(r), replacing the placeholder of admission (the request
+        may have ended meanwhile: its record keeps its TTL)."""
+        async with self.r.pipeline(transaction=True) as p:
+            p.set(self.k.f(rid), encode_configs(f_r), keepttl=True)
+            p.hset(self.k.req(rid), mapping={"routing": "done", "admitted": len(f_r)})
+            await p.execute()
+
+    async def events(self, rid: str, after: bytes, count: int
+                     ) -> list[tuple[bytes, router_pb2.SubmitRequestResponse]]:
+        """Up to `count` of the request's events after stream id `after` (b"-": from the
+        first) as (stream id, event)."""
+        start = b"-" if after == b"-" else b"(" + after
+        return [(entry_id, router_pb2.SubmitRequestResponse.FromString(fields[b"e"]))
+                for entry_id, fields in await self.r.xrange(self.k.events(rid), min=start,
+                                                             count=count)]
 
     async def request_fields(self, rid: str) -> dict[str, str]:
         """The request's record as text (`stage_state`, a policy's bytes, is left out)."""

@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from aragog.common.bounds import id_error
 from aragog.common.settings import ExecutorSettings
-from aragog.common.store import REDIS_AWAY, TERMINAL, WORK_GROUP, Store
+from aragog.common.store import REDIS_AWAY, TERMINAL, Store
 from aragog.executor.model_client import ModelClient
 from aragog.executor.scheduler_client import SchedulerClient
 from aragog.executor.runner import RequestEnded, RequestRunner, stage_started_event
@@ -64,17 +64,10 @@ class Executor:
 
     # lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        await self._ensure_group()
-        await self.store.r.delete(self.store.k.inflight(self.id))
+        await self.store.ensure_work_group()
+        await self.store.clear_inflight(self.id)
         self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._heartbeat())]
         log.info("executor_started", executor=self.id, triton=self.settings.triton_url)
-
-    async def _ensure_group(self) -> None:
-        try:
-            await self.store.r.xgroup_create(self.store.k.work, WORK_GROUP, id="0", mkstream=True)
-        except ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
 
     async def drain(self) -> None:
         """Stop taking work, let running requests finish; hand back the rest (left pending)."""
@@ -89,13 +82,12 @@ class Executor:
             await asyncio.gather(*self.running.values(), return_exceptions=True)
         for t in self._tasks:
             t.cancel()
-        await self.store.r.delete(self.store.k.inflight(self.id))
+        await self.store.clear_inflight(self.id)
         await self.scheduler.close()
         await self.models.close()
 
     # the work stream ----------------------------------------------------------------
     async def _consume(self) -> None:
-        k = self.store.k
         next_claim = 0.0
         cursor = b"0-0"
         while not self._stopping.is_set():
@@ -112,29 +104,24 @@ class Executor:
                 if time.monotonic() >= next_claim:
                     # Walk the whole pending list across calls (the cursor), so entries of live
                     # executors at its head cannot hide a dead one's further down.
-                    cursor, claimed, deleted = await self.store.r.xautoclaim(
-                        k.work, WORK_GROUP, self.id, int(self.settings.claim_idle_s * 1000),
-                        start_id=cursor, count=CLAIM_BATCH,
-                    )
+                    cursor, claimed, deleted = await self.store.claim_idle_work(
+                        self.id, int(self.settings.claim_idle_s * 1000), cursor, CLAIM_BATCH)
                     if cursor == b"0-0":
                         next_claim = time.monotonic() + self.settings.claim_idle_s / 2
-                    for entry_id, fields in claimed:
-                        if fields:
-                            log.info("claimed_idle_work", request_id=fields[b"rid"].decode())
-                            self._take(entry_id, fields[b"rid"].decode())
+                    for entry_id, rid in claimed:
+                        log.info("claimed_idle_work", request_id=rid)
+                        self._take(entry_id, rid)
                     if deleted:
-                        log.error("work_entries_deleted_while_pending", entries=len(deleted))
+                        log.error("work_entries_deleted_while_pending", entries=deleted)
                     continue
-                res = await self.store.r.xreadgroup(WORK_GROUP, self.id, {k.work: ">"}, count=slots, block=500)
-                for _stream, entries in res or ():
-                    for entry_id, fields in entries:
-                        self._take(entry_id, fields[b"rid"].decode())
+                for entry_id, rid in await self.store.read_work(self.id, slots, 500):
+                    self._take(entry_id, rid)
             except asyncio.CancelledError:
                 raise
             except ResponseError as e:
                 if "NOGROUP" in str(e):  # Redis restarted empty: recreate the group
                     log.warning("work_group_missing_recreating")
-                    await self._ensure_group()
+                    await self.store.ensure_work_group()
                 else:
                     log.exception("consume_error")
                     await asyncio.sleep(0.5)
@@ -170,13 +157,12 @@ class Executor:
             log.warning("redis_away_request_handed_back")
 
     async def _run_owned(self, rid: str, entry_id: bytes | None) -> None:
-        k = self.store.k
-        state = await self.store.r.hget(k.req(rid), "state")
-        if state is None or int(state) in TERMINAL:
+        state = await self.store.state(rid)
+        if state is None or state in TERMINAL:
             if entry_id is not None:
                 await self._retire(entry_id, rid)
             return
-        if not await self.store.r.set(k.owner(rid), self.id, nx=True, px=self._ttl_ms):
+        if not await self.store.claim_owner(rid, self.id, self._ttl_ms):
             return  # a live executor runs it; the entry stays pending for whoever finishes
         try:
             await self.run_request(rid)
@@ -200,22 +186,15 @@ class Executor:
 
         Everything here is rewritten whole, not incremented, so it also restores what a
         Redis restart lost or let lapse (owner keys, the in-flight counts)."""
-        k = self.store.k
         period = self.settings.claim_idle_s / 3
         while True:
             await asyncio.sleep(period)
             try:
                 running = list(self.running)
-                async with self.store.r.pipeline(transaction=False) as p:
-                    for rid in running:
-                        await self.store.renew_owner(p, rid, self.id, self._ttl_ms)
-                    if self.entries:
-                        p.xclaim(k.work, WORK_GROUP, self.id, 0, list(self.entries.values()), justid=True)
-                    if self._inflight:
-                        p.hset(k.inflight(self.id), mapping=self._inflight)
-                    p.expire(k.inflight(self.id), int(self.settings.claim_idle_s * 2) + 1)
-                    owned = await p.execute()
-                for rid, mine in zip(running, owned, strict=False):
+                owned = await self.store.heartbeat(
+                    self.id, running, list(self.entries.values()), dict(self._inflight),
+                    self._ttl_ms, int(self.settings.claim_idle_s * 2) + 1)
+                for rid, mine in zip(running, owned, strict=True):
                     if not mine:
                         log.error("request_owned_by_another_executor", request_id=rid)
             except asyncio.CancelledError:
@@ -265,8 +244,7 @@ class Executor:
                                        stage_started_event(rid, stage, model, self.id))
 
     async def inflight(self, model: str, delta: int) -> None:
-        await self.store.r.hset(self.store.k.inflight(self.id), model,
-                                self._count_inflight(model, delta))
+        await self.store.set_inflight(self.id, model, self._count_inflight(model, delta))
 
     def _count_inflight(self, model: str, delta: int) -> int:
         """The new count of stages in flight on `model`. Redis gets the count itself, not the

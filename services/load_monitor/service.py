@@ -11,7 +11,6 @@ and zero rates, and a warning is logged (the scheduler never depends on this ser
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import urllib.request
 from collections import defaultdict
@@ -61,9 +60,7 @@ class LoadMonitor:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        raw = await self.store.r.get(self.store.k.load)
-        if raw:
-            self.snapshot = common_pb2.LoadSnapshot.FromString(raw)
+        self.snapshot = await self.store.load_snapshot() or self.snapshot
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
@@ -84,27 +81,6 @@ class LoadMonitor:
         with urllib.request.urlopen(self.settings.triton_metrics_url, timeout=self.settings.rpc_timeout_s) as r:
             return r.read().decode()
 
-    async def cluster_counts(self) -> tuple[dict[str, int], dict[str, int]]:
-        """(leased per model from the scheduler's leases, in flight per model from executors),
-        read in one transaction: an executor counts a stage in flight only while it holds the
-        stage's lease, and separate reads would catch stages started after the leases were
-        read in flight without their leases."""
-        k = self.store.k
-        keys = [key async for key in self.store.r.scan_iter(match=k.inflight_pattern, count=200)]
-        async with self.store.r.pipeline(transaction=True) as p:
-            p.hgetall(k.leases)
-            for key in keys:
-                p.hgetall(key)
-            leases, *per_executor = await p.execute()
-        leased: dict[str, int] = defaultdict(int)
-        for raw in leases.values():
-            leased[str(json.loads(raw)["model"])] += 1
-        inflight: dict[str, int] = defaultdict(int)
-        for counts in per_executor:
-            for model, n in counts.items():
-                inflight[model.decode()] += max(0, int(n))  # never trust a count blindly
-        return leased, inflight
-
     async def observe(self) -> common_pb2.LoadSnapshot:
         pool: PoolSpec | None = await self.store.get_pool()
         if pool is None:
@@ -116,7 +92,7 @@ class LoadMonitor:
             SCRAPE_ERRORS.inc()
             log.warning("triton_scrape_failed", url=self.settings.triton_metrics_url, error=str(e))
             triton = {}
-        leased_by_id, inflight = await self.cluster_counts()
+        leased_by_id, inflight = await self.store.cluster_counts()
         prev = self._previous
         models = []
         for i, m in enumerate(pool.models):
@@ -131,7 +107,7 @@ class LoadMonitor:
             profiled = curve[min(busy, len(curve) - 1)] / pool.time_scale if pool.time_scale else 0.0
             load = common_pb2.ModelLoad(
                 model=m.name,
-                leased=leased_by_id.get(str(i), 0),
+                leased=leased_by_id.get(i, 0),
                 in_flight=busy,
                 capacity=m.capacity,
                 triton_pending=cur.get("pending", 0.0),
@@ -144,9 +120,7 @@ class LoadMonitor:
             UTILIZATION.labels(m.name).set(load.utilization)
             models.append(load)
         self._previous = (now, triton) if triton else prev
-        version = await self.store.r.incr(f"{self.store.k.load}:version")
-        snap = common_pb2.LoadSnapshot(version=version, timestamp=now, models=models)
-        await self.store.r.set(self.store.k.load, snap.SerializeToString())
+        snap = await self.store.put_load(now, models)
         async with self._changed:
             self.snapshot = snap
             self._changed.notify_all()

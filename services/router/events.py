@@ -52,7 +52,7 @@ class EventHub:
             subscribed.set()
             self._wake_all()  # whatever was published while we were away
 
-        await self.store.subscribe(self.store.k.event_channel, self._wake, on_subscribed)
+        await self.store.follow_events(self._wake, on_subscribed)
 
     def _wake(self, rid: bytes) -> None:
         for wake in self._followers.get(rid.decode(), ()):
@@ -60,7 +60,7 @@ class EventHub:
 
     async def _gone(self, rid: str) -> bool:
         try:
-            return not await self.store.r.exists(self.store.k.req(rid))
+            return not await self.store.has_request(rid)
         except REDIS_AWAY:
             return False  # unknown yet
 
@@ -75,20 +75,18 @@ class EventHub:
         Raises TimeoutError when time.monotonic() passes `deadline` first, RequestGone when
         the request's record disappears before its final event.
         """
-        key = self.store.k.events(rid)
         wake = asyncio.Event()
         self._followers.setdefault(rid, set()).add(wake)
-        start = "-"
+        after = b"-"
         try:
             while True:
                 wake.clear()  # before the read: a publish after it wakes the wait below
                 try:
-                    entries = await self.store.r.xrange(key, min=start, count=READ_BATCH)
+                    entries = await self.store.events(rid, after, READ_BATCH)
                 except REDIS_AWAY:  # a slow Redis restart: the request waits too, so do we
                     entries = None
-                for entry_id, fields in entries or ():
-                    start = b"(" + entry_id
-                    event = router_pb2.SubmitRequestResponse.FromString(fields[b"e"])
+                for entry_id, event in entries or ():
+                    after = entry_id  # the next read starts past it
                     yield event
                     if event.WhichOneof("event") == "completed":
                         return

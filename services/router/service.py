@@ -105,8 +105,8 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         """Whether `caller` may see request `rid`: no record, or one of its tenant's."""
         if caller is None:
             return True
-        tenant = await self.store.r.hget(self.store.k.req(rid), "tenant")
-        return tenant is None or tenant.decode() == caller
+        tenant = await self.store.tenant(rid)
+        return tenant is None or tenant == caller
 
     async def _pool(self, context: grpc.aio.ServicerContext) -> PoolSpec:
         pool = await self.store.get_pool()
@@ -403,13 +403,9 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         If this fails (or the router dies first), the request keeps the placeholder: it runs
         on the largest configuration, which costs GPU time but never accuracy.
         """
-        k = self.store.k
         try:
             f_r = await asyncio.to_thread(policy.admit, wf, pool, text, self.routing)
-            async with self.store.r.pipeline(transaction=True) as p:
-                p.set(k.f(rid), encode_configs(f_r), keepttl=True)  # it may have ended already
-                p.hset(k.req(rid), mapping={"routing": "done", "admitted": len(f_r)})
-                await p.execute()
+            await self.store.routed(rid, f_r)
             ROUTING_SECONDS.observe(time.perf_counter() - t0)
             F_SIZE.labels(wf.id).observe(len(f_r))
         except Exception:

@@ -1,6 +1,6 @@
 """One active scheduler per pool: whoever holds the `{ns}:scheduler` key in Redis.
 
-Every scheduler starts as a standby: it answers RPCs with UNAVAILABLE (executors move on to
+The key's scripts are in aragog.common.store. Every scheduler starts as a standby: it answers RPCs with UNAVAILABLE (executors move on to
 the next scheduler address) and its health is NOT_SERVING (a Kubernetes Service routes to
 the active one only) while it waits for the key. The active one renews the key every third
 of `leader_ttl_s`; if it dies, the key lapses and a standby takes it, reloads the leases from
@@ -27,19 +27,6 @@ from aragog.common.store import Store
 
 log = structlog.get_logger("scheduler")
 
-# Take the key if free; keep it if ours. 1: we hold it now.
-_HOLD_LUA = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-_RESIGN_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
 class LeadershipLost(Exception):
     """Another scheduler holds the key: this one must stop placing."""
 
@@ -47,24 +34,20 @@ class LeadershipLost(Exception):
 class Leadership:
     def __init__(self, store: Store, ttl_s: float, me: str = ""):
         self.store = store
-        self.key = store.k.scheduler
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.period_s = ttl_s / 3
         self.me = me or f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._hold = store.r.register_script(_HOLD_LUA)
-        self._resign = store.r.register_script(_RESIGN_LUA)
 
     async def hold(self) -> bool:
         """Take or renew the key; True if this scheduler holds it now."""
-        return bool(await self._hold(keys=[self.key], args=[self.me, self.ttl_ms]))
+        return await self.store.hold_leadership(self.me, self.ttl_ms)
 
     async def acquire(self) -> None:
         """Wait until this scheduler is the active one."""
         waited = False
         while not await self._try_hold():
             if not waited:
-                holder = await self.store.r.get(self.key)
-                log.info("standby", active=(holder or b"").decode())
+                log.info("standby", active=await self.store.leader())
                 waited = True
             await asyncio.sleep(self.period_s)
         log.info("active", scheduler=self.me, took_over=waited)
@@ -84,7 +67,7 @@ class Leadership:
                 raise LeadershipLost(f"scheduler {self.me} lost the leadership key")
 
     async def resign(self) -> None:
-        await self._resign(keys=[self.key], args=[self.me])
+        await self.store.resign_leadership(self.me)
 
     async def _try_hold(self) -> bool:
         try:

@@ -169,3 +169,20 @@ async def test_a_disconnect_cancels_when_the_last_client_leaves(store):
     assert await store.attach("nobody", "x") is None
     assert not await store.detach("nobody", "x")
     assert not await store.r.exists(store.k.clients("plain"), store.k.clients("nobody"))
+
+
+async def test_a_schedulers_choice_never_brings_back_a_lost_request(store):
+    """A Redis crash lost the request's record while the scheduler still had it queued: the
+    commit of its stage's choice writes nothing about it (a record holding only `viable`
+    would keep its client following it to the deadline), and the lease is still recorded."""
+    me = "scheduler-a"
+    await store.commit(me, 5000, store.w_lease("L1", "{}") + store.w_choice("lost", "s", "m", 3))
+    assert await store.r.exists(store.k.req("lost"), store.k.chosen("lost")) == 0
+    assert await store.recorded_lease_ids() == {"L1"}
+    assert await admit(store, "live", "acme")
+    await store.commit(me, 5000, store.w_choice("live", "s", "m", 3))
+    assert await store.r.hget(store.k.req("live"), "viable") == b"3"
+    assert await store.r.hgetall(store.k.chosen("live")) == {b"s": b"m"}
+    await store.commit(me, 5000, store.w_no_choice("live", "s") + store.w_no_lease("L1"))
+    assert await store.r.exists(store.k.chosen("live")) == 0
+    assert await store.recorded_lease_ids() == set()

@@ -6,7 +6,7 @@ import numpy as np
 from aragog.common.pool import load_pool
 from aragog.common.workflow import parse_workflow
 from aragog.scheduler.health import ModelHealth
-from aragog.scheduler.service import Entry
+from aragog.scheduler.placement import Entry
 from aragog.scheduler_ext import RoundRequest, WorkflowSpace
 from aragog.stack import shipped_workflow
 
