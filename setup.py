@@ -56,6 +56,7 @@ setup(
         "aragog.client",
         "aragog.scheduler_ext",
         "aragog.loadgen",
+        "aragog.sim",
     ],
     ext_modules=extensions,
     cmdclass={"build_py": BuildPyWithProtos},

@@ -41,6 +41,7 @@ from aragog.common.logs import configure_logging
 from aragog.common.pool import ModelProfile, load_pool
 from aragog.common.settings import PoolSettings
 from aragog.emulation.answer import answer
+from aragog.emulation.engine import ContinuousBatching, prompt_tokens
 
 INPUTS = [
     Tensor(name="prompt", dtype=bytes, shape=(1,)),
@@ -60,65 +61,40 @@ RESTRICTED_ENDPOINTS = [e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statisti
 log = structlog.get_logger()
 
 
-def prompt_tokens(prompt: str) -> int:
-    """Token count of a prompt, estimated as its whitespace-separated words (an English word is
-    ~1.3 tokens; the profile's prefill term is small next to decode, so this is close enough)."""
-    return len(prompt.split())
-
-
 class Engine:
-    """One emulated model instance (a GPU, or a tensor-parallel group) doing continuous
-    batching, as vLLM-class servers do: requests join and leave the running batch at any
-    time, and each decode step takes the profile's per-token time at the current batch size.
-
-    A batch alone on the engine takes exactly `ModelProfile.batch_latency_s`; batches that
-    overlap slow each other down as one larger batch would. Prefill is charged to the
-    joining batch only (it does not pause the others' decode), a simplification.
-    """
+    """One emulated model instance (a GPU, or a tensor-parallel group) on the wall clock:
+    aragog.emulation.engine's continuous batching, played with sleeps and a condition
+    variable (the simulator plays the same model on simulated time)."""
 
     def __init__(self, profile: ModelProfile, time_scale: float):
         self.profile = profile
-        self.scale = time_scale
-        self.active = 0  # requests decoding now
-        self.load = 0  # requests decoding or in prefill here (make_infer balances on it)
-        self._remaining: dict[int, float] = {}  # batch id -> decode tokens left
+        self.batching = ContinuousBatching(profile, time_scale, time.monotonic())
         self._cv = threading.Condition()
-        self._last = time.monotonic()
         self._ids = itertools.count()
 
-    def _token_s(self) -> float:
-        """Wall seconds of one decode step at the current batch size."""
-        p, b = self.profile, self.active
-        slow = 1.0 + p.batch_slowdown * (min(b, p.saturation_batch) - 1)
-        return p.tpot_ms / 1000.0 * slow * max(1.0, b / p.saturation_batch) * self.scale
+    @property
+    def load(self) -> int:
+        """Requests decoding or in prefill here (make_infer balances on it)."""
+        return self.batching.load
 
-    def _advance(self) -> None:
-        """Charge the time since the last change at the batch size that held during it."""
-        now = time.monotonic()
-        if self.active:
-            steps = (now - self._last) / self._token_s()
-            for k in self._remaining:
-                self._remaining[k] -= steps
-        self._last = now
+    @load.setter
+    def load(self, value: int) -> None:
+        self.batching.load = value
 
     def run(self, batch: int, prompt_tokens: int, output_tokens: int) -> None:
         """Block for as long as `batch` requests of this shape take on this engine now."""
-        p = self.profile
-        prefill_s = p.ttft_ms / 1000.0 + batch * prompt_tokens * p.prefill_ms_per_token / 1000.0
-        time.sleep(prefill_s * self.scale)
+        cb = self.batching
+        time.sleep(cb.prefill_s(batch, prompt_tokens))
         with self._cv:
-            self._advance()
             key = next(self._ids)
-            self._remaining[key] = float(output_tokens)
-            self.active += batch
+            cb.join(key, batch, output_tokens, time.monotonic())
             self._cv.notify_all()  # the others now decode more slowly
             try:
-                while self._remaining[key] > 1e-6:
-                    self._cv.wait(self._remaining[key] * self._token_s())
-                    self._advance()
+                while key not in cb.finished():
+                    self._cv.wait(cb.left_s(key))
+                    cb.advance(time.monotonic())
             finally:
-                del self._remaining[key]
-                self.active -= batch
+                cb.leave(key, time.monotonic())
                 self._cv.notify_all()
 
 

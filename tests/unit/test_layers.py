@@ -17,7 +17,7 @@ SERVICES = ["aragog.router.service", "aragog.router.__main__", "aragog.scheduler
 def test_a_service_imports_no_emulation_or_training(module):
     code = (f"import sys, json, {module}; "
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith("
-            "('aragog.emulation', 'aragog.training', 'aragog.loadgen')))))")
+            "('aragog.emulation', 'aragog.training', 'aragog.loadgen', 'aragog.sim')))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout) == []
@@ -35,3 +35,23 @@ def test_a_router_with_its_embedding_exported_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout) == []
+
+
+def test_only_the_store_knows_redis_keys():
+    """One module owns every Redis record (aragog.common.store, typed): a service that
+    reached into raw keys or the client would bypass its scripts' checks (a request that
+    ended is never written back) and spread the key layout over the code."""
+    import re
+    from pathlib import Path
+
+    import aragog
+
+    root = Path(aragog.__file__).parent
+    raw = re.compile(r"\bstore\.(r|k)\b|\bself\.(r|k)\.")
+    offenders = [f"{path.relative_to(root)}:{n}: {line.strip()}"
+                 for path in sorted(root.rglob("*.py"))
+                 if path.relative_to(root).parts[0] in ("router", "scheduler", "executor",
+                                                       "load_monitor", "policies")
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if raw.search(line)]
+    assert not offenders, "\n".join(offenders)

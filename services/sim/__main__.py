@@ -1,0 +1,183 @@
+"""aragog-sim: compare policies on a pool and a workload in simulated time.
+
+    aragog-sim --pool llama3 --instances-scale 8 --workflow voting --workflow self-refine \\
+        --policy largest --policy cheapest --rate 40 --duration 600 --seeds 3
+
+Arrivals are Poisson at --rate for --duration simulated seconds, or a window of the Azure
+LLM inference trace time-compressed to --rate (--trace azure: its bursts and lulls are
+real); each arrival is a held-out request of the generated benchmark (EMULATED answers) of
+its workflow. Every policy serves the same arrivals of a seed. Printed: per policy, the
+figures of the load generator's report (aragog.loadgen.report.summarize), means over seeds
+with 95% intervals; --out DIR also writes them as results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from aragog.common.pool import PoolSpec, load_pool
+from aragog.loadgen import arrivals as arrivals_mod
+from aragog.loadgen import azure_trace, report
+from aragog.loadgen.evaluate import item_draws
+from aragog.sim.core import Arrival, Simulator
+from aragog.workflows import BENCHMARKED
+
+MAX_ARRIVALS = 2_000_000
+
+
+def scaled(pool: PoolSpec, instances_scale: int) -> PoolSpec:
+    """The pool with every model's instances multiplied (a bigger cluster of the same GPUs)."""
+    if instances_scale < 1:
+        raise ValueError(f"--instances-scale must be >= 1, got {instances_scale}")
+    return dataclasses.replace(pool, models=tuple(
+        dataclasses.replace(m, instances=m.instances * instances_scale) for m in pool.models))
+
+
+def gpus(pool: PoolSpec) -> int:
+    return sum(m.instances * m.tensor_parallel for m in pool.models)
+
+
+def make_arrivals(workflows: Sequence[str], rate: float, duration: float, seed: int,
+                  trace: str | None = None) -> tuple[list[Arrival], str]:
+    """The seed's arrivals and a line saying how they were made."""
+    from aragog.emulation.generate import benchmark
+
+    if trace == "azure":
+        tr = azure_trace.load()
+        n = azure_trace.arrivals_needed(rate, duration)
+        if n > MAX_ARRIVALS:
+            raise ValueError(f"{n} arrivals exceed {MAX_ARRIVALS}")
+        start = azure_trace.window_start(tr, n, seed, list(workflows))
+        win = azure_trace.window(tr, start, n, rate, list(workflows))
+        offsets, wfs = win.offsets, win.workflows
+        how = (f"azure-trace window of {n} requests from #{start}, time-compressed "
+               f"{win.compression:.1f}x to {rate:g}/s")
+    elif trace is None:
+        if rate * duration > MAX_ARRIVALS:
+            raise ValueError(f"--rate x --duration = {rate * duration:g} arrivals exceed "
+                             f"{MAX_ARRIVALS}")
+        offsets = arrivals_mod.poisson(rate, duration, seed)
+        rng = np.random.default_rng([seed, 1])
+        wfs = [workflows[k] for k in rng.integers(0, len(workflows), len(offsets))]
+        how = f"poisson {rate:g}/s over {duration:g} s, workflows drawn uniformly"
+    else:
+        raise ValueError(f"unknown trace {trace!r} (azure)")
+    draws = item_draws(sorted(set(wfs)), seed)
+    held = {w: benchmark(w).split("test") for w in set(wfs)}
+    used: dict[str, int] = {}
+    out = []
+    for t, w in zip(np.asarray(offsets).tolist(), wfs, strict=True):
+        j = used.get(w, 0)
+        used[w] = j + 1
+        k = int(draws[w][j % len(draws[w])])
+        out.append(Arrival(float(t), w, held[w][k].input, held[w][k].answer, k))
+    return out, how
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="aragog-sim", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pool", default=None,
+                    help="a shipped pool name (llama3, qwen2.5, ...) or a pool file; default: "
+                         "the embedded pool")
+    ap.add_argument("--instances-scale", type=int, default=1,
+                    help="multiply every model's instances (a bigger cluster)")
+    ap.add_argument("--workflow", action="append", choices=BENCHMARKED,
+                    help="benchmarked workflow(s) to mix (repeat; default: all)")
+    ap.add_argument("--policy", action="append", help="policies to compare (repeat)")
+    ap.add_argument("--rate", type=float, required=True, help="mean arrivals per second")
+    ap.add_argument("--duration", type=float, default=60.0, help="arrival window, simulated s")
+    ap.add_argument("--trace", choices=["azure"], default=None,
+                    help="arrivals from a window of the Azure trace instead of Poisson")
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--placement", choices=["cost-first", "work-conserving"],
+                    default="cost-first")
+    ap.add_argument("--time-scale", type=float, default=None,
+                    help="play the pool's latencies at this scale (default: the pool's own)")
+    ap.add_argument("--control-ms", type=float, default=0.0,
+                    help="control-path time per stage (acquire + commit) added before each "
+                         "model call")
+    ap.add_argument("--artifacts", default=None,
+                    help="routing artifacts root (default: the router's default) for the "
+                         "policies that need a router")
+    ap.add_argument("--slo-multiple", type=float, default=5.0)
+    ap.add_argument("--out", default=None, help="write results.json here")
+    a = ap.parse_args(argv)
+    try:
+        pool = scaled(load_pool(a.pool), a.instances_scale)
+        if not (a.rate > 0 and a.duration > 0 and a.seeds >= 1):
+            raise ValueError("--rate, --duration and --seeds must be positive")
+    except ValueError as e:
+        ap.error(str(e))
+    wids = a.workflow or list(BENCHMARKED)
+    pols = a.policy or ["largest", "cheapest"]
+    routing = None
+    if a.artifacts or any(p not in ("largest", "cheapest", "random") for p in pols):
+        from aragog.common.settings import RouterSettings
+        from aragog.routing.context import Routing
+
+        settings = RouterSettings.from_env()
+        if a.artifacts:
+            settings = dataclasses.replace(settings, artifacts_dir=a.artifacts)
+        routing = Routing(settings)
+    from aragog import workflows as shipped
+
+    from aragog.common.settings import SchedulerSettings
+    from aragog.emulation.generate import benchmark
+
+    sim = Simulator(pool, [shipped.load(w, pool.names) for w in wids], routing=routing,
+                    scheduler=dataclasses.replace(SchedulerSettings(), placement=a.placement),
+                    time_scale=a.time_scale, control_s=a.control_ms / 1000.0,
+                    occupancy_timeline=False)
+    idle = {(pool.family, w): sim.idle_latency(w, benchmark(w).split("test")[0].input)
+            for w in wids}
+    settings_ = report.Settings(slo_multiple=a.slo_multiple, idle_latency_s=idle)
+    print(f"EMULATED pool {pool.family or '(embedded)'}: {gpus(pool)} GPUs, "
+          f"{', '.join(f'{m.name} x{m.instances}' for m in pool.models)}; workflows "
+          f"{', '.join(wids)}", flush=True)
+    summaries: list[dict] = []
+    for seed in range(a.seeds):
+        arrivals, how = make_arrivals(wids, a.rate, a.duration, seed, a.trace)
+        for pol in pols:
+            t0 = time.perf_counter()
+            res = sim.run(arrivals, pol)
+            wall = time.perf_counter() - t0
+            run = report.Run(pool.family, report.MIXED if len(wids) > 1 else wids[0], pol,
+                             "trace" if a.trace else "poisson", a.rate, a.duration, res.records,
+                             seed=seed, items=[(x.workflow, x.item) for x in arrivals],
+                             arrivals=how)
+            s = report.summarize(run, settings_)
+            s["sim_wall_s"] = wall
+            summaries.append(s)
+            print(f"seed {seed} {pol:>14}: {len(arrivals)} requests, throughput "
+                  f"{s['throughput']:.2f}/s, p50 {_f(s['latency_p50_s'])} s, p95 "
+                  f"{_f(s['latency_p95_s'])} s, goodput {_f(s['goodput'])}/s, accuracy "
+                  f"{_f(s['accuracy'], 3)}, GPU-s/request {_f(s['gpu_seconds_per_request'], 3)}"
+                  f" ({wall:.1f} s to simulate)", flush=True)
+    if a.seeds > 1:
+        print("means over seeds, 95% interval:")
+        for pol in pols:
+            mine = [s for s in summaries if s["policy"] == pol]
+            for key in ("throughput", "latency_p50_s", "goodput", "accuracy"):
+                m, lo, hi = report.mean_ci([s[key] for s in mine])
+                print(f"  {pol:>14} {key}: {_f(m, 3)} [{_f(lo, 3)}, {_f(hi, 3)}]")
+    if a.out:
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        with open(os.path.join(a.out, "results.json"), "w", encoding="utf-8") as f:
+            json.dump({"emulated": report.EMULATED, "pool": pool.family, "gpus": gpus(pool),
+                       "summaries": summaries}, f, indent=1, default=str)
+
+
+def _f(x: float | None, nd: int = 2) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

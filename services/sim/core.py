@@ -1,0 +1,354 @@
+"""The simulator: the stack's decisions on simulated time, with no sleeping and no network.
+
+Same code where it matters:
+- **the scheduling round** is aragog.scheduler.placement (Entry, CompiledWorkflow, Round,
+  apply_stage_role), the module the scheduler service runs, over the same Cython kernel;
+  capacity, FIFO order by arrival and the cost-first passes are the service's;
+- **F(r)** comes from the policies the router builds (`aragog.policies.make`) with the
+  router's routing artifacts, and a policy's stage role runs before each stage waits;
+- **the pool** is the EMULATED pool as aragog.pool.emulated binds it: per model,
+  `instances x batches_per_instance` Triton slots behind a dynamic batcher (batches of up to
+  `saturation_batch` calls, closed `queue_delay_s` after the first), each batch on the least
+  loaded engine running aragog.emulation.engine's continuous batching; answers come from
+  the same answer function, from prompts rendered as the executor renders them.
+
+What it leaves out, so where it may differ from the live stack: the control path (an
+executor's AcquireStage, the group commit, Redis: `control_s` per stage stands for it, 0 by
+default), the router's placeholder F(r) while it routes (F(r) is ready at admission here),
+the admission queue bounds, failures and retries. A policy's admission costs simulated time
+zero, whatever it costs in real time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from aragog import policies
+from aragog.common.pool import PoolSpec
+from aragog.common.settings import PoolSettings, SchedulerSettings
+from aragog.common.workflow import StageDef, WorkflowDef
+from aragog.emulation.answer import answer
+from aragog.emulation.engine import ContinuousBatching, prompt_tokens
+from aragog.loadgen.client import RequestRecord, StageRecord, normalize_answer
+from aragog.routing.space import PROMPT_TOKENS
+from aragog.scheduler.placement import CompiledWorkflow, Entry, Round, apply_stage_role
+from aragog.scheduler_ext import RoundRequest
+from aragog.v1 import common_pb2
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Arrival:
+    """One request to send: at `offset` seconds (simulated), of `workflow`, with `input`."""
+
+    offset: float
+    workflow: str
+    input: str
+    expected: str | None = None
+    item: int = -1  # its held-out item (the report's gap to largest matches on it)
+
+
+@dataclasses.dataclass
+class _Request:
+    index: int
+    arrival: Arrival
+    entry: Entry
+    record: RequestRecord
+    outputs: dict[str, str] = dataclasses.field(default_factory=dict)
+    started: set[str] = dataclasses.field(default_factory=set)
+
+
+@dataclasses.dataclass
+class _Call:
+    """One LLM stage placed on a model: from its lease to its answer."""
+
+    request: _Request
+    stage: StageDef
+    model: int
+    prompt: str
+    queued_at: float  # when it started to wait for a placement
+    placed_at: float
+
+
+class _Model:
+    """One pool model as the emulated pool serves it: Triton slots and the dynamic batcher in
+    front of `instances` engines."""
+
+    def __init__(self, index: int, profile: Any, scale: float, slots: int, delay_s: float):
+        self.index = index
+        self.profile = profile
+        self.engines = [ContinuousBatching(profile, scale) for _ in range(profile.instances)]
+        self.free_slots = slots
+        self.delay_s = delay_s
+        self.queue: deque[_Call] = deque()
+        self.batch_due: float | None = None  # when the batch being formed closes
+        self.running: dict[int, list[_Call]] = {}  # batch id -> its calls (decoding)
+        self.ids = itertools.count()
+
+
+@dataclasses.dataclass
+class Result:
+    """A simulated run: one record per arrival (the load generator's records), and each
+    model's leases held over time (every change: (time, leases per model))."""
+
+    records: list[RequestRecord]
+    occupancy: list[tuple[float, dict[str, int]]]
+    rounds: int
+    events: int
+
+
+class Simulator:
+    def __init__(self, pool: PoolSpec, workflows: Iterable[WorkflowDef], *, routing: Any = None,
+                 scheduler: SchedulerSettings | None = None,
+                 pool_settings: PoolSettings | None = None, time_scale: float | None = None,
+                 control_s: float = 0.0, occupancy_timeline: bool = True):
+        """`routing`: an aragog.routing.context.Routing for the policies that need artifacts;
+        `scheduler`, `pool_settings`: the services' settings simulated (placement, beam
+        width; Triton slots and batcher delay), their defaults unless given; `time_scale`:
+        the pool's own by default (as the emulated pool plays it)."""
+        scheduler = scheduler or SchedulerSettings()
+        pool_settings = pool_settings or PoolSettings()
+        self.pool = pool
+        self.workflows = {wf.id: wf for wf in workflows}
+        self.compiled = {wid: CompiledWorkflow.build(wf, pool) for wid, wf in self.workflows.items()}
+        self.routing = routing
+        self.round = Round(pool, cost_first=scheduler.placement == "cost-first",
+                           beam_width=scheduler.beam_width)
+        self.scale = (pool_settings.time_scale or pool.time_scale) if time_scale is None \
+            else time_scale
+        self.batches_per_instance = pool_settings.batches_per_instance
+        self.queue_delay_s = pool_settings.max_queue_delay_us / 1e6
+        self.control_s = control_s
+        self.capacity = np.array([m.capacity for m in pool.models], dtype=np.int32)
+        self.keep_timeline = occupancy_timeline
+
+    # a run ---------------------------------------------------------------------------
+    def run(self, arrivals: Iterable[Arrival], policy: str,
+            on_record: Callable[[RequestRecord], None] | None = None) -> Result:
+        """Serve `arrivals` (sorted by offset) under `policy` until every request ended.
+        `on_record`: called with each record as its request ends (then records are not
+        kept in the result: a long run streams them)."""
+        self._policy = policies.make(policy)
+        self._policy_name = policy
+        self._heap: list[tuple[float, int, Callable[..., None], tuple]] = []
+        self._seq = itertools.count()
+        self._now = 0.0
+        self._queue: dict[str, Entry] = {}  # requests with a stage waiting, by id
+        self._requests: dict[str, _Request] = {}
+        self._occupancy = np.zeros(len(self.pool.models), dtype=np.int32)
+        self._models = [_Model(i, m, self.scale, m.instances * self.batches_per_instance,
+                               self.queue_delay_s) for i, m in enumerate(self.pool.models)]
+        self._engine_version = [[0] * len(m.engines) for m in self._models]
+        self._records: list[RequestRecord] = []
+        self._on_record = on_record
+        self._timeline: list[tuple[float, dict[str, int]]] = []
+        self._dirty = False
+        rounds = events = 0
+        for i, a in enumerate(arrivals):
+            self._at(a.offset, self._arrive, i, a)
+        while self._heap:
+            t, _, fn, args = heapq.heappop(self._heap)
+            self._now = t
+            fn(*args)
+            events += 1
+            if self._dirty and (not self._heap or self._heap[0][0] > t):
+                self._dirty = False
+                rounds += self._round()
+        return Result(self._records, self._timeline, rounds, events)
+
+    def _at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
+        heapq.heappush(self._heap, (t, next(self._seq), fn, args))
+
+    def idle_latency(self, workflow: str, request_input: str) -> float:
+        """The largest configuration's latency on an idle pool (the SLO's unit)."""
+        rec = self.run([Arrival(0.0, workflow, request_input)], "largest").records[0]
+        if rec.status != "ok":
+            raise ValueError(f"{workflow}: the largest configuration did not run: {rec.error}")
+        return rec.latency_s
+
+    # requests --------------------------------------------------------------------------
+    def _arrive(self, index: int, a: Arrival) -> None:
+        rid = f"sim-{index}"
+        rec = RequestRecord(rid, a.workflow, self._policy_name, a.offset, a.offset, 0.0, 0.0,
+                            "error", expected=a.expected, index=index)
+        wf = self.workflows.get(a.workflow)
+        if wf is None:
+            rec.error = f"workflow {a.workflow!r} is not in the simulation"
+            return self._end(rec)
+        cw = self.compiled[wf.id]
+        try:
+            load = self._load() if self._policy.wants_load else None
+            f_r = self._policy.admit(wf, self.pool, a.input, self.routing, load)
+            state = (self._policy.stage_state(wf, self.pool, a.input, self.routing)
+                     if self._policy.decides_stages else b"")
+        except (policies.PolicyError, policies.ArtifactsUnavailable) as e:
+            rec.status, rec.grpc_code, rec.error = "rejected", "FAILED_PRECONDITION", str(e)
+            return self._end(rec)
+        admitted = cw.every if f_r is None else np.asarray(f_r, dtype=np.int64)
+        if not len(admitted):
+            rec.status, rec.error = "rejected", "empty F(r)"
+            return self._end(rec)
+        rec.admitted_configurations = len(admitted)
+        entry = Entry(rid, wf, admitted, {}, RoundRequest(cw.space, admitted, []), {},
+                      arrival=a.offset,
+                      policy=self._policy if self._policy.decides_stages else None,
+                      stage_state=state, costs=cw.costs if self.round.cost_first else None)
+        req = _Request(index, a, entry, rec)
+        self._requests[rid] = req
+        self._progress(req)
+
+    def _progress(self, req: _Request) -> None:
+        """Start every stage whose inputs are ready (tool stages finish at once, as the
+        executor runs them), or end the request at its sink."""
+        wf = req.entry.workflow
+        moved = True
+        while moved:
+            moved = False
+            for st in wf.stages:
+                if st.name in req.started or not all(d in req.outputs for d in st.depends_on):
+                    continue
+                req.started.add(st.name)
+                if st.kind == "tool":
+                    req.outputs[st.name] = st.render(req.arrival.input, req.outputs)
+                    req.record.stages.append(StageRecord(st.name, "", 0.0, 0.0, 0.0, "sim"))
+                    moved = True
+                else:
+                    self._wait(req, st)
+        if wf.sink.name in req.outputs:
+            rec = req.record
+            rec.status, rec.answer = "ok", req.outputs[wf.sink.name]
+            if rec.expected is not None:
+                rec.correct = normalize_answer(rec.answer) == normalize_answer(rec.expected)
+            del self._requests[req.entry.request_id]
+            self._end(rec)
+
+    def _wait(self, req: _Request, st: StageDef) -> None:
+        """The LLM stage waits in the meta-queue (as an executor's AcquireStage)."""
+        entry = req.entry
+        index = entry.workflow.llm_index(st.name)
+        if entry.policy is not None and index not in entry.chosen:
+            apply_stage_role(entry, index, self.pool, self._occupancy, self.capacity)
+        entry.waiters[index] = (req, st, self._now)
+        entry.round_request.ready.append(index)
+        self._queue[entry.request_id] = entry
+        self._dirty = True
+
+    def _end(self, rec: RequestRecord) -> None:
+        rec.completed_at = self._now
+        rec.latency_s = self._now - rec.arrival
+        rec.gpu_seconds = sum(s.gpu_seconds for s in rec.stages)
+        if rec.expected is not None and rec.correct is None:
+            rec.correct = False
+        if self._on_record is not None:
+            self._on_record(rec)
+        else:
+            self._records.append(rec)
+
+    # the scheduler ---------------------------------------------------------------------
+    def _round(self) -> int:
+        entries = [e for e in self._queue.values() if e.waiters]
+        free = np.maximum(self.capacity - self._occupancy, 0).astype(np.int32)
+        if not entries or not (free > 0).any():
+            return 0
+        for pl in self.round.run(entries, free, self._occupancy):
+            entry = pl.entry
+            req, st, queued_at = entry.waiters.pop(pl.stage)
+            if not entry.waiters:
+                del self._queue[entry.request_id]
+            self._occupancy[pl.model] += 1
+            call = _Call(req, st, pl.model, st.render(req.arrival.input, req.outputs),
+                         queued_at, self._now)
+            self._at(self._now + self.control_s, self._submit, call)
+        self._note_occupancy()
+        return 1
+
+    def _load(self) -> dict[str, common_pb2.ModelLoad]:
+        """The load snapshot a load-aware policy reads (leases held; in the live stack it is
+        up to one load-monitor interval old)."""
+        return {m.name: common_pb2.ModelLoad(
+            model=m.name, leased=int(self._occupancy[i]), in_flight=int(self._occupancy[i]),
+            capacity=m.capacity, utilization=float(self._occupancy[i]) / m.capacity)
+            for i, m in enumerate(self.pool.models)}
+
+    def _note_occupancy(self) -> None:
+        if self.keep_timeline:
+            self._timeline.append((self._now, dict(zip(self.pool.names,
+                                                       self._occupancy.tolist(), strict=True))))
+
+    # the pool --------------------------------------------------------------------------
+    def _submit(self, call: _Call) -> None:
+        """The model call reaches Triton: queue it for the model's dynamic batcher."""
+        m = self._models[call.model]
+        m.queue.append(call)
+        if m.free_slots and m.batch_due is None:
+            m.batch_due = self._now + m.delay_s
+            self._at(m.batch_due, self._close_batch, m)
+
+    def _close_batch(self, m: _Model) -> None:
+        """A free slot takes up to saturation_batch queued calls as one batch."""
+        m.batch_due = None
+        if not m.free_slots or not m.queue:
+            return
+        batch = [m.queue.popleft() for _ in range(min(len(m.queue), m.profile.saturation_batch))]
+        m.free_slots -= 1
+        e = min(range(len(m.engines)), key=lambda k: m.engines[k].load)
+        engine = m.engines[e]
+        engine.load += len(batch)
+        tokens = max(prompt_tokens(c.prompt) for c in batch)
+        out = max(c.stage.output_tokens for c in batch)
+        self._at(self._now + engine.prefill_s(len(batch), tokens), self._decode, m, e, batch, out)
+        if m.queue and m.free_slots:
+            m.batch_due = self._now + m.delay_s
+            self._at(m.batch_due, self._close_batch, m)
+
+    def _decode(self, m: _Model, e: int, batch: list[_Call], out: int) -> None:
+        """Prefill done: the batch joins its engine's running batch."""
+        key = next(m.ids)
+        m.running[key] = batch
+        m.engines[e].join(key, len(batch), out, self._now)
+        self._wake_engine(m, e)
+
+    def _wake_engine(self, m: _Model, e: int) -> None:
+        """(Re)schedule the engine's next finish: any join or leave changes everyone's pace."""
+        self._engine_version[m.index][e] += 1
+        left = m.engines[e].next_finish_s()
+        if left is not None:
+            self._at(self._now + left, self._engine_due, m, e, self._engine_version[m.index][e])
+
+    def _engine_due(self, m: _Model, e: int, version: int) -> None:
+        if version != self._engine_version[m.index][e]:
+            return  # the engine's pace changed since: a later event stands
+        engine = m.engines[e]
+        engine.advance(self._now)
+        for key in engine.finished():
+            engine.leave(key, self._now)
+            batch = m.running.pop(key)
+            engine.load -= len(batch)
+            m.free_slots += 1
+            for call in batch:
+                self._answered(call)
+        self._wake_engine(m, e)
+        if m.queue and m.free_slots and m.batch_due is None:
+            m.batch_due = self._now + m.delay_s
+            self._at(m.batch_due, self._close_batch, m)
+
+    def _answered(self, call: _Call) -> None:
+        """The model answered: release the lease, record the stage, move the request on."""
+        self._occupancy[call.model] -= 1
+        self._note_occupancy()
+        self._dirty = True
+        req = call.request
+        model = self.pool.models[call.model]
+        req.outputs[call.stage.name] = answer(model.name, call.stage.name, call.prompt)
+        rec = StageRecord(call.stage.name, model.name, (call.placed_at - call.queued_at) * 1000,
+                          (self._now - call.placed_at) * 1000, 0.0, "sim",
+                          started_at=call.placed_at, finished_at=self._now,
+                          gpu_seconds=model.gpu_seconds(PROMPT_TOKENS, call.stage.output_tokens))
+        req.record.stages.append(rec)
+        self._progress(req)

@@ -1,0 +1,108 @@
+"""The simulator checked against the live stack: the same arrivals served both ways.
+
+    python -m aragog.sim.validate --workflow self-refine --policy largest --rate 2 --duration 30
+
+starts the stack (embedded EMULATED pool, its own Redis), sends each workflow's held-out
+requests open-loop at Poisson arrivals (aragog.loadgen.runner), replays the same arrivals
+in the simulator, and prints both sides' throughput, p50/p95 latency and share of stages per
+model, with the simulator's relative difference. Where they differ the live stack holds
+what the simulator leaves out (core.py's docstring): the control path above all, each
+stage's AcquireStage, group commit and release, which `--control-ms` can stand for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aragog.common.pool import PoolSpec, load_pool
+from aragog.loadgen import report
+from aragog.loadgen.arrivals import poisson
+from aragog.sim.core import Arrival, Simulator
+from aragog.workflows import BENCHMARKED
+
+FIGURES = ("throughput", "latency_p50_s", "latency_p95_s")
+
+
+def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
+            offsets: Sequence[float], routing: Any = None, control_s: float = 0.0,
+            timeout_s: float = 120.0) -> dict[str, Any]:
+    """Serve arrivals at `offsets` of `workflow`'s held-out requests live (through the router
+    at `router_addr`, with the workflow registered) and simulated; both summaries and the
+    simulator's relative difference per figure."""
+    from aragog import workflows as shipped
+    from aragog.emulation.generate import benchmark
+    from aragog.loadgen.runner import run_schedule
+
+    held = benchmark(workflow).split("test")
+    items = [held[i % len(held)] for i in range(len(offsets))]
+    live = run_schedule(router_addr, list(offsets), [(workflow, it.input, it.answer)
+                                                     for it in items],
+                        policy=policy, timeout_s=timeout_s)
+    sim = Simulator(pool, [shipped.load(workflow, pool.names)], routing=routing,
+                    control_s=control_s, occupancy_timeline=False)
+    simulated = sim.run([Arrival(float(t), workflow, it.input, it.answer, i % len(held))
+                         for i, (t, it) in enumerate(zip(offsets, items, strict=True))],
+                        policy).records
+    duration = max(offsets) if len(offsets) else 0.0
+    rate = len(offsets) / duration if duration else 0.0
+    settings = report.Settings()
+    out: dict[str, Any] = {"workflow": workflow, "policy": policy, "requests": len(offsets)}
+    for side, records in (("live", live), ("sim", simulated)):
+        run = report.Run(pool.family, workflow, policy, "poisson", rate, duration, records)
+        out[side] = report.summarize(run, settings)
+    out["difference"] = {k: _relative(out["sim"][k], out["live"][k]) for k in FIGURES}
+    return out
+
+
+def _relative(sim: float | None, live: float | None) -> float | None:
+    return None if sim is None or not live else sim / live - 1.0
+
+
+def render(result: dict[str, Any]) -> str:
+    live, sim = result["live"], result["sim"]
+    lines = [f"{result['workflow']} / {result['policy']}: {result['requests']} requests; "
+             f"ok live {live['by_status']['ok']}, simulated {sim['by_status']['ok']}"]
+    for k in FIGURES:
+        d = result["difference"][k]
+        lines.append(f"  {k:>14}: live {_f(live[k])}, simulated {_f(sim[k])}"
+                     + ("" if d is None else f" ({d:+.1%})"))
+    models = sorted(set(live["model_shares"]) | set(sim["model_shares"]))
+    lines.append("  stages per model: " + ", ".join(
+        f"{m} live {live['model_shares'].get(m, 0):.0%} / sim {sim['model_shares'].get(m, 0):.0%}"
+        for m in models))
+    return "\n".join(lines)
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m aragog.sim.validate",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workflow", action="append", choices=BENCHMARKED)
+    ap.add_argument("--policy", action="append")
+    ap.add_argument("--rate", type=float, default=2.0)
+    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--control-ms", type=float, default=0.0)
+    a = ap.parse_args(argv)
+    if not (a.rate > 0 and a.duration > 0):
+        ap.error("--rate and --duration must be positive")
+    from aragog.stack import Stack, shipped_workflow
+
+    pool = load_pool()
+    offsets = poisson(a.rate, a.duration, a.seed).tolist()
+    with Stack(executors=2) as stack:
+        for wid in a.workflow or ["self-refine"]:
+            stack.register(shipped_workflow(wid))
+            for pol in a.policy or ["largest", "cheapest"]:
+                print(render(compare(stack.router_addr, pool, wid, pol, offsets,
+                                     control_s=a.control_ms / 1000.0)), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""The simulator against the live stack, small (aragog.sim.validate; the full comparison is a
+benchmark): the same arrivals served live on the embedded pool and simulated agree on what
+ran where, and on latency within the control path's share."""
+
+from __future__ import annotations
+
+import pytest
+from aragog.common.pool import load_pool
+from aragog.loadgen.arrivals import poisson
+from aragog.sim.validate import compare, render
+from aragog.stack import shipped_workflow
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_simulator_serves_as_the_live_stack_does(stack):
+    stack.register(shipped_workflow("self-refine"))
+    offsets = poisson(1.5, 8.0, seed=5).tolist()
+    result = compare(stack.router_addr, load_pool(), "self-refine", "largest", offsets)
+    print(render(result))
+    live, sim = result["live"], result["sim"]
+    assert live["by_status"]["ok"] == sim["by_status"]["ok"] == len(offsets)
+    assert live["model_shares"] == sim["model_shares"] == {"llama3-70b": 1.0}
+    # well under saturation, a request's latency is its stages' model time plus, live, the
+    # control path (a few ms per stage on an idle host; more on a busy CI machine)
+    assert -0.3 < result["difference"]["latency_p50_s"] < 0.05, render(result)

@@ -1,0 +1,150 @@
+"""The simulator (aragog.sim): the emulated pool's latency model on simulated time, the
+scheduler's own round, the router's policies; one record per arrival, in the load
+generator's format."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from aragog import policies
+from aragog import workflows as shipped
+from aragog.common.pool import load_pool
+from aragog.emulation.answer import answer
+from aragog.emulation.engine import ContinuousBatching, prompt_tokens
+from aragog.emulation.generate import benchmark
+from aragog.loadgen.arrivals import poisson
+from aragog.scheduler.placement import CompiledWorkflow, Round
+from aragog.sim import __main__ as cli
+from aragog.sim.core import Arrival, Simulator
+
+POOL = load_pool("llama3")
+
+
+def arrivals(wid: str, rate: float, duration: float, seed: int = 0) -> list[Arrival]:
+    held = benchmark(wid).split("test")
+    return [Arrival(t, wid, held[i % len(held)].input, held[i % len(held)].answer, i % len(held))
+            for i, t in enumerate(poisson(rate, duration, seed).tolist())]
+
+
+def test_a_lone_batch_takes_exactly_the_profiles_batch_latency():
+    m = POOL.model("llama3-8b")
+    cb = ContinuousBatching(m, 0.5)
+    cb.join("a", 3, 200, now=1.0)
+    total = cb.prefill_s(3, 40) + cb.next_finish_s()
+    assert total == pytest.approx(m.batch_latency_s(3, 40, 200) * 0.5)
+
+
+def test_overlapping_batches_slow_each_other_as_one_larger_batch():
+    m = POOL.model("llama3-8b")
+    alone = ContinuousBatching(m, 1.0)
+    alone.join("a", 1, 100, 0.0)
+    both = ContinuousBatching(m, 1.0)
+    both.join("a", 1, 100, 0.0)
+    both.join("b", 1, 100, 0.0)
+    assert both.next_finish_s() > alone.next_finish_s()
+    assert both.next_finish_s() == pytest.approx(100 * both.step_s())
+    # half way through, "b" leaves: "a" finishes its second half at the lone pace
+    both.advance(50 * both.step_s())
+    both.leave("b", 50 * both.step_s())
+    assert both.next_finish_s() == pytest.approx(alone.next_finish_s() / 2)
+
+
+def test_an_idle_request_takes_its_stages_latencies_one_after_another():
+    """self-refine is a chain: on an idle pool each stage is one batch of one, after the
+    batcher's delay, with its prompt rendered from the outputs before it (the answer
+    function's), so the latency is the sum of the profile's batch latencies."""
+    wf = shipped.load("self-refine", POOL.names)
+    sim = Simulator(POOL, [wf])
+    item = benchmark("self-refine").split("test")[0]
+    rec = sim.run([Arrival(0.0, "self-refine", item.input, item.answer)], "largest").records[0]
+    assert rec.status == "ok"
+    largest = POOL.models[-1]
+    outputs: dict[str, str] = {}
+    expected = 0.0
+    for st in wf.stages:
+        prompt = st.render(item.input, outputs)
+        outputs[st.name] = answer(largest.name, st.name, prompt)
+        expected += sim.queue_delay_s + largest.batch_latency_s(
+            1, prompt_tokens(prompt), st.output_tokens) * POOL.time_scale
+    assert rec.latency_s == pytest.approx(expected)
+    assert rec.answer == outputs[wf.sink.name]
+    assert [s.model for s in rec.stages] == [largest.name] * 3
+
+
+def test_every_arrival_has_one_record_and_no_model_exceeds_its_capacity():
+    wf = shipped.load("voting", POOL.names)
+    sim = Simulator(POOL, [wf])
+    arr = arrivals("voting", 60.0, 10.0)
+    res = sim.run(arr, "largest")  # overloaded: the 70B is the bottleneck
+    assert sorted(r.index for r in res.records) == list(range(len(arr)))
+    assert all(r.status == "ok" for r in res.records)
+    cap = {m.name: m.capacity for m in POOL.models}
+    assert max(occ["llama3-70b"] for _, occ in res.occupancy) == cap["llama3-70b"]
+    assert all(n <= cap[m] for _, occ in res.occupancy for m, n in occ.items())
+    # FIFO by arrival under overload: requests finish roughly in order
+    ends = [r.completed_at for r in sorted(res.records, key=lambda r: r.arrival)]
+    assert np.corrcoef(np.arange(len(ends)), ends)[0, 1] > 0.95
+
+
+def test_the_same_arrivals_give_the_same_run():
+    sim = Simulator(POOL, [shipped.load("voting", POOL.names)])
+    arr = arrivals("voting", 20.0, 5.0, seed=3)
+    a = [r.to_dict() for r in sim.run(arr, "cheapest").records]
+    b = [r.to_dict() for r in sim.run(arr, "cheapest").records]
+    assert a == b
+
+
+def test_the_simulator_places_with_the_schedulers_round():
+    """Not a copy: the same class the scheduler service builds (aragog.scheduler.placement)."""
+    sim = Simulator(POOL, [shipped.load("voting", POOL.names)])
+    assert type(sim.round) is Round
+    assert isinstance(sim.compiled["voting"], CompiledWorkflow)
+
+
+def test_aragog_runs_configurations_of_its_routers_f_r(artifacts_dir):
+    """With the router's artifacts, every request runs a configuration of the F(r) the
+    router's policy admits for it, chosen per stage by the round."""
+    from aragog.common.settings import RouterSettings
+    from aragog.routing.context import Routing
+
+    routing = Routing(RouterSettings(artifacts_dir=artifacts_dir))
+    wf = shipped.load("voting", POOL.names)
+    cw = CompiledWorkflow.build(wf, POOL)
+    sim = Simulator(POOL, [wf], routing=routing)
+    arr = arrivals("voting", 30.0, 4.0)
+    res = sim.run(arr, "aragog")
+    assert len(res.records) == len(arr) and all(r.status == "ok" for r in res.records)
+    policy = policies.make("aragog")
+    ids = {m.name: i for i, m in enumerate(POOL.models)}
+    for rec, a in zip(sorted(res.records, key=lambda r: r.index), arr, strict=True):
+        f_r = policy.admit(wf, POOL, a.input, routing)
+        f_r = cw.every if f_r is None else f_r
+        models = {s.stage: s.model for s in rec.stages}
+        config = sum(int(list(cw.space.stage_models[i]).index(ids[models[st.name]]))
+                     * int(cw.space.strides[i]) for i, st in enumerate(wf.llm_stages))
+        assert config in set(f_r.tolist()), rec.request_id
+        assert rec.admitted_configurations == len(f_r)
+
+
+def test_the_command_compares_policies_over_seeds(tmp_path, capsys):
+    cli.main(["--pool", "llama3", "--workflow", "voting", "--policy", "largest",
+              "--policy", "cheapest", "--rate", "10", "--duration", "5", "--seeds", "2",
+              "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "EMULATED pool llama3: 8 GPUs" in out and "means over seeds" in out
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert {(s["policy"], s["seed"]) for s in res["summaries"]} == {
+        (p, s) for p in ("largest", "cheapest") for s in (0, 1)}
+    by = {s["policy"]: s for s in res["summaries"] if s["seed"] == 0}
+    assert by["largest"]["gpu_seconds_per_request"] > by["cheapest"]["gpu_seconds_per_request"]
+    assert all(s["coherent"] for s in res["summaries"])
+
+
+def test_a_bigger_cluster_is_the_same_models_more_instances():
+    big = cli.scaled(POOL, 16)
+    assert cli.gpus(big) == 16 * cli.gpus(POOL)
+    assert [m.capacity for m in big.models] == [16 * m.capacity for m in POOL.models]
+    with pytest.raises(SystemExit):
+        cli.main(["--rate", "0"])
