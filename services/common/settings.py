@@ -27,6 +27,7 @@ OTHER_VARIABLES = frozenset({
     "ARAGOG_TORCH_VERSION",  # scripts/bootstrap.sh
     "ARAGOG_LOADGEN_POLICY", "ARAGOG_LOADGEN_TIMEOUT_S", "ARAGOG_LOADGEN_WORKLOAD",  # locustfile
     "ARAGOG_ROUTER", "ARAGOG_TOKEN",  # the aragog command (aragog.client.cli)
+    "ARAGOG_TLS_SERVER_NAME",  # infra/healthcheck.py (the image's health probe)
 })
 """`ARAGOG_` variables read outside the services' settings (not misspellings)."""
 

@@ -87,3 +87,34 @@ def test_the_scheduler_wants_a_client_certificate_its_ca_signed(tls_stack, ca):
 def test_the_http_front_door_reaches_its_router_over_tls(tls_stack):
     with urllib.request.urlopen(f"http://{tls_stack.http_addr}/v1/workflows", timeout=30) as r:
         assert r.status == 200 and "workflows" in json.loads(r.read())
+
+
+def test_the_images_health_probe_speaks_the_services_tls(tls_stack, ca, tmp_path):
+    """infra/healthcheck.py, run with a service's TLS settings (as an exec probe in its
+    container): plaintext gets nothing from a TLS port; with the settings, it presents the
+    certificate the scheduler requires and verifies the server's, by the name it is told
+    when the certificate does not hold the address dialled."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = Path(__file__).resolve().parents[2] / "infra" / "healthcheck.py"
+    ours = ca.issue_cert("scheduler.aragog.svc")
+    for name, pem in (("key", ours.private_key_pem), ("cert", ours.cert_chain_pems[0]),
+                      ("ca", ca.cert_pem)):
+        pem.write_to_path(str(tmp_path / f"{name}.pem"))
+    tls = {f"ARAGOG_TLS_{k.upper()}_FILE": str(tmp_path / f"{k}.pem") for k in ("ca", "cert", "key")}
+
+    def run(env: dict[str, str]) -> subprocess.CompletedProcess:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("ARAGOG_TLS_")}
+        return subprocess.run([sys.executable, str(probe), tls_stack.scheduler_addr, "3"],
+                              env={**clean, **env}, capture_output=True, text=True, timeout=30)
+
+    assert run({}).returncode == 1  # plaintext
+    ok = run({**tls, "ARAGOG_TLS_SERVER_NAME": "localhost"})  # the stack's cert holds it
+    assert ok.returncode == 0 and "SERVING" in ok.stdout, ok
+    wrong = run({**tls, "ARAGOG_TLS_SERVER_NAME": "elsewhere.example"})
+    assert wrong.returncode == 1, wrong
+    missing = run({**tls, "ARAGOG_TLS_CA_FILE": str(tmp_path / "nope.pem")})
+    assert missing.returncode == 1 and "TLS setting" in missing.stdout, missing

@@ -47,8 +47,8 @@ SETTINGS_OF_COMMAND = {cmd: cls for cmd, cls, _ in SERVICES.values()}
 SETTINGS_OF_COMMAND["aragog-pool"] = settings_mod.PoolSettings
 WORKLOADS = ("Deployment", "StatefulSet")
 KIND = {"scheduler": "StatefulSet"}  # an active scheduler and a standby, each its own DNS name
-VARIANT = ("production", ["external-redis", "vllm-pool"])
-"""Production with both optional components: rendered so that they are checked too."""
+VARIANT = ("production", ["external-redis", "vllm-pool", "tls"])
+"""Production with every optional component: rendered so that they are checked too."""
 
 
 def kustomize(path: Path) -> list[dict]:
@@ -171,7 +171,15 @@ def test_the_services_probe_grpc_health_on_the_port_they_listen_on(rendered):
             assert env["ARAGOG_LISTEN"] == f"0.0.0.0:{port}", (name, svc)
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 # a standby scheduler is alive, not serving: its probes ask "liveness"
-                want = {"port": port, **({"service": "liveness"} if svc == "scheduler" else {})}
+                liveness = ["liveness"] if svc == "scheduler" else []
+                if "tls" in name:  # the kubelet's gRPC probes cannot speak TLS
+                    assert "grpc" not in c[probe], (name, svc, probe)
+                    assert c[probe]["exec"]["command"] == [
+                        "aragog-healthcheck", f"127.0.0.1:{port}", "2", *liveness]
+                    assert {"name": "tls", "mountPath": "/etc/aragog/tls",
+                            "readOnly": True} in c["volumeMounts"], (name, svc)
+                    continue
+                want = {"port": port, **({"service": liveness[0]} if liveness else {})}
                 assert c[probe]["grpc"] == want, (name, svc, probe)
             assert {"name": "grpc", "containerPort": port} in c["ports"], (name, svc)
             assert {"name": "metrics", "containerPort": int(env["ARAGOG_METRICS_PORT"])} \
@@ -182,7 +190,7 @@ def test_the_services_probe_grpc_health_on_the_port_they_listen_on(rendered):
 def test_every_aragog_variable_is_a_setting_and_each_environment_builds_its_settings(rendered):
     fields = {cls: {settings_mod.PREFIX + f.name.upper() for f in dataclasses.fields(cls)}
               for cls in settings_mod.ALL_SETTINGS}
-    known = set().union(*fields.values())
+    known = set().union(*fields.values()) | {"ARAGOG_TLS_SERVER_NAME"}  # the health probe's
     for name, docs in rendered.items():
         for cm in of_kind(docs, "ConfigMap"):
             unknown = {k for k in cm.get("data", {}) if k.startswith("ARAGOG_")} - known
