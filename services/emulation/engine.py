@@ -74,8 +74,11 @@ class ContinuousBatching:
         return max(0.0, self._remaining[key][0]) * self.step_s()
 
     def finished(self) -> list[Hashable]:
-        """The batches that have decoded all their tokens (as of the last advance)."""
-        return [k for k, (left, _) in self._remaining.items() if left <= DONE]
+        """The batches that have decoded all their tokens (as of the last advance), or have
+        less left than a nanosecond's worth (float drift, which a clock cannot resolve)."""
+        step = self.step_s()
+        return [k for k, (left, _) in self._remaining.items()
+                if left <= DONE or left * step < 1e-9]
 
     def next_finish_s(self) -> float | None:
         """Time until the first running batch finishes, None if none runs."""

@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         pool = scaled(load_pool(a.pool), a.instances_scale)
         if not (a.rate > 0 and a.duration > 0 and a.seeds >= 1):
             raise ValueError("--rate, --duration and --seeds must be positive")
+        if a.control_ms < 0 or (a.time_scale is not None and a.time_scale < 0):
+            raise ValueError("--control-ms and --time-scale must be >= 0")
     except ValueError as e:
         ap.error(str(e))
     wids = a.workflow or list(BENCHMARKED)

@@ -62,6 +62,7 @@ class _Request:
     record: RequestRecord
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
     started: set[str] = dataclasses.field(default_factory=set)
+    timed_out: bool = False
 
 
 @dataclasses.dataclass
@@ -74,6 +75,7 @@ class _Call:
     prompt: str
     queued_at: float  # when it started to wait for a placement
     placed_at: float
+    submitted_at: float = 0.0  # when it reached Triton's queue
 
 
 class _Model:
@@ -87,7 +89,7 @@ class _Model:
         self.free_slots = slots
         self.delay_s = delay_s
         self.queue: deque[_Call] = deque()
-        self.batch_due: float | None = None  # when the batch being formed closes
+        self.batch_due: float | None = None  # when the batcher's next close is scheduled
         self.running: dict[int, list[_Call]] = {}  # batch id -> its calls (decoding)
         self.ids = itertools.count()
 
@@ -107,11 +109,14 @@ class Simulator:
     def __init__(self, pool: PoolSpec, workflows: Iterable[WorkflowDef], *, routing: Any = None,
                  scheduler: SchedulerSettings | None = None,
                  pool_settings: PoolSettings | None = None, time_scale: float | None = None,
-                 control_s: float = 0.0, occupancy_timeline: bool = True):
+                 control_s: float = 0.0, timeout_s: float = 120.0,
+                 occupancy_timeline: bool = True):
         """`routing`: an aragog.routing.context.Routing for the policies that need artifacts;
         `scheduler`, `pool_settings`: the services' settings simulated (placement, beam
         width; Triton slots and batcher delay), their defaults unless given; `time_scale`:
-        the pool's own by default (as the emulated pool plays it)."""
+        the pool's own unless given (0 too, as the emulated pool reads it); `timeout_s`:
+        how long a client waits for its request (the load generator's default): a request
+        not ended by then is recorded as a timeout, and runs on."""
         scheduler = scheduler or SchedulerSettings()
         pool_settings = pool_settings or PoolSettings()
         self.pool = pool
@@ -120,8 +125,11 @@ class Simulator:
         self.routing = routing
         self.round = Round(pool, cost_first=scheduler.placement == "cost-first",
                            beam_width=scheduler.beam_width)
-        self.scale = (pool_settings.time_scale or pool.time_scale) if time_scale is None \
-            else time_scale
+        self.scale = time_scale or pool_settings.time_scale or pool.time_scale
+        if not self.scale > 0 or control_s < 0 or not timeout_s > 0:
+            raise ValueError(f"time scale must be > 0 (got {self.scale}), control_s >= 0 (got "
+                             f"{control_s}) and timeout_s > 0 (got {timeout_s})")
+        self.timeout_s = timeout_s
         self.batches_per_instance = pool_settings.batches_per_instance
         self.queue_delay_s = pool_settings.max_queue_delay_us / 1e6
         self.control_s = control_s
@@ -160,6 +168,9 @@ class Simulator:
             if self._dirty and (not self._heap or self._heap[0][0] > t):
                 self._dirty = False
                 rounds += self._round()
+        if self._requests:  # nothing left to happen, yet requests wait: a simulator bug
+            raise RuntimeError(f"{len(self._requests)} requests never ended, e.g. "
+                               f"{next(iter(self._requests))}")
         return Result(self._records, self._timeline, rounds, events)
 
     def _at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
@@ -201,6 +212,7 @@ class Simulator:
                       stage_state=state, costs=cw.costs if self.round.cost_first else None)
         req = _Request(index, a, entry, rec)
         self._requests[rid] = req
+        self._at(a.offset + self.timeout_s, self._deadline, req)
         self._progress(req)
 
     def _progress(self, req: _Request) -> None:
@@ -221,12 +233,22 @@ class Simulator:
                 else:
                     self._wait(req, st)
         if wf.sink.name in req.outputs:
+            del self._requests[req.entry.request_id]
+            if req.timed_out:
+                return  # its client has gone; the record says so already
             rec = req.record
             rec.status, rec.answer = "ok", req.outputs[wf.sink.name]
             if rec.expected is not None:
                 rec.correct = normalize_answer(rec.answer) == normalize_answer(rec.expected)
-            del self._requests[req.entry.request_id]
             self._end(rec)
+
+    def _deadline(self, req: _Request) -> None:
+        """The client stops waiting (the load generator's timeout); the request runs on, as
+        it does live unless it cancels on disconnect."""
+        if req.entry.request_id in self._requests and not req.timed_out:
+            req.timed_out = True
+            req.record.status, req.record.error = "timeout", "deadline exceeded"
+            self._end(req.record)
 
     def _wait(self, req: _Request, st: StageDef) -> None:
         """The LLM stage waits in the meta-queue (as an executor's AcquireStage)."""
@@ -273,7 +295,8 @@ class Simulator:
         up to one load-monitor interval old)."""
         return {m.name: common_pb2.ModelLoad(
             model=m.name, leased=int(self._occupancy[i]), in_flight=int(self._occupancy[i]),
-            capacity=m.capacity, utilization=float(self._occupancy[i]) / m.capacity)
+            capacity=m.capacity, utilization=float(self._occupancy[i]) / m.capacity,
+            triton_pending=float(len(self._models[i].queue)))
             for i, m in enumerate(self.pool.models)}
 
     def _note_occupancy(self) -> None:
@@ -285,17 +308,31 @@ class Simulator:
     def _submit(self, call: _Call) -> None:
         """The model call reaches Triton: queue it for the model's dynamic batcher."""
         m = self._models[call.model]
+        call.submitted_at = self._now
         m.queue.append(call)
-        if m.free_slots and m.batch_due is None:
-            m.batch_due = self._now + m.delay_s
-            self._at(m.batch_due, self._close_batch, m)
+        self._batch(m)
 
-    def _close_batch(self, m: _Model) -> None:
-        """A free slot takes up to saturation_batch queued calls as one batch."""
-        m.batch_due = None
-        if not m.free_slots or not m.queue:
-            return
-        batch = [m.queue.popleft() for _ in range(min(len(m.queue), m.profile.saturation_batch))]
+    def _batch(self, m: _Model) -> None:
+        """Triton's dynamic batcher: while a slot is free, a batch of up to saturation_batch
+        queued calls goes as soon as it is full, or once its oldest call has waited the
+        queue delay; else the batcher looks again then."""
+        full = m.profile.saturation_batch
+        while m.free_slots and m.queue:
+            due = m.queue[0].submitted_at + m.delay_s
+            if len(m.queue) < full and due > self._now:
+                if m.batch_due is None or m.batch_due > due:
+                    m.batch_due = due
+                    self._at(due, self._batch_due, m)
+                return
+            self._dispatch(m, [m.queue.popleft() for _ in range(min(len(m.queue), full))])
+
+    def _batch_due(self, m: _Model) -> None:
+        if m.batch_due is not None and m.batch_due <= self._now:
+            m.batch_due = None
+        self._batch(m)
+
+    def _dispatch(self, m: _Model, batch: list[_Call]) -> None:
+        """A slot runs the batch on the model's least loaded engine: prefill, then decode."""
         m.free_slots -= 1
         e = min(range(len(m.engines)), key=lambda k: m.engines[k].load)
         engine = m.engines[e]
@@ -303,9 +340,6 @@ class Simulator:
         tokens = max(prompt_tokens(c.prompt) for c in batch)
         out = max(c.stage.output_tokens for c in batch)
         self._at(self._now + engine.prefill_s(len(batch), tokens), self._decode, m, e, batch, out)
-        if m.queue and m.free_slots:
-            m.batch_due = self._now + m.delay_s
-            self._at(m.batch_due, self._close_batch, m)
 
     def _decode(self, m: _Model, e: int, batch: list[_Call], out: int) -> None:
         """Prefill done: the batch joins its engine's running batch."""
@@ -334,9 +368,7 @@ class Simulator:
             for call in batch:
                 self._answered(call)
         self._wake_engine(m, e)
-        if m.queue and m.free_slots and m.batch_due is None:
-            m.batch_due = self._now + m.delay_s
-            self._at(m.batch_due, self._close_batch, m)
+        self._batch(m)
 
     def _answered(self, call: _Call) -> None:
         """The model answered: release the lease, record the stage, move the request on."""

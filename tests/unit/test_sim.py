@@ -148,3 +148,58 @@ def test_a_bigger_cluster_is_the_same_models_more_instances():
     assert [m.capacity for m in big.models] == [16 * m.capacity for m in POOL.models]
     with pytest.raises(SystemExit):
         cli.main(["--rate", "0"])
+
+
+ONE_STAGE = """
+id: one
+description: one model call
+stages:
+  - name: answer
+    kind: llm
+    prompt: "{input}"
+    candidates: [llama3-8b]
+    output_tokens: 64
+"""
+
+
+def one_model_pool(saturation_batch: int):
+    import dataclasses
+
+    m = dataclasses.replace(POOL.model("llama3-8b"), instances=1,
+                            saturation_batch=saturation_batch)
+    return dataclasses.replace(POOL, models=(m,))
+
+
+def test_a_full_batch_goes_at_once_and_a_partial_one_after_the_queue_delay():
+    """Triton's dynamic batcher: two calls that fill the batch leave together at once; with
+    room for a third, they leave when the oldest has waited max_queue_delay."""
+    from aragog.common.workflow import parse_workflow
+
+    for batch, waits in ((2, False), (3, True)):
+        pool = one_model_pool(batch)
+        sim = Simulator(pool, [parse_workflow(ONE_STAGE, pool.names)])
+        recs = sim.run([Arrival(0.0, "one", "a b c"), Arrival(0.0, "one", "a b c")],
+                       "largest").records
+        m = pool.models[0]
+        expected = m.batch_latency_s(2, 3, 64) * pool.time_scale + (sim.queue_delay_s if waits
+                                                                   else 0.0)
+        assert [r.latency_s for r in recs] == pytest.approx([expected] * 2), batch
+
+
+def test_a_client_that_waits_past_its_timeout_is_recorded_as_one():
+    pool = one_model_pool(1)
+    from aragog.common.workflow import parse_workflow
+
+    sim = Simulator(pool, [parse_workflow(ONE_STAGE, pool.names)], timeout_s=0.2)
+    recs = sim.run([Arrival(0.0, "one", "x")] * 20, "largest").records
+    statuses = sorted(r.status for r in recs)
+    assert len(recs) == 20 and {"ok", "timeout"} == set(statuses)
+    assert all(r.latency_s == pytest.approx(0.2) for r in recs if r.status == "timeout")
+
+
+def test_settings_that_would_stall_the_clock_are_refused():
+    wf = shipped.load("voting", POOL.names)
+    assert Simulator(POOL, [wf], time_scale=0).scale == POOL.time_scale  # 0: the pool's own
+    for bad in ({"time_scale": -1.0}, {"control_s": -0.001}, {"timeout_s": 0}):
+        with pytest.raises(ValueError):
+            Simulator(POOL, [wf], **bad)
