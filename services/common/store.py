@@ -187,15 +187,16 @@ redis.call('EXPIRE', KEYS[9], ttl)
 return {'admitted', 0}
 """
 
-# An executor's heartbeat keeps its ownership of a request, or takes it back if the key
-# lapsed (a Redis restart outlasting its TTL), but never takes another executor's.
-RENEW_OWNER_LUA = """
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then return 0 end
+# A key one holder has at a time, with a TTL: a request's owner (an executor's heartbeat
+# keeps it, or takes it back if the key lapsed in a Redis restart outlasting its TTL, but
+# never takes another executor's) and the scheduler's leadership key. 1: ARGV[1] holds it.
+HOLD_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
-DROP_OWNER_LUA = """
+LET_GO_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -231,17 +232,6 @@ while k <= #KEYS do
   end
 end
 return 1
-"""
-# Take the leadership key if free; keep it if ours. 1: the caller holds it now.
-HOLD_LEADERSHIP_LUA = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-RESIGN_LEADERSHIP_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 
 ALL_CONFIGS = b"*"
@@ -383,8 +373,8 @@ class Store:
         self.k = Keys(namespace)
         # parsed workflows by their stored YAML: admission must not re-parse YAML per request
         self._parsed: dict[bytes, WorkflowDef] = {}
-        self._renew_owner = redis.register_script(RENEW_OWNER_LUA)
-        self._drop_owner = redis.register_script(DROP_OWNER_LUA)
+        self._hold = redis.register_script(HOLD_LUA)
+        self._let_go = redis.register_script(LET_GO_LUA)
         self._mark_running = redis.register_script(MARK_RUNNING_LUA)
         self._record_stage = redis.register_script(RECORD_STAGE_LUA)
         self._stage_started = redis.register_script(STAGE_STARTED_LUA)
@@ -394,8 +384,6 @@ class Store:
         self._attach = redis.register_script(ATTACH_LUA)
         self._detach = redis.register_script(DETACH_LUA)
         self._commit = redis.register_script(COMMIT_LUA)
-        self._hold_leadership = redis.register_script(HOLD_LEADERSHIP_LUA)
-        self._resign_leadership = redis.register_script(RESIGN_LEADERSHIP_LUA)
 
     def _parse(self, raw: bytes) -> WorkflowDef:
         wf = self._parsed.get(raw)
@@ -430,8 +418,7 @@ class Store:
         k = self.k
         async with self.r.pipeline(transaction=False) as p:
             for rid in running:
-                await self._renew_owner(keys=[k.owner(rid)], args=[executor_id, owner_ttl_ms],
-                                        client=p)
+                await self._hold(keys=[k.owner(rid)], args=[executor_id, owner_ttl_ms], client=p)
             if entries:
                 p.xclaim(k.work, WORK_GROUP, executor_id, 0, entries, justid=True)
             if inflight:
@@ -442,15 +429,15 @@ class Store:
 
     async def drop_owner(self, rid: str, executor_id: str) -> None:
         """Give up ownership of the request, if `executor_id` still has it."""
-        await self._drop_owner(keys=[self.k.owner(rid)], args=[executor_id])
+        await self._let_go(keys=[self.k.owner(rid)], args=[executor_id])
 
     # the scheduler's records: leadership, leases, choices ------------------------------
     async def hold_leadership(self, me: str, ttl_ms: int) -> bool:
         """Take or renew the leadership key for scheduler `me`; True if `me` holds it now."""
-        return bool(await self._hold_leadership(keys=[self.k.scheduler], args=[me, ttl_ms]))
+        return bool(await self._hold(keys=[self.k.scheduler], args=[me, ttl_ms]))
 
     async def resign_leadership(self, me: str) -> None:
-        await self._resign_leadership(keys=[self.k.scheduler], args=[me])
+        await self._let_go(keys=[self.k.scheduler], args=[me])
 
     async def leader(self) -> str:
         return s(await self.r.get(self.k.scheduler))

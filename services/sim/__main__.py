@@ -26,6 +26,7 @@ import numpy as np
 from aragog.common.pool import PoolSpec, load_pool
 from aragog.loadgen import arrivals as arrivals_mod
 from aragog.loadgen import azure_trace, report
+from aragog.loadgen import eval_policies  # noqa: F401  (aragog-profiled: the profiled F(r))
 from aragog.loadgen.evaluate import item_draws
 from aragog.sim.core import Arrival, Simulator
 from aragog.workflows import BENCHMARKED
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="multiply every model's instances (a bigger cluster)")
     ap.add_argument("--workflow", action="append", choices=BENCHMARKED,
                     help="benchmarked workflow(s) to mix (repeat; default: all)")
-    ap.add_argument("--policy", action="append", help="policies to compare (repeat)")
+    ap.add_argument("--policy", action="append",
+                    help="policies to compare (repeat); besides the router's, aragog-profiled: "
+                         "aragog over each request's profiled F(r), the clairvoyant router")
     ap.add_argument("--rate", type=float, required=True, help="mean arrivals per second")
     ap.add_argument("--duration", type=float, default=60.0, help="arrival window, simulated s")
     ap.add_argument("--trace", choices=["azure"], default=None,

@@ -103,10 +103,12 @@ def test_the_simulator_places_with_the_schedulers_round():
     assert isinstance(sim.compiled["voting"], CompiledWorkflow)
 
 
-def test_aragog_runs_configurations_of_its_routers_f_r(artifacts_dir):
+@pytest.mark.parametrize("policy", ["aragog", "aragog-profiled"])
+def test_aragog_runs_configurations_of_its_routers_f_r(artifacts_dir, policy):
     """With the router's artifacts, every request runs a configuration of the F(r) the
-    router's policy admits for it, chosen per stage by the round."""
+    policy admits for it (the router's, or the profiled one), chosen per stage by the round."""
     from aragog.common.settings import RouterSettings
+    from aragog.loadgen import eval_policies  # noqa: F401  (registers aragog-profiled)
     from aragog.routing.context import Routing
 
     routing = Routing(RouterSettings(artifacts_dir=artifacts_dir))
@@ -114,12 +116,12 @@ def test_aragog_runs_configurations_of_its_routers_f_r(artifacts_dir):
     cw = CompiledWorkflow.build(wf, POOL)
     sim = Simulator(POOL, [wf], routing=routing)
     arr = arrivals("voting", 30.0, 4.0)
-    res = sim.run(arr, "aragog")
+    res = sim.run(arr, policy)
     assert len(res.records) == len(arr) and all(r.status == "ok" for r in res.records)
-    policy = policies.make("aragog")
+    made = policies.make(policy)
     ids = {m.name: i for i, m in enumerate(POOL.models)}
     for rec, a in zip(sorted(res.records, key=lambda r: r.index), arr, strict=True):
-        f_r = policy.admit(wf, POOL, a.input, routing)
+        f_r = made.admit(wf, POOL, a.input, routing)
         f_r = cw.every if f_r is None else f_r
         models = {s.stage: s.model for s in rec.stages}
         config = sum(int(list(cw.space.stage_models[i]).index(ids[models[st.name]]))
