@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,35 @@ def scaled(pool: PoolSpec, instances_scale: int) -> PoolSpec:
 
 def gpus(pool: PoolSpec) -> int:
     return sum(m.instances * m.tensor_parallel for m in pool.models)
+
+
+def gpus_for_slo(base: PoolSpec, make_sim: Callable[[PoolSpec], Simulator],
+                 arrivals: list[Arrival], policy: str, slo_s: dict[str, float], share: float,
+                 max_scale: int = 1024) -> int | None:
+    """The smallest k such that `base` with every model's instances x k serves `share` of
+    the arrivals ok within their workflow's SLO (`slo_s`): doubling, then bisection (more
+    instances never hurt here, near enough). None if no k up to `max_scale` does, or if the
+    policy answers none of them (it refuses: no artifacts, say)."""
+    def meets(k: int) -> bool | None:
+        recs = make_sim(scaled(base, k)).run(arrivals, policy).records
+        if not any(r.status == "ok" for r in recs):
+            return None
+        good = sum(r.status == "ok" and r.latency_s <= slo_s[r.workflow] for r in recs)
+        return good >= share * len(recs)
+
+    hi = 1
+    while not (met := meets(hi)):
+        if met is None or hi >= max_scale:
+            return None
+        hi *= 2
+    lo = hi // 2  # 0, or a scale that fell short
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if meets(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def make_arrivals(workflows: Sequence[str], rate: float, duration: float, seed: int,
@@ -111,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="routing artifacts root (default: the router's default) for the "
                          "policies that need a router")
     ap.add_argument("--slo-multiple", type=float, default=5.0)
+    ap.add_argument("--gpus-for-slo", type=float, default=None, metavar="SHARE",
+                    help="also find, per policy, the fewest GPUs (every model's instances "
+                         "scaled alike) that serve SHARE of seed 0's arrivals ok within the SLO")
     ap.add_argument("--out", default=None, help="write results.json here")
     a = ap.parse_args(argv)
     try:
@@ -119,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError("--rate, --duration and --seeds must be positive")
         if a.control_ms < 0 or (a.time_scale is not None and a.time_scale < 0):
             raise ValueError("--control-ms and --time-scale must be >= 0")
+        if a.gpus_for_slo is not None and not 0 < a.gpus_for_slo <= 1:
+            raise ValueError("--gpus-for-slo is a share of the arrivals, in (0, 1]")
     except ValueError as e:
         ap.error(str(e))
     wids = a.workflow or list(BENCHMARKED)
@@ -137,10 +171,13 @@ def main(argv: list[str] | None = None) -> None:
     from aragog.common.settings import SchedulerSettings
     from aragog.emulation.generate import benchmark
 
-    sim = Simulator(pool, [shipped.load(w, pool.names) for w in wids], routing=routing,
-                    scheduler=dataclasses.replace(SchedulerSettings(), placement=a.placement),
-                    time_scale=a.time_scale, control_s=a.control_ms / 1000.0,
-                    occupancy_timeline=False)
+    def make_sim(p: PoolSpec) -> Simulator:
+        return Simulator(p, [shipped.load(w, p.names) for w in wids], routing=routing,
+                         scheduler=dataclasses.replace(SchedulerSettings(), placement=a.placement),
+                         time_scale=a.time_scale, control_s=a.control_ms / 1000.0,
+                         occupancy_timeline=False)
+
+    sim = make_sim(pool)
     idle = {(pool.family, w): sim.idle_latency(w, benchmark(w).split("test")[0].input)
             for w in wids}
     settings_ = report.Settings(slo_multiple=a.slo_multiple, idle_latency_s=idle)
@@ -173,11 +210,23 @@ def main(argv: list[str] | None = None) -> None:
             for key in ("throughput", "latency_p50_s", "goodput", "accuracy"):
                 m, lo, hi = report.mean_ci([s[key] for s in mine])
                 print(f"  {pol:>14} {key}: {_f(m, 3)} [{_f(lo, 3)}, {_f(hi, 3)}]")
+    needed: dict[str, int | None] = {}
+    if a.gpus_for_slo is not None:
+        arrivals, _ = make_arrivals(wids, a.rate, a.duration, 0, a.trace)
+        slo = {w: a.slo_multiple * idle[(pool.family, w)] for w in wids}
+        print(f"GPUs to serve {a.gpus_for_slo:.0%} of seed 0's arrivals within the SLO "
+              f"({a.slo_multiple:g}x the largest configuration's idle latency):")
+        for pol in pols:
+            k = gpus_for_slo(pool, make_sim, arrivals, pol, slo, a.gpus_for_slo)
+            needed[pol] = None if k is None else gpus(scaled(pool, k))
+            print(f"  {pol:>14}: " + ("not within 1024x" if k is None else
+                                      f"{needed[pol]} (instances x{k})"), flush=True)
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         with open(os.path.join(a.out, "results.json"), "w", encoding="utf-8") as f:
             json.dump({"emulated": report.EMULATED, "pool": pool.family, "gpus": gpus(pool),
-                       "summaries": summaries}, f, indent=1, default=str)
+                       "summaries": summaries, "gpus_for_slo": needed}, f, indent=1,
+                      default=str)
 
 
 def _f(x: float | None, nd: int = 2) -> str:

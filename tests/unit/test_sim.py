@@ -205,3 +205,25 @@ def test_settings_that_would_stall_the_clock_are_refused():
     for bad in ({"time_scale": -1.0}, {"control_s": -0.001}, {"timeout_s": 0}):
         with pytest.raises(ValueError):
             Simulator(POOL, [wf], **bad)
+
+
+def test_the_fewest_gpus_that_meet_the_slo():
+    """Capacity planning: the smallest instance scale whose run serves the share within the
+    SLO, and one less does not; the cheap policy needs no more GPUs than the largest."""
+    wf = shipped.load("voting", POOL.names)
+
+    def make(p):
+        return Simulator(p, [wf], occupancy_timeline=False)
+
+    arr = arrivals("voting", 50.0, 6.0)
+    slo = {"voting": 3 * make(POOL).idle_latency("voting", arr[0].input)}
+
+    def share_ok(k: int, policy: str) -> float:
+        recs = make(cli.scaled(POOL, k)).run(arr, policy).records
+        return sum(r.status == "ok" and r.latency_s <= slo["voting"] for r in recs) / len(recs)
+
+    k_largest = cli.gpus_for_slo(POOL, make, arr, "largest", slo, 0.9)
+    k_cheapest = cli.gpus_for_slo(POOL, make, arr, "cheapest", slo, 0.9)
+    assert k_largest is not None and k_cheapest is not None
+    assert k_largest > 1 and k_cheapest <= k_largest
+    assert share_ok(k_largest, "largest") >= 0.9 > share_ok(k_largest - 1, "largest")
