@@ -94,7 +94,16 @@ def make_arrivals(workflows: Sequence[str], rate: float, duration: float, seed: 
         if rate * duration > MAX_ARRIVALS:
             raise ValueError(f"--rate x --duration = {rate * duration:g} arrivals exceed "
                              f"{MAX_ARRIVALS}")
-        offsets = arrivals_mod.poisson(rate, duration, seed)
+        # the load generator's Poisson arrivals, in windows short enough for its bound on one
+        # call (a Poisson process over disjoint windows is the process over their union)
+        window = min(duration, 0.9 * arrivals_mod.MAX_ARRIVALS / rate)
+        parts, start = [], 0.0
+        while start < duration:
+            length = min(window, duration - start)
+            parts.append(start + arrivals_mod.poisson(rate, length, seed if not parts
+                                                      else [seed, len(parts)]))
+            start += length
+        offsets = np.concatenate(parts)
         rng = np.random.default_rng([seed, 1])
         wfs = [workflows[k] for k in rng.integers(0, len(workflows), len(offsets))]
         how = f"poisson {rate:g}/s over {duration:g} s, workflows drawn uniformly"

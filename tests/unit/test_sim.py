@@ -227,3 +227,16 @@ def test_the_fewest_gpus_that_meet_the_slo():
     assert k_largest is not None and k_cheapest is not None
     assert k_largest > 1 and k_cheapest <= k_largest
     assert share_ok(k_largest, "largest") >= 0.9 > share_ok(k_largest - 1, "largest")
+
+
+def test_long_runs_draw_poisson_arrivals_window_by_window(monkeypatch):
+    """More arrivals than the load generator draws in one call (its bound for live runs):
+    the simulator draws them window by window, sorted, over the whole duration."""
+    from aragog.loadgen import arrivals as arrivals_mod
+
+    monkeypatch.setattr(arrivals_mod, "MAX_ARRIVALS", 1000)
+    arr, how = cli.make_arrivals(["voting"], 100.0, 30.0, seed=1)
+    offsets = [a.offset for a in arr]
+    assert 2700 < len(arr) < 3300 and offsets == sorted(offsets)
+    assert 0 <= offsets[0] and offsets[-1] < 30.0 and offsets[-1] > 29.0
+    assert "poisson 100/s over 30 s" in how
