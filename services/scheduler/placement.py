@@ -167,6 +167,18 @@ class Round:
         width = max(len(c) for c in curves) + 1
         self.curves = np.array([c + [c[-1]] * (width - len(c)) for c in curves], dtype=np.float64)
 
+    def entry(self, cw: CompiledWorkflow, request_id: str, admitted: np.ndarray,
+              chosen: dict[int, int] | None = None, **fields: Any) -> Entry:
+        """The queue entry of an admitted request: C(r) = F(r) narrowed by the choices made
+        so far, with the views of C(r) this round reads (cost-first: the stage costs).
+        `fields`: Entry's other fields (partial, seen, arrival, policy, stage_state)."""
+        entry = Entry(request_id, cw.workflow, admitted, dict(chosen or {}),
+                      RoundRequest(cw.space, admitted, []), {},
+                      costs=cw.costs if self.cost_first else None, **fields)
+        if entry.chosen:
+            entry.renarrow()
+        return entry
+
     def run(self, entries: list[Entry], free: np.ndarray, occupancy: np.ndarray) -> list[Placement]:
         """Place what fits in `free` (per model; `occupancy` is what is held now) among the
         ready stages of `entries`. Records each placement in its entry (the choice made, C(r)

@@ -61,7 +61,7 @@ from aragog.scheduler.placement import (
     apply_stage_role,
 )
 from aragog.scheduler.routing import RoutingRefresh
-from aragog.scheduler_ext import ROUND_IMPL, RoundRequest
+from aragog.scheduler_ext import ROUND_IMPL
 from aragog.v1 import common_pb2, scheduler_pb2
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -243,14 +243,11 @@ class Scheduler:
                 choices[s] = list(space.stage_models[s]).index(self.model_ids[model])
             except (KeyError, ValueError):
                 continue
-        entry = Entry(rid, cw.workflow, admitted, choices,
-                      RoundRequest(space=space, configs=admitted, ready=[]), {},
-                      partial=rec.routing_pending, seen=time.monotonic(),
-                      arrival=rec.created_at,
-                      policy=self._stage_policy(rec.policy) if rec.policy else None,
-                      stage_state=rec.stage_state,
-                      costs=cw.costs if self.round.cost_first else None)
-        entry.renarrow()
+        entry = self.round.entry(
+            cw, rid, admitted, choices, partial=rec.routing_pending, seen=time.monotonic(),
+            arrival=rec.created_at,
+            policy=self._stage_policy(rec.policy) if rec.policy else None,
+            stage_state=rec.stage_state)
         return entry, ""
 
     def _forget(self, entry: Entry) -> None:

@@ -38,7 +38,6 @@ from aragog.emulation.engine import ContinuousBatching, prompt_tokens
 from aragog.loadgen.client import RequestRecord, StageRecord, normalize_answer
 from aragog.routing.space import PROMPT_TOKENS
 from aragog.scheduler.placement import CompiledWorkflow, Entry, Round, apply_stage_role
-from aragog.scheduler_ext import RoundRequest
 from aragog.v1 import common_pb2
 
 
@@ -206,10 +205,9 @@ class Simulator:
             rec.status, rec.error = "rejected", "empty F(r)"
             return self._end(rec)
         rec.admitted_configurations = len(admitted)
-        entry = Entry(rid, wf, admitted, {}, RoundRequest(cw.space, admitted, []), {},
-                      arrival=a.offset,
-                      policy=self._policy if self._policy.decides_stages else None,
-                      stage_state=state, costs=cw.costs if self.round.cost_first else None)
+        entry = self.round.entry(cw, rid, admitted, arrival=a.offset,
+                                 policy=self._policy if self._policy.decides_stages else None,
+                                 stage_state=state)
         req = _Request(index, a, entry, rec)
         self._requests[rid] = req
         self._at(a.offset + self.timeout_s, self._deadline, req)
