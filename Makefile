@@ -1,7 +1,7 @@
 # Named tasks; `make demo` and `make test` are the two set-up commands of the README.
 VENV := .venv/bin
 
-.PHONY: demo up test test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check deploy-check lint-imports lint-errors routing-eval eval eval-smoke eval-mixed eval-published eval-mixed-smoke
+.PHONY: demo up test test-tls test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check deploy-check lint-imports lint-errors routing-eval eval eval-smoke eval-mixed eval-published eval-mixed-smoke
 
 demo: bootstrap        ## start Redis, Triton (emulated pool) and the services; answer a few requests
 	$(VENV)/aragog-stack demo
@@ -11,6 +11,9 @@ up: bootstrap          ## start the stack and keep it running (Ctrl-C stops it)
 
 test: bootstrap        ## every test: unit, then integration (real Redis, Triton, gRPC)
 	$(VENV)/python -m pytest -q
+
+test-tls: bootstrap    ## the integration tests again, every stack speaking TLS and mutual TLS
+	$(VENV)/python -m pytest -q -m "integration and not same_both_ways" --tls
 
 test-unit: bootstrap
 	$(VENV)/python -m pytest -q -m "not integration"

@@ -123,12 +123,14 @@ class RouterClient:
     """One channel to the router; `submit` is safe to call from many greenlets/threads."""
 
     def __init__(self, target: str, timeout_s: float = 120.0, tenant: str = "loadgen",
-                 gpu_seconds: GpuSeconds | None = None):
+                 gpu_seconds: GpuSeconds | None = None, root_certificates: bytes | None = None):
+        """`root_certificates`: the router speaks TLS, its certificate signed by these (PEM)."""
         self.target = check_loopback(target)
         self.timeout_s = timeout_s
         self.tenant = tenant
         self.gpu_seconds = gpu_seconds or service_seconds
-        self.channel = grpc.insecure_channel(self.target)
+        self.channel = (grpc.secure_channel(self.target, grpc.ssl_channel_credentials(
+            root_certificates)) if root_certificates else grpc.insecure_channel(self.target))
         self.stub = router_pb2_grpc.RouterServiceStub(self.channel)
 
     def close(self) -> None:

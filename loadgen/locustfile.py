@@ -21,7 +21,8 @@ start form's advanced options) and start. Headless, e.g. for CI::
 Options (or environment variables): --aragog-workload / ARAGOG_LOADGEN_WORKLOAD, a JSONL or
 CSV file of workflow, input, expected, policy (aragog.loadgen.workload; default: a few
 questions on chain3); --aragog-policy / ARAGOG_LOADGEN_POLICY overrides the items' policy;
---aragog-timeout / ARAGOG_LOADGEN_TIMEOUT_S is each request's deadline (s). The host must be
+--aragog-timeout / ARAGOG_LOADGEN_TIMEOUT_S is each request's deadline (s); --aragog-ca /
+ARAGOG_LOADGEN_CA_FILE, a PEM root certificate, when the router speaks TLS. The host must be
 loopback.
 """
 
@@ -58,6 +59,8 @@ def _options(parser) -> None:
     parser.add_argument("--aragog-timeout", type=float, default=120.0,
                         env_var="ARAGOG_LOADGEN_TIMEOUT_S",
                         help="deadline of one request, seconds")
+    parser.add_argument("--aragog-ca", default="", env_var="ARAGOG_LOADGEN_CA_FILE",
+                        help="PEM root certificate to trust: the router speaks TLS")
 
 
 def workload(path: str) -> list[WorkItem]:
@@ -78,7 +81,10 @@ class AragogUser(User):
         self.items = workload(getattr(opts, "aragog_workload", "") or "")
         self.policy = getattr(opts, "aragog_policy", "") or None
         timeout_s = float(getattr(opts, "aragog_timeout", 120.0))
-        self.client = RouterClient(self.host, timeout_s=timeout_s, tenant="locust")
+        ca = getattr(opts, "aragog_ca", "")
+        root = open(ca, "rb").read() if ca else None  # noqa: SIM115 - read once, small
+        self.client = RouterClient(self.host, timeout_s=timeout_s, tenant="locust",
+                                   root_certificates=root)
 
     def on_stop(self) -> None:
         self.client.close()

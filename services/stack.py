@@ -209,6 +209,11 @@ class Stack:
                for k in ("cert", "key", "ca")}
         self.credentials = channel_credentials(types.SimpleNamespace(
             tls_cert_file=tls["cert"], tls_key_file=tls["key"], tls_ca_file=tls["ca"]))
+        # what a client outside the stack trusts (the router asks no client certificate)
+        self.root_certificates: bytes | None = None
+        if tls["ca"]:
+            with open(tls["ca"], "rb") as f:
+                self.root_certificates = f.read()
 
     # processes ----------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], addr: str = "") -> Proc:
@@ -463,9 +468,34 @@ class Stack:
         self.stop()
 
     # clients ------------------------------------------------------------------------
+    def channel(self, addr: str) -> grpc.Channel:
+        """A channel to one of this stack's services, speaking TLS (with this harness's
+        certificate, as a service of the stack would) when the stack does."""
+        return open_channel(addr, self.credentials)
+
+    def aio_channel(self, addr: str) -> grpc.aio.Channel:
+        if self.credentials:
+            return grpc.aio.secure_channel(addr, self.credentials)
+        return grpc.aio.insecure_channel(addr)
+
+    def client(self, **kw):
+        """An `aragog.client.Client` of the router, trusting the stack's CA when it has one."""
+        from aragog.client import Client
+
+        if self.root_certificates:
+            kw.setdefault("root_certificates", self.root_certificates)
+        return Client(self.router_addr, **kw)
+
+    def async_client(self, **kw):
+        from aragog.client import AsyncClient
+
+        if self.root_certificates:
+            kw.setdefault("root_certificates", self.root_certificates)
+        return AsyncClient(self.router_addr, **kw)
+
     @contextlib.contextmanager
     def router(self) -> Iterator[router_pb2_grpc.RouterServiceStub]:
-        with open_channel(self.router_addr, self.credentials) as ch:
+        with self.channel(self.router_addr) as ch:
             yield router_pb2_grpc.RouterServiceStub(ch)
 
     def register(self, yaml_text: str) -> router_pb2.RegisterWorkflowResponse:

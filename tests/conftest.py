@@ -2,6 +2,8 @@
 
 --redis-url URL     use a running Redis (tests use their own namespace and clean it)
 --triton-url H:P    use a running Triton serving the pool's models (with --triton-metrics-url)
+--tls               every stack the tests start speaks TLS on each port and mutual TLS among
+                    its services (certificates from a test CA); `make test-tls`
 """
 
 from __future__ import annotations
@@ -19,6 +21,27 @@ from aragog.stack import Stack, free_port, redis_server_binary
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--redis-url", default=os.environ.get("ARAGOG_TEST_REDIS_URL", ""))
     parser.addoption("--triton-url", default=os.environ.get("ARAGOG_TEST_TRITON_URL", ""))
+    parser.addoption("--tls", action="store_true",
+                     default=os.environ.get("ARAGOG_TEST_TLS", "") not in ("", "0"))
+
+
+@pytest.fixture(scope="session")
+def tls_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> dict[str, str]:
+    """The settings that switch a stack to TLS (a certificate for 127.0.0.1 from a test CA),
+    under --tls; else none. Every stack a test starts takes them, so the suite runs both ways."""
+    if not request.config.getoption("--tls"):
+        return {}
+    import trustme
+
+    ca = trustme.CA()
+    d = tmp_path_factory.mktemp("tls-session")
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(d / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    return {"ARAGOG_TLS_CERT_FILE": str(d / "cert.pem"), "ARAGOG_TLS_KEY_FILE": str(d / "key.pem"),
+            "ARAGOG_TLS_CA_FILE": str(d / "ca.pem")}
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +122,8 @@ def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(request: pytest.FixtureRequest, redis_url: str, artifacts_dir: str):
+def stack(request: pytest.FixtureRequest, redis_url: str, artifacts_dir: str,
+          tls_env: dict[str, str]):
     """The whole stack: Redis, Triton with the emulated pool, scheduler, load-monitor,
     router and two executors, each its own process, on free loopback ports.
 
@@ -119,6 +143,7 @@ def stack(request: pytest.FixtureRequest, redis_url: str, artifacts_dir: str):
             "ARAGOG_LOG_LEVEL": "info",
             "ARAGOG_ARTIFACTS_DIR": artifacts_dir,
             "ARAGOG_DEFAULT_POLICY": "largest",
+            **tls_env,
         },
     )
     s.start(timeout_s=180)

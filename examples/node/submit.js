@@ -3,23 +3,28 @@
 // line each, as they arrive. The service definition comes from the router's server
 // reflection (grpc.reflection.v1alpha): no .proto file is needed.
 //
-//   node submit.js [--router 127.0.0.1:50051] [--workflow chain3] [--policy largest] "<input>"
+//   node submit.js [--router 127.0.0.1:50051] [--workflow chain3] [--policy largest]
+//                  [--ca ca.pem] "<input>"
+//
+// --ca: the router speaks TLS, its certificate signed by this PEM root certificate.
 //
 // Exit status: 0 if the request SUCCEEDED; 1 if it ended otherwise (FAILED, CANCELLED: its
 // error on stderr); 2 on a gRPC error (status code name and details on stderr).
 'use strict';
 
+const fs = require('fs');
 const grpc = require('@grpc/grpc-js');
 const { GrpcReflection, ReflectionRequestException } = require('grpc-js-reflection-client');
 
 const USAGE =
-  'usage: node submit.js [--router HOST:PORT] [--workflow ID] [--policy NAME] "<input text>"';
+  'usage: node submit.js [--router HOST:PORT] [--workflow ID] [--policy NAME] [--ca PEM] ' +
+  '"<input text>"';
 
 function parseArgs(argv) {
-  const opts = { router: '127.0.0.1:50051', workflow: 'chain3', policy: '', input: null };
+  const opts = { router: '127.0.0.1:50051', workflow: 'chain3', policy: '', ca: '', input: null };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
-    const flag = arg.match(/^--(router|workflow|policy)(?:=(.*))?$/);
+    const flag = arg.match(/^--(router|workflow|policy|ca)(?:=(.*))?$/);
     if (flag) {
       const value = flag[2] !== undefined ? flag[2] : argv[++i];
       if (value === undefined) throw new Error(`${arg} needs a value`);
@@ -51,7 +56,15 @@ async function main() {
     console.error(`${e.message}\n${USAGE}`);
     return 2;
   }
-  const creds = grpc.credentials.createInsecure();
+  let creds;
+  try {
+    creds = opts.ca
+      ? grpc.credentials.createSsl(fs.readFileSync(opts.ca))
+      : grpc.credentials.createInsecure();
+  } catch (e) {
+    console.error(`cannot read --ca ${opts.ca}: ${e.message}`);
+    return 2;
+  }
 
   // Ask the router for the file declaring the service (and its imports, e.g. common.proto),
   // then turn it into a @grpc/grpc-js client constructor.

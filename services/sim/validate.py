@@ -28,7 +28,7 @@ FIGURES = ("throughput", "latency_p50_s", "latency_p95_s")
 
 def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
             offsets: Sequence[float], routing: Any = None, control_s: float = 0.0,
-            timeout_s: float = 120.0) -> dict[str, Any]:
+            timeout_s: float = 120.0, root_certificates: bytes | None = None) -> dict[str, Any]:
     """Serve arrivals at `offsets` of `workflow`'s held-out requests live (through the router
     at `router_addr`, with the workflow registered) and simulated; both summaries and the
     simulator's relative difference per figure."""
@@ -40,7 +40,7 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
     items = [held[i % len(held)] for i in range(len(offsets))]
     live = run_schedule(router_addr, list(offsets), [(workflow, it.input, it.answer)
                                                      for it in items],
-                        policy=policy, timeout_s=timeout_s)
+                        policy=policy, timeout_s=timeout_s, root_certificates=root_certificates)
     sim = Simulator(pool, [shipped.load(workflow, pool.names)], routing=routing,
                     control_s=control_s, occupancy_timeline=False)
     simulated = sim.run([Arrival(float(t), workflow, it.input, it.answer, i % len(held))

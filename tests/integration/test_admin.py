@@ -7,7 +7,7 @@ import uuid
 
 import grpc
 import pytest
-from aragog.client import AragogError, Client
+from aragog.client import AragogError
 from aragog.stack import shipped_workflow
 from aragog.v1 import common_pb2
 
@@ -22,7 +22,7 @@ def code(call) -> grpc.StatusCode:
 
 def test_a_tenants_requests_are_listed_newest_first_a_page_at_a_time(stack):
     tenant = f"t{uuid.uuid4().hex[:8]}"
-    with Client(stack.router_addr) as c:
+    with stack.client() as c:
         c.register_workflow(shipped_workflow("chain3"))
         ids = [f"{tenant}-{i}" for i in range(5)]
         for rid in ids:
@@ -49,7 +49,7 @@ def test_a_tenants_requests_are_listed_newest_first_a_page_at_a_time(stack):
 
 def test_a_deprecated_workflow_takes_no_new_requests_and_keeps_its_old_ones(stack):
     wid = f"old-{uuid.uuid4().hex[:6]}"
-    with Client(stack.router_addr) as c:
+    with stack.client() as c:
         c.register_workflow(shipped_workflow("chain3").replace("id: chain3", f"id: {wid}"))
         before = c.run(wid, "admitted before", policy="cheapest", request_id=f"{wid}-0")
         assert c.deprecate_workflow(wid).deprecated

@@ -16,17 +16,18 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def bounded(stack, slow_workflow):
-    """A second router on the session stack's Redis: 4 unfinished requests, 2 per tenant."""
+    """A second router on the session stack's Redis: 4 unfinished requests, 2 per tenant;
+    the fixture gives a function that opens a channel to it."""
     proc = stack.add_router({"ARAGOG_MAX_QUEUED_REQUESTS": "4",
                              "ARAGOG_MAX_QUEUED_PER_TENANT": "2",
                              "ARAGOG_RETRY_AFTER_MS": "250"})
-    yield proc.addr
+    yield lambda: stack.channel(proc.addr)
     proc.popen.terminate()
     proc.popen.wait(30)
 
 
-def submit(addr: str, tenant: str, rid: str) -> list[router_pb2.SubmitRequestResponse]:
-    with grpc.insecure_channel(addr) as ch:
+def submit(channel, tenant: str, rid: str) -> list[router_pb2.SubmitRequestResponse]:
+    with channel() as ch:
         return list(router_pb2_grpc.RouterServiceStub(ch).SubmitRequest(
             router_pb2.SubmitRequestRequest(workflow_id="slow", input=f"{rid} input",
                                             tenant=tenant, request_id=rid), timeout=120))
@@ -39,11 +40,11 @@ def wait_admitted(client: redis.Redis, ns: str, *rids: str) -> None:
         time.sleep(0.02)
 
 
-def refused(addr: str, tenant: str, rid: str, client: redis.Redis, ns: str) -> grpc.RpcError:
+def refused(channel, tenant: str, rid: str, client: redis.Redis, ns: str) -> grpc.RpcError:
     """Submit, expect a refusal that writes nothing; return the error."""
     before = (client.xlen(f"{ns}:work"), client.hgetall(f"{ns}:tenants"))
     with pytest.raises(grpc.RpcError) as err:
-        submit(addr, tenant, rid)
+        submit(channel, tenant, rid)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
     assert dict(err.value.trailing_metadata())["retry-after-ms"] == "250"
     assert "retry-after-ms" in err.value.details() and len(err.value.details()) <= 500

@@ -11,7 +11,7 @@ import uuid
 
 import grpc
 import pytest
-from aragog.client import AragogError, Client
+from aragog.client import AragogError
 from aragog.router.auth import AuthError, Tokens
 from aragog.stack import Stack, shipped_workflow
 from aragog.v1 import common_pb2
@@ -21,14 +21,15 @@ ACME, GLOBEX = "acme-" + "a" * 20, "globex-" + "b" * 20  # tokens
 
 
 @pytest.fixture(scope="module")
-def auth_stack(stack, tmp_path_factory):
+def auth_stack(stack, tmp_path_factory, tls_env):
     tokens = tmp_path_factory.mktemp("auth") / "tokens"
     tokens.write_text(f"# token tenant\n{ACME} acme\n{GLOBEX} globex  # a comment\n")
     s = Stack(
         redis_url=stack.redis_url, triton_url=stack.triton_url,
         triton_metrics_url=stack.triton_metrics_url, executors=1,
         namespace=f"a{uuid.uuid4().hex[:8]}", log_dir=str(tmp_path_factory.mktemp("auth-stack")),
-        extra_env={"ARAGOG_AUTH_TOKENS_FILE": str(tokens), "ARAGOG_DEFAULT_POLICY": "largest"},
+        extra_env={"ARAGOG_AUTH_TOKENS_FILE": str(tokens), "ARAGOG_DEFAULT_POLICY": "largest",
+                   **tls_env},
     )
     s.start(timeout_s=120)
     yield s
@@ -43,15 +44,15 @@ def code(call) -> grpc.StatusCode:
 
 def test_a_call_without_a_valid_token_is_refused(auth_stack):
     for token in (None, "not-a-token-we-know-of"):
-        with Client(auth_stack.router_addr, token=token) as c:
+        with auth_stack.client(token=token) as c:
             assert code(c.list_workflows) == grpc.StatusCode.UNAUTHENTICATED
             assert code(lambda: list(c.submit("chain3", "hi"))) == grpc.StatusCode.UNAUTHENTICATED
             assert code(lambda: c.status("x")) == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_a_tenant_sees_and_cancels_only_its_own_requests(auth_stack):
-    with Client(auth_stack.router_addr, token=ACME) as acme, \
-            Client(auth_stack.router_addr, token=GLOBEX) as globex:
+    with auth_stack.client(token=ACME) as acme, \
+            auth_stack.client(token=GLOBEX) as globex:
         acme.register_workflow(shipped_workflow("chain3"))
         assert "chain3" in [w.id for w in globex.list_workflows()], "workflows are shared"
         status = acme.run("chain3", "acme's secret input", request_id="acme-1")
@@ -85,7 +86,7 @@ def http(s: Stack, path: str, token: str | None) -> int:
 
 
 def test_the_http_front_door_passes_the_token_on(auth_stack):
-    with Client(auth_stack.router_addr, token=ACME) as acme:
+    with auth_stack.client(token=ACME) as acme:
         acme.register_workflow(shipped_workflow("chain3"))
         acme.run("chain3", "over http", request_id="acme-http")
     assert http(auth_stack, "/v1/requests/acme-http", ACME) == 200

@@ -38,7 +38,7 @@ def cancel(stack, rid: str) -> common_pb2.RequestStatus:
 
 
 def scheduler_state(stack) -> scheduler_pb2.GetSchedulerStateResponse:
-    with grpc.insecure_channel(stack.scheduler_addr) as ch:
+    with stack.channel(stack.scheduler_addr) as ch:
         return scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
             scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
 
@@ -69,7 +69,7 @@ def model_held(stack, rid: str, stage: str, model: str):
     owner_key = f"{stack.namespace}:req:{rid}:owner"
     owner = redis.Redis.from_url(stack.redis_url)
     owner.set(owner_key, "holder")  # as if "holder" ran it (deleted when the block ends)
-    ch = grpc.insecure_channel(stack.scheduler_addr)
+    ch = stack.channel(stack.scheduler_addr)
     stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
     state = stub.GetSchedulerState(scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
     leases = []
@@ -175,7 +175,7 @@ def test_cancel_answers_finished_unknown_and_bad_ids(stack, chain, client):
 def follow_until_started(stack, client, rid: str, **fields):
     """Open a SubmitRequest stream and read it until the request's first stage started;
     return the call (cancel() disconnects) and its channel."""
-    ch = grpc.insecure_channel(stack.router_addr)
+    ch = stack.channel(stack.router_addr)
     call = router_pb2_grpc.RouterServiceStub(ch).SubmitRequest(
         router_pb2.SubmitRequestRequest(request_id=rid, input="disconnect test", **fields),
         timeout=60)

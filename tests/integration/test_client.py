@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from aragog.client import AsyncClient, Client, FailedPrecondition, InvalidArgument, NotFound
+from aragog.client import FailedPrecondition, InvalidArgument, NotFound
 from aragog.stack import shipped_workflow
 from aragog.v1 import common_pb2
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_sync_client_runs_a_request_and_raises_typed_errors(stack):
-    with Client(stack.router_addr) as c:
+    with stack.client() as c:
         c.register_workflow(shipped_workflow("chain3"))
         assert "chain3" in [w.id for w in c.list_workflows()]
         kinds = [
@@ -38,7 +38,7 @@ def test_sync_client_runs_a_request_and_raises_typed_errors(stack):
 
 def test_async_client_streams_the_same_events(stack):
     async def go():
-        async with AsyncClient(stack.router_addr) as c:
+        async with stack.async_client() as c:
             await c.register_workflow(shipped_workflow("chain3"))
             kinds = [
                 e.WhichOneof("event")
@@ -54,8 +54,9 @@ def test_async_client_streams_the_same_events(stack):
 
 def aragog(*args: str, stack) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"ARAGOG_ROUTER": stack.router_addr}
+    tls = ["--ca", stack.extra_env["ARAGOG_TLS_CA_FILE"]] if stack.root_certificates else []
     return subprocess.run(
-        [sys.executable, "-m", "aragog.client.cli", *args],
+        [sys.executable, "-m", "aragog.client.cli", *tls, *args],
         env=env,
         capture_output=True,
         text=True,

@@ -13,7 +13,7 @@ from aragog.loadgen import arrivals, evaluate, report
 
 from tests.conftest import ROUTED
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.same_both_ways]
 
 
 def scheduled(plan: evaluate.Plan) -> int:

@@ -11,7 +11,7 @@ from aragog.common.store import Store, connect
 from aragog.router.events import EventHub, RequestGone
 from aragog.v1 import common_pb2, router_pb2
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.same_both_ways]
 
 
 def stage_event(rid: str, i: int) -> bytes:

@@ -23,13 +23,13 @@ STAGES = ["draft", "critique", "refine"]
 
 
 @pytest.fixture(scope="module")
-def fault_stack(stack, tmp_path_factory):
+def fault_stack(stack, tmp_path_factory, tls_env):
     s = Stack(
         redis_url=stack.redis_url, triton_url=stack.triton_url,
         triton_metrics_url=stack.triton_metrics_url, executors=2,
         namespace=f"f{uuid.uuid4().hex[:8]}", log_dir=str(tmp_path_factory.mktemp("fault-stack")),
         extra_env={"ARAGOG_LEASE_TTL_S": "3", "ARAGOG_CLAIM_IDLE_S": "1.5",
-                   "ARAGOG_DEFAULT_POLICY": "largest"},
+                   "ARAGOG_DEFAULT_POLICY": "largest", **tls_env},
     )
     s.start(timeout_s=120)
     yield s
@@ -74,14 +74,15 @@ def across(results: dict, window: tuple[float, float]) -> list:
 
 
 @pytest.fixture(scope="module")
-def ha_stack(stack, tmp_path_factory):
+def ha_stack(stack, tmp_path_factory, tls_env):
     """An active scheduler and a standby."""
     s = Stack(
         redis_url=stack.redis_url, triton_url=stack.triton_url,
         triton_metrics_url=stack.triton_metrics_url, executors=2, schedulers=2,
         namespace=f"ha{uuid.uuid4().hex[:8]}", log_dir=str(tmp_path_factory.mktemp("ha-stack")),
         extra_env={"ARAGOG_LEASE_TTL_S": "3", "ARAGOG_CLAIM_IDLE_S": "1.5",
-                   "ARAGOG_LEADER_TTL_S": "2", "ARAGOG_DEFAULT_POLICY": "largest"},
+                   "ARAGOG_LEADER_TTL_S": "2", "ARAGOG_DEFAULT_POLICY": "largest",
+                   **tls_env},
     )
     s.start(timeout_s=120)
     yield s
@@ -107,7 +108,7 @@ def check_every_request_ran_once(s: Stack, results: dict) -> None:
         assert client.xlen(f"{s.namespace}:work") == 0
     finally:
         client.close()
-    with grpc.insecure_channel(s.scheduler_addr) as ch:
+    with s.channel(s.scheduler_addr) as ch:
         view = scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
             scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
     assert view.queued_stages == 0 and sum(view.leased.values()) == 0
@@ -149,8 +150,8 @@ def test_executors_killed_one_after_another_lose_nothing(fault_stack):
     check_every_request_ran_once(s, results)
 
 
-def scheduler_state(addr: str) -> scheduler_pb2.GetSchedulerStateResponse:
-    with grpc.insecure_channel(addr) as ch:
+def scheduler_state(s: Stack, addr: str) -> scheduler_pb2.GetSchedulerStateResponse:
+    with s.channel(addr) as ch:
         return scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
             scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
 
@@ -163,7 +164,7 @@ def test_a_standby_scheduler_takes_over_when_the_active_one_dies(ha_stack):
     active, standby = s.schedulers[0].addr, s.schedulers[1].addr
     assert s.active_scheduler() == active
     with pytest.raises(grpc.RpcError) as err:
-        scheduler_state(standby)
+        scheduler_state(ha_stack, standby)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "standby" in err.value.details()
     wid = s.register(shipped_workflow("chain3")).workflow.id
     results, window = under_load(s, wid, "ha", lambda: s.kill("scheduler"))
@@ -177,7 +178,7 @@ def test_a_standby_scheduler_takes_over_when_the_active_one_dies(ha_stack):
     time.sleep(1.5)
     assert s.active_scheduler() == standby, "the restarted one does not take the key back"
     with pytest.raises(grpc.RpcError) as err:
-        scheduler_state(active)
+        scheduler_state(ha_stack, active)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert time.monotonic() - t0 < 30
 
@@ -196,7 +197,7 @@ def test_a_router_stopped_mid_stream_loses_nothing(fault_stack):
             return s.submit(wid, text, request_id=rid, timeout_s=90)[0]
         except grpc.RpcError:
             reattached.append(rid)
-            with grpc.insecure_channel(other.addr) as ch:
+            with s.channel(other.addr) as ch:
                 stub = router_pb2_grpc.RouterServiceStub(ch)
                 return list(stub.SubmitRequest(router_pb2.SubmitRequestRequest(
                     workflow_id=wid, input=text, request_id=rid), timeout=90))

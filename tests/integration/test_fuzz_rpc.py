@@ -146,7 +146,7 @@ class Harness:
 
     def __init__(self, stack):
         self.stack = stack
-        self.channels = {name: grpc.insecure_channel(addr) for name, addr in (
+        self.channels = {name: stack.channel(addr) for name, addr in (
             ("router", stack.router_addr), ("scheduler", stack.scheduler_addr),
             ("load", stack.load_monitor_addr), ("executor", stack.executors[0].addr))}
         self.router = router_pb2_grpc.RouterServiceStub(self.channels["router"])

@@ -41,7 +41,7 @@ def test_open_loop_poisson_run_accounts_for_every_request(stack, chain, tmp_path
     t0 = time.monotonic()
     records = run_schedule(stack.router_addr, schedule, workload, policy="largest",
                            max_in_flight=64, timeout_s=30, out_path=out,
-                           gpu_seconds=doubled_service)
+                           gpu_seconds=doubled_service, root_certificates=stack.root_certificates)
     elapsed = time.monotonic() - t0
     assert len(records) == len(schedule)
     assert [r.index for r in records] == list(range(len(schedule)))
@@ -65,7 +65,8 @@ def test_open_loop_poisson_run_accounts_for_every_request(stack, chain, tmp_path
 
 def test_in_flight_cap_rejects_but_records(stack, chain):
     records = run_schedule(stack.router_addr, [0.0] * 8, [(chain, "burst")], policy="cheapest",
-                           max_in_flight=2, timeout_s=30)
+                           max_in_flight=2, timeout_s=30,
+                           root_certificates=stack.root_certificates)
     assert len(records) == 8
     assert sorted(r.status for r in records) == ["ok"] * 2 + ["rejected"] * 6
     assert all("max_in_flight=2" in r.error for r in records if r.status == "rejected")
@@ -73,7 +74,8 @@ def test_in_flight_cap_rejects_but_records(stack, chain):
 
 def test_errors_are_records_not_exceptions(stack, chain):
     workload = [("no-such-workflow", "hi"), (chain, "hi")]
-    records = run_schedule(stack.router_addr, [0.0, 0.1], workload, policy="", timeout_s=30)
+    records = run_schedule(stack.router_addr, [0.0, 0.1], workload, policy="", timeout_s=30,
+                           root_certificates=stack.root_certificates)
     assert [r.status for r in records] == ["error", "ok"]
     assert records[0].grpc_code == "INVALID_ARGUMENT"
     assert "unknown workflow" in records[0].grpc_message
@@ -91,7 +93,8 @@ def test_locust_headless_cli(stack, chain, tmp_path):
         [os.path.join(os.path.dirname(sys.executable), "locust"), "-f", locustfile, "--headless",
          "-u", "4", "-r", "4", "-t", "5s", "--csv", str(prefix), "--host", stack.router_addr,
          "--aragog-policy", "largest", "--only-summary"],
-        env={**os.environ, "ARAGOG_LOADGEN_WORKLOAD": str(workload)},
+        env={**os.environ, "ARAGOG_LOADGEN_WORKLOAD": str(workload),
+             "ARAGOG_LOADGEN_CA_FILE": stack.extra_env.get("ARAGOG_TLS_CA_FILE", "")},
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -31,7 +31,7 @@ FAMILY, ROUTED_WORKFLOW = ROUTED
 
 
 @pytest.fixture(scope="module")
-def own_stack(redis_url, artifacts_dir, tmp_path_factory):
+def own_stack(redis_url, artifacts_dir, tmp_path_factory, tls_env):
     s = Stack(
         redis_url=redis_url, executors=2, namespace=f"h{uuid.uuid4().hex[:8]}",
         log_dir=str(tmp_path_factory.mktemp("health-stack")),
@@ -41,6 +41,7 @@ def own_stack(redis_url, artifacts_dir, tmp_path_factory):
             "ARAGOG_ARTIFACTS_DIR": artifacts_dir,
             "ARAGOG_EJECT_AFTER_FAILURES": str(EJECT_AFTER),
             "ARAGOG_EJECT_S": "120",  # stays ejected for the whole test
+            **tls_env,
         },
     )
     s.start(timeout_s=180)
@@ -81,7 +82,7 @@ def kill_one_instance(s: Stack, model: str) -> None:
 
 
 def scheduler_state(s: Stack) -> scheduler_pb2.GetSchedulerStateResponse:
-    with grpc.insecure_channel(s.scheduler_addr) as ch:
+    with s.channel(s.scheduler_addr) as ch:
         return scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
             scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
 

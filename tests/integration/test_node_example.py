@@ -32,17 +32,18 @@ def node_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
-def submit(example: Path, router: str, workflow: str, text: str):
+def submit(example: Path, stack, workflow: str, text: str):
+    ca = stack.extra_env.get("ARAGOG_TLS_CA_FILE")
     return subprocess.run(
-        ["node", "submit.js", "--router", router, "--workflow", workflow, "--policy", "largest",
-         text],
+        ["node", "submit.js", "--router", stack.router_addr, "--workflow", workflow,
+         "--policy", "largest", *(["--ca", ca] if ca else []), text],
         cwd=example, capture_output=True, text=True, timeout=120,
     )
 
 
 def test_node_example_streams_a_request_to_success(node_example, stack):
     stack.register(shipped_workflow("chain3"))
-    run = submit(node_example, stack.router_addr, "chain3", "How many orders?")
+    run = submit(node_example, stack, "chain3", "How many orders?")
     assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout}\n{run.stderr}"
     events = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
     kinds = [e["event"] for e in events]
@@ -57,7 +58,7 @@ def test_node_example_streams_a_request_to_success(node_example, stack):
 
 
 def test_node_example_reports_an_unknown_workflow_as_a_grpc_error(node_example, stack):
-    run = submit(node_example, stack.router_addr, "no-such-workflow", "hi")
+    run = submit(node_example, stack, "no-such-workflow", "hi")
     assert run.returncode == 2, f"exit {run.returncode}\n{run.stdout}\n{run.stderr}"
     # The router rejects an unknown workflow before admitting anything.
     assert "INVALID_ARGUMENT" in run.stderr and "unknown workflow" in run.stderr, run.stderr

@@ -26,7 +26,7 @@ from aragog.common.pool import PoolSpec, load_pool
 from aragog.emulation.answer import answer
 from aragog.stack import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.same_both_ways]
 TIME_SCALE = 0.02
 OVERHEAD_S = 0.1  # gRPC + batcher wait + pytriton IPC on a busy 2-CPU machine, generously
 METRICS = ("nv_inference_count", "nv_inference_exec_count", "nv_inference_request_duration_us",

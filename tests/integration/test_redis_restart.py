@@ -29,7 +29,7 @@ SLOW_DOWN_S = 25.0  # longer than the Redis client's retries (aragog.common.stor
 
 
 @pytest.fixture(scope="module")
-def durable_stack(stack, tmp_path_factory):
+def durable_stack(stack, tmp_path_factory, tls_env):
     s = Stack(
         triton_url=stack.triton_url, triton_metrics_url=stack.triton_metrics_url, executors=2,
         namespace="durable", log_dir=str(tmp_path_factory.mktemp("durable-stack")),
@@ -38,6 +38,7 @@ def durable_stack(stack, tmp_path_factory):
             "ARAGOG_CLAIM_IDLE_S": "1.5",
             "ARAGOG_SHUTDOWN_GRACE_S": "8",
             "ARAGOG_DEFAULT_POLICY": "largest",
+            **tls_env,
         },
     )
     s.start(timeout_s=120)
@@ -181,7 +182,7 @@ def test_a_restart_slower_than_the_client_retries_fails_nothing(durable_stack):
 
 def scheduler_view(s: Stack) -> tuple[int, int]:
     """(stages queued, leases held) as the scheduler sees them."""
-    with grpc.insecure_channel(s.scheduler_addr) as ch:
+    with s.channel(s.scheduler_addr) as ch:
         view = scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
             scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
     return view.queued_stages, sum(view.leased.values())

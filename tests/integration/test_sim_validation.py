@@ -16,7 +16,8 @@ pytestmark = pytest.mark.integration
 def test_the_simulator_serves_as_the_live_stack_does(stack):
     stack.register(shipped_workflow("self-refine"))
     offsets = poisson(1.5, 8.0, seed=5).tolist()
-    result = compare(stack.router_addr, load_pool(), "self-refine", "largest", offsets)
+    result = compare(stack.router_addr, load_pool(), "self-refine", "largest", offsets,
+                     root_certificates=stack.root_certificates)
     print(render(result))
     live, sim = result["live"], result["sim"]
     assert live["by_status"]["ok"] == sim["by_status"]["ok"] == len(offsets)

@@ -173,8 +173,8 @@ def test_ids_naming_other_keys_are_refused_everywhere(stack, chain):
         for bad in (f"{rid}:stages", f"{rid}:chosen", f"{rid}\n", ""):
             rpcs.append((lambda b=bad: r.GetRequestStatus(
                 router_pb2.GetRequestStatusRequest(request_id=b), timeout=5), "INVALID_ARGUMENT"))
-        with grpc.insecure_channel(stack.scheduler_addr) as sch, \
-                grpc.insecure_channel(live_executor(stack).addr) as ex:
+        with stack.channel(stack.scheduler_addr) as sch, \
+                stack.channel(live_executor(stack).addr) as ex:
             sched = scheduler_pb2_grpc.SchedulerServiceStub(sch)
             run = executor_pb2_grpc.ExecutorServiceStub(ex).RunRequest
             rpcs += [
@@ -216,7 +216,7 @@ def test_undecodable_request_bytes_are_invalid_argument(stack, chain, service, m
             "executor": live_executor(stack).addr}[service]
     garbage = b"\xff\xff\xff"  # a field tag that never ends: no protobuf message
     before = snapshot(stack)
-    with grpc.insecure_channel(addr) as ch, pytest.raises(grpc.RpcError) as err:
+    with stack.channel(addr) as ch, pytest.raises(grpc.RpcError) as err:
         if streaming == (True, True):
             list(ch.stream_stream(method)(iter([garbage]), timeout=5))
         elif streaming == (False, True):
@@ -233,7 +233,7 @@ def test_concurrent_submissions_of_one_id_admit_it_once(stack, chain):
     `admitted` event, one run), the others re-attach; all get the same final answer."""
     trials, clients = 3, 5
     rids = [f"race-{uuid.uuid4().hex[:8]}" for _ in range(trials)]
-    channels = [grpc.insecure_channel(stack.router_addr) for _ in range(trials * clients)]
+    channels = [stack.channel(stack.router_addr) for _ in range(trials * clients)]
     try:
         for ch in channels:
             grpc.channel_ready_future(ch).result(timeout=10)
@@ -275,7 +275,7 @@ def test_scheduler_rejects_unknown_stage_and_request(stack, chain):
         return err.value
 
     client = redis.Redis.from_url(stack.redis_url)
-    with grpc.insecure_channel(stack.scheduler_addr) as ch:
+    with stack.channel(stack.scheduler_addr) as ch:
         stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
         err = acquire("nope", "draft", "")
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "executor_id" in err.details()
@@ -302,7 +302,7 @@ def test_only_the_executor_running_a_request_places_its_stages(stack, chain):
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         return err.value.details()
 
-    with grpc.insecure_channel(stack.scheduler_addr) as ch:
+    with stack.channel(stack.scheduler_addr) as ch:
         stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
         client = redis.Redis.from_url(stack.redis_url)
         # its executor gives up ownership just after the request's end (which the client saw)
@@ -326,7 +326,7 @@ def test_every_service_serves_reflection_and_health(stack):
         stack.executors[0].addr: "aragog.v1.ExecutorService",
     }
     for addr, service in expected.items():
-        with grpc.insecure_channel(addr) as ch:
+        with stack.channel(addr) as ch:
             stub = reflection_pb2_grpc.ServerReflectionStub(ch)
             responses = stub.ServerReflectionInfo(
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
@@ -344,7 +344,7 @@ def metrics_port(proc) -> int:
 
 def test_services_log_json_and_expose_metrics(stack, chain):
     final(stack.submit(chain, "metrics please")[0])
-    with grpc.insecure_channel(stack.scheduler_addr) as ch:  # a unary call, counted when it ends
+    with stack.channel(stack.scheduler_addr) as ch:  # a unary call, counted when it ends
         scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
             scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
     names = {"router": "aragog_router_admitted_total", "scheduler": "aragog_scheduler_rounds_total",
@@ -378,8 +378,8 @@ def test_scheduler_and_load_monitor_agree_under_load(stack, chain):
     """Sampled while 40 requests run: the load-monitor's per-model counts (executors' in-flight
     stages, scheduler leases in Redis) match the scheduler's own view and stay within capacity."""
     samples = []
-    with grpc.insecure_channel(stack.scheduler_addr) as sch, \
-            grpc.insecure_channel(stack.load_monitor_addr) as mon, \
+    with stack.channel(stack.scheduler_addr) as sch, \
+            stack.channel(stack.load_monitor_addr) as mon, \
             concurrent.futures.ThreadPoolExecutor(40) as pool:
         sched = scheduler_pb2_grpc.SchedulerServiceStub(sch)
         load = load_monitor_pb2_grpc.LoadMonitorServiceStub(mon)
@@ -407,7 +407,7 @@ def test_scheduler_and_load_monitor_agree_under_load(stack, chain):
     assert busy > 0, "the load was seen"
     # at rest both views are empty
     time.sleep(1.5)
-    with grpc.insecure_channel(stack.load_monitor_addr) as mon, grpc.insecure_channel(stack.scheduler_addr) as sch:
+    with stack.channel(stack.load_monitor_addr) as mon, stack.channel(stack.scheduler_addr) as sch:
         snap = load_monitor_pb2_grpc.LoadMonitorServiceStub(mon).GetLoad(
             load_monitor_pb2.GetLoadRequest(), timeout=5).snapshot
         view = scheduler_pb2_grpc.SchedulerServiceStub(sch).GetSchedulerState(
@@ -445,7 +445,7 @@ async def test_stage_session_grants_releases_and_rejects(stack, chain):
     owners = redis.Redis.from_url(stack.redis_url)
     for r in (rid, "no-such-request"):  # as if this client had claimed them
         owners.set(f"{stack.namespace}:req:{r}:owner", "test-session")
-    async with grpc.aio.insecure_channel(stack.scheduler_addr) as ch:
+    async with stack.aio_channel(stack.scheduler_addr) as ch:
         client = SchedulerClient(ch, "test-session")
         try:
             grant = await client.acquire(rid, "critique", timeout=10)
@@ -482,7 +482,7 @@ def test_a_half_closed_stage_session_gets_its_replies_and_its_end(stack):
         [scheduler_pb2.StageOp(ticket=3, release=scheduler_pb2.ReleaseStageRequest(lease_id="zz")),
          scheduler_pb2.StageOp(ticket=4)],
     ]
-    with grpc.insecure_channel(stack.scheduler_addr) as ch:
+    with stack.channel(stack.scheduler_addr) as ch:
         stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
         for _ in range(5):
             for batch in ops:

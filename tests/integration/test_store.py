@@ -13,7 +13,7 @@ import pytest
 from aragog.common.store import WORK_GROUP, QueueFull, Store, connect
 from aragog.v1 import common_pb2
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.same_both_ways]
 SUCCEEDED, FAILED = common_pb2.REQUEST_STATE_SUCCEEDED, common_pb2.REQUEST_STATE_FAILED
 
 

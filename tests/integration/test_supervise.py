@@ -15,11 +15,11 @@ from aragog.v1 import common_pb2
 pytestmark = pytest.mark.integration
 
 
-def test_a_service_that_dies_is_started_again(stack, tmp_path):
+def test_a_service_that_dies_is_started_again(stack, tmp_path, tls_env):
     s = Stack(redis_url=stack.redis_url, triton_url=stack.triton_url,
               triton_metrics_url=stack.triton_metrics_url, executors=1,
               namespace=f"v{uuid.uuid4().hex[:8]}", log_dir=str(tmp_path),
-              extra_env={"ARAGOG_DEFAULT_POLICY": "largest"})
+              extra_env={"ARAGOG_DEFAULT_POLICY": "largest", **tls_env})
     s.start(timeout_s=120)
     stop, said = threading.Event(), []
     watcher = threading.Thread(target=s.supervise, args=(stop,),
@@ -36,7 +36,7 @@ def test_a_service_that_dies_is_started_again(stack, tmp_path):
                     break
                 time.sleep(0.1)
             assert new is not old, said
-            wait_healthy(new.addr, 60, new.popen, new.log_path)
+            wait_healthy(new.addr, 60, new.popen, new.log_path, credentials=s.credentials)
         assert [m.split(" exited")[0] for m in said] == ["executor-0", "scheduler"], said
         wid = s.register(shipped_workflow("chain3")).workflow.id
         events, _ = s.submit(wid, "after two restarts")

@@ -118,3 +118,19 @@ def test_the_images_health_probe_speaks_the_services_tls(tls_stack, ca, tmp_path
     assert wrong.returncode == 1, wrong
     missing = run({**tls, "ARAGOG_TLS_CA_FILE": str(tmp_path / "nope.pem")})
     assert missing.returncode == 1 and "TLS setting" in missing.stdout, missing
+
+
+def test_the_session_stack_speaks_as_the_suite_was_told(stack, tls_env):
+    """`pytest --tls` (`make test-tls`) runs every test on stacks that speak TLS; without
+    it, on plaintext ones: this checks which way the session's stack really went."""
+    with Client(stack.router_addr) as plain:
+        if tls_env:
+            with pytest.raises(Unavailable):
+                plain.list_workflows()
+        else:
+            plain.list_workflows()
+    with stack.client() as c:  # the harness's client, trusting the stack's CA if it has one
+        c.list_workflows()
+    with stack.channel(stack.scheduler_addr) as ch:  # and a service's certificate, if any
+        scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
+            scheduler_pb2.GetSchedulerStateRequest(), timeout=5)
