@@ -298,59 +298,135 @@ def offered_bound(rate: float, duration_s: float) -> float:
 
 def summarize(run: Run, settings: Settings) -> dict[str, Any]:
     """One run's figures (see DEFINITIONS) and the coherence checks they must pass."""
-    recs = run.records
-    by_status = dict.fromkeys(STATUSES, 0)
-    for r in recs:  # an unknown status is kept (and makes the run incoherent)
-        by_status[r.status] = by_status.get(r.status, 0) + 1
-    ok = [r for r in recs if r.status == "ok"]
-    sends = [r.sent_at for r in recs if r.sent_at > 0]
-    ends = [r.completed_at for r in recs if r.completed_at > 0]
-    span = max(ends) - min(sends) if sends and ends else 0.0
-    window = max(span, run.duration_s, 1e-9)
-    lat = [r.latency_s for r in ok]
-    idle = settings.idle_latency_s.get((run.pool_family, run.workflow))
-    slo = settings.slo_multiple * idle if idle else None
+    tally = Tally(run, settings)
+    for r in run.records:
+        tally.add(r)
+    return tally.summary()
 
-    def slo_of(r: RequestRecord) -> float | None:  # a mixed run's requests: their workflow's
-        i = settings.idle_latency_s.get((run.pool_family, r.workflow)) or idle
-        return settings.slo_multiple * i if i else None
 
-    slos = [(r.latency_s, slo_of(r)) for r in ok]
-    with_slo = slo is not None or (run.items is not None and any(
-        k[0] == run.pool_family for k in settings.idle_latency_s))
-    positions: dict[int, Counter] = defaultdict(Counter)
-    for r in recs:  # every stage that ran: the routing decision was made either way
-        for i, st in enumerate(r.stages):
-            positions[i][st.model or "?"] += 1
-    cpu = [f for _, f in run.cpu]
-    cpu_p95 = _pct(cpu, 95)
-    throughput = len(ok) / window
-    checks = {
-        "statuses_add_up": sum(by_status[s] for s in STATUSES) == len(recs),
-        "throughput_within_offered": throughput <= offered_bound(run.rate, run.duration_s),
-    }
-    workflows = Counter(r.workflow for r in recs)
-    return {
-        "run": run.label, "family": run.pool_family, "workflow": run.workflow,
-        "policy": run.policy, "pattern": run.pattern, "offered_rate": run.rate,
-        "seed": run.seed, "arrivals": run.arrivals,
-        "duration_s": run.duration_s, "window_s": window, "total": len(recs),
-        "by_status": by_status, "throughput": throughput,
-        "latency_p50_s": _pct(lat, 50), "latency_p95_s": _pct(lat, 95),
-        "latency_p99_s": _pct(lat, 99), "slo_s": slo,
-        "goodput": (sum(x is not None and lat_ <= x for lat_, x in slos) / window
-                    if with_slo else None),
-        "requests_by_workflow": dict(workflows) if len(workflows) > 1 else {},
-        "accuracy": accuracy(recs), "graded": sum(r.expected is not None for r in recs),
-        "gpu_seconds_per_request": gpu_per_request(recs),
-        "queue_ms_mean": _mean(sum(s.schedule_ms for s in r.stages) for r in ok),
-        "models_by_position": [{m: n / c.total() for m, n in c.most_common()}
-                               for _, c in sorted(positions.items())],
-        "model_shares": model_shares(recs),
-        "cpu_mean": _mean(cpu), "cpu_p95": cpu_p95,
-        "cpu_bound": cpu_p95 is not None and cpu_p95 >= settings.cpu_bound_threshold,
-        "checks": checks, "coherent": all(checks.values()),
-    }
+class LogHistogram:
+    """Counts of positive values in bins of relative width `rel` (and one bin for <= 0):
+    memory grows with the range of the values, never with their number. A percentile is
+    its bin's geometric middle, within rel/2 of the exact one."""
+
+    def __init__(self, rel: float = 1e-3):
+        self.log_base = math.log1p(rel)
+        self.bins: Counter[int] = Counter()
+        self.n = 0
+
+    def add(self, x: float) -> None:
+        self.bins[math.floor(math.log(x) / self.log_base) if x > 0 else -(1 << 62)] += 1
+        self.n += 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def percentile(self, q: float) -> float | None:
+        if not self.n:
+            return None
+        rank, seen = q / 100 * (self.n - 1), 0
+        for k in sorted(self.bins):
+            seen += self.bins[k]
+            if seen > rank:
+                return 0.0 if k == -(1 << 62) else math.exp((k + 0.5) * self.log_base)
+        raise AssertionError("unreachable: the counts add up to n")
+
+
+class Tally:
+    """`summarize`'s figures accumulated one record at a time, so a long run (the simulator's
+    millions of requests) need not keep its records: counts and sums, and the latencies of
+    answered requests either all kept (`exact`, what `summarize` does) or in a LogHistogram
+    whose memory does not grow with the run."""
+
+    def __init__(self, run: Run, settings: Settings, exact: bool = True):
+        self.run, self.settings = run, settings
+        self.by_status = dict.fromkeys(STATUSES, 0)
+        self.n = 0
+        self.first_send, self.last_end = math.inf, -math.inf
+        self.latencies: list[float] | LogHistogram = [] if exact else LogHistogram()
+        idle = settings.idle_latency_s.get((run.pool_family, run.workflow))
+        self.slo = settings.slo_multiple * idle if idle else None
+        self.with_slo = self.slo is not None or (
+            (run.items is not None or run.workflow == MIXED)
+            and any(k[0] == run.pool_family for k in settings.idle_latency_s))
+        self.good = 0  # answered within their SLO
+        self.positions: dict[int, Counter] = defaultdict(Counter)
+        self.models: Counter[str] = Counter()
+        self.workflows: Counter[str] = Counter()
+        self.graded = self.right = 0
+        self.gpu = [0.0, 0]  # sum, count over answered requests
+        self.queue_ms = [0.0, 0]
+
+    def _slo_of(self, r: RequestRecord) -> float | None:  # a mixed run's requests: their own
+        i = self.settings.idle_latency_s.get((self.run.pool_family, r.workflow))
+        return self.settings.slo_multiple * i if i else self.slo
+
+    def add(self, r: RequestRecord) -> None:
+        self.n += 1
+        self.by_status[r.status] = self.by_status.get(r.status, 0) + 1  # unknown: kept
+        if r.sent_at > 0:
+            self.first_send = min(self.first_send, r.sent_at)
+        if r.completed_at > 0:
+            self.last_end = max(self.last_end, r.completed_at)
+        self.workflows[r.workflow] += 1
+        if r.expected is not None:
+            self.graded += 1
+            self.right += r.correct is True
+        for i, st in enumerate(r.stages):  # every stage that ran: the decision was made
+            self.positions[i][st.model or "?"] += 1
+            self.models[st.model or "?"] += 1
+        if r.status != "ok":
+            return
+        if isinstance(self.latencies, list):
+            self.latencies.append(r.latency_s)
+        else:
+            self.latencies.add(r.latency_s)
+        slo = self._slo_of(r)
+        self.good += slo is not None and r.latency_s <= slo
+        if r.gpu_seconds is not None:
+            self.gpu[0] += r.gpu_seconds
+            self.gpu[1] += 1
+        self.queue_ms[0] += sum(st.schedule_ms for st in r.stages)
+        self.queue_ms[1] += 1
+
+    def _pct(self, q: float) -> float | None:
+        lat = self.latencies
+        return _pct(lat, q) if isinstance(lat, list) else lat.percentile(q)
+
+    def summary(self) -> dict[str, Any]:
+        run, settings = self.run, self.settings
+        span = (self.last_end - self.first_send
+                if self.first_send < math.inf and self.last_end > -math.inf else 0.0)
+        window = max(span, run.duration_s, 1e-9)
+        cpu = [f for _, f in run.cpu]
+        cpu_p95 = _pct(cpu, 95)
+        throughput = self.by_status["ok"] / window
+        checks = {
+            "statuses_add_up": sum(self.by_status[s] for s in STATUSES) == self.n,
+            "throughput_within_offered": throughput <= offered_bound(run.rate, run.duration_s),
+        }
+        total_stages = self.models.total()
+        return {
+            "run": run.label, "family": run.pool_family, "workflow": run.workflow,
+            "policy": run.policy, "pattern": run.pattern, "offered_rate": run.rate,
+            "seed": run.seed, "arrivals": run.arrivals,
+            "duration_s": run.duration_s, "window_s": window, "total": self.n,
+            "by_status": self.by_status, "throughput": throughput,
+            "latency_p50_s": self._pct(50), "latency_p95_s": self._pct(95),
+            "latency_p99_s": self._pct(99), "slo_s": self.slo,
+            "goodput": self.good / window if self.with_slo else None,
+            "requests_by_workflow": dict(self.workflows) if len(self.workflows) > 1 else {},
+            "accuracy": self.right / self.graded if self.graded else None,
+            "graded": self.graded,
+            "gpu_seconds_per_request": self.gpu[0] / self.gpu[1] if self.gpu[1] else None,
+            "queue_ms_mean": self.queue_ms[0] / self.queue_ms[1] if self.queue_ms[1] else None,
+            "models_by_position": [{m: n / c.total() for m, n in c.most_common()}
+                                   for _, c in sorted(self.positions.items())],
+            "model_shares": {m: n / total_stages for m, n in sorted(self.models.items())},
+            "cpu_mean": _mean(cpu), "cpu_p95": cpu_p95,
+            "cpu_bound": cpu_p95 is not None and cpu_p95 >= settings.cpu_bound_threshold,
+            "checks": checks, "coherent": all(checks.values()),
+        }
 
 
 def _seed(s: Mapping[str, Any]) -> int:

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +54,18 @@ def gpus_for_slo(base: PoolSpec, make_sim: Callable[[PoolSpec], Simulator],
     instances never hurt here, near enough). None if no k up to `max_scale` does, or if the
     policy answers none of them (it refuses: no artifacts, say)."""
     def meets(k: int) -> bool | None:
-        recs = make_sim(scaled(base, k)).run(arrivals, policy).records
-        if not any(r.status == "ok" for r in recs):
+        n, ok, good = 0, 0, 0
+
+        def count(r) -> None:  # streamed: nothing kept per request
+            nonlocal n, ok, good
+            n += 1
+            ok += r.status == "ok"
+            good += r.status == "ok" and r.latency_s <= slo_s[r.workflow]
+
+        make_sim(scaled(base, k)).run(arrivals, policy, on_record=count)
+        if not ok:
             return None
-        good = sum(r.status == "ok" and r.latency_s <= slo_s[r.workflow] for r in recs)
-        return good >= share * len(recs)
+        return good >= share * n
 
     hi = 1
     while not (met := meets(hi)):
@@ -75,11 +82,34 @@ def gpus_for_slo(base: PoolSpec, make_sim: Callable[[PoolSpec], Simulator],
     return hi
 
 
-def make_arrivals(workflows: Sequence[str], rate: float, duration: float, seed: int,
-                  trace: str | None = None) -> tuple[list[Arrival], str]:
-    """The seed's arrivals and a line saying how they were made."""
-    from aragog.emulation.generate import benchmark
+class Arrivals:
+    """A run's arrivals as arrays (offset, workflow, held-out item), made into Arrival
+    objects one at a time as the simulator draws them: a million arrivals take ~20 MB,
+    not the ~200 MB of a million objects. Iterable any number of times."""
 
+    def __init__(self, offsets: np.ndarray, workflows: Sequence[str], wf_index: np.ndarray,
+                 items: np.ndarray):
+        self.offsets, self.workflows, self.wf_index, self.items = (
+            offsets, list(workflows), wf_index, items)
+        from aragog.emulation.generate import benchmark
+
+        self._held = {w: benchmark(w).split("test") for w in self.workflows}
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> Arrival:
+        w = self.workflows[self.wf_index[i]]
+        item = self._held[w][int(self.items[i])]
+        return Arrival(float(self.offsets[i]), w, item.input, item.answer, int(self.items[i]))
+
+    def __iter__(self) -> Iterator[Arrival]:
+        return (self[i] for i in range(len(self)))
+
+
+def make_arrivals(workflows: Sequence[str], rate: float, duration: float, seed: int,
+                  trace: str | None = None) -> tuple[Arrivals, str]:
+    """The seed's arrivals and a line saying how they were made."""
     if trace == "azure":
         tr = azure_trace.load()
         n = azure_trace.arrivals_needed(rate, duration)
@@ -109,16 +139,14 @@ def make_arrivals(workflows: Sequence[str], rate: float, duration: float, seed: 
         how = f"poisson {rate:g}/s over {duration:g} s, workflows drawn uniformly"
     else:
         raise ValueError(f"unknown trace {trace!r} (azure)")
-    draws = item_draws(sorted(set(wfs)), seed)
-    held = {w: benchmark(w).split("test") for w in set(wfs)}
-    used: dict[str, int] = {}
-    out = []
-    for t, w in zip(np.asarray(offsets).tolist(), wfs, strict=True):
-        j = used.get(w, 0)
-        used[w] = j + 1
-        k = int(draws[w][j % len(draws[w])])
-        out.append(Arrival(float(t), w, held[w][k].input, held[w][k].answer, k))
-    return out, how
+    names = sorted(set(wfs))
+    draws = item_draws(names, seed)
+    wf_index = np.array([names.index(w) for w in wfs], dtype=np.int16)
+    items = np.empty(len(wfs), dtype=np.int32)
+    for k, w in enumerate(names):  # each workflow's arrivals take its draws in turn
+        mine = np.flatnonzero(wf_index == k)
+        items[mine] = np.resize(np.asarray(draws[w], dtype=np.int32), len(mine))
+    return Arrivals(np.asarray(offsets, dtype=np.float64), names, wf_index, items), how
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -197,14 +225,15 @@ def main(argv: list[str] | None = None) -> None:
     for seed in range(a.seeds):
         arrivals, how = make_arrivals(wids, a.rate, a.duration, seed, a.trace)
         for pol in pols:
-            t0 = time.perf_counter()
-            res = sim.run(arrivals, pol)
-            wall = time.perf_counter() - t0
             run = report.Run(pool.family, report.MIXED if len(wids) > 1 else wids[0], pol,
-                             "trace" if a.trace else "poisson", a.rate, a.duration, res.records,
-                             seed=seed, items=[(x.workflow, x.item) for x in arrivals],
-                             arrivals=how)
-            s = report.summarize(run, settings_)
+                             "trace" if a.trace else "poisson", a.rate, a.duration, [],
+                             seed=seed, arrivals=how)
+            # the report's own figures, folded in as each request ends: no record is kept
+            tally = report.Tally(run, settings_, exact=False)
+            t0 = time.perf_counter()
+            sim.run(arrivals, pol, on_record=tally.add)
+            wall = time.perf_counter() - t0
+            s = tally.summary()
             s["sim_wall_s"] = wall
             summaries.append(s)
             print(f"seed {seed} {pol:>14}: {len(arrivals)} requests, throughput "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,6 +41,26 @@ from aragog.routing.space import PROMPT_TOKENS
 from aragog.scheduler.placement import CompiledWorkflow, Entry, Round, apply_stage_role
 from aragog.v1 import common_pb2
 
+
+
+class RememberedRouting:
+    """The router's routing context, each (artifacts, input) routed once: a simulated day
+    sends the same held-out inputs again and again, and F(r) is a function of the input
+    alone, so the router's answer is computed by its own code once and then remembered
+    (a live router embeds every request; the simulated time does not count it anyway)."""
+
+    def __init__(self, routing: Any):
+        self._routing = routing
+        self._seen: dict[tuple[int, str], np.ndarray] = {}
+
+    def __getattr__(self, name: str) -> Any:  # artifacts(), unavailable(), embedder, ...
+        return getattr(self._routing, name)
+
+    def route(self, art: Any, request_input: str) -> np.ndarray:
+        key = (id(art), request_input)
+        if key not in self._seen:
+            self._seen[key] = self._routing.route(art, request_input)
+        return self._seen[key]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +142,7 @@ class Simulator:
         self.pool = pool
         self.workflows = {wf.id: wf for wf in workflows}
         self.compiled = {wid: CompiledWorkflow.build(wf, pool) for wid, wf in self.workflows.items()}
-        self.routing = routing
+        self.routing = None if routing is None else RememberedRouting(routing)
         self.round = Round(pool, cost_first=scheduler.placement == "cost-first",
                            beam_width=scheduler.beam_width)
         self.scale = time_scale or pool_settings.time_scale or pool.time_scale
@@ -140,7 +161,9 @@ class Simulator:
             on_record: Callable[[RequestRecord], None] | None = None) -> Result:
         """Serve `arrivals` (sorted by offset) under `policy` until every request ended.
         `on_record`: called with each record as its request ends (then records are not
-        kept in the result: a long run streams them)."""
+        kept in the result: a long run streams them). Arrivals are drawn from the iterable
+        one at a time, as the previous one arrives, so what the run holds is the requests in
+        flight and their events, not the whole workload."""
         self._policy = policies.make(policy)
         self._policy_name = policy
         self._heap: list[tuple[float, int, Callable[..., None], tuple]] = []
@@ -157,8 +180,9 @@ class Simulator:
         self._timeline: list[tuple[float, dict[str, int]]] = []
         self._dirty = False
         rounds = events = 0
-        for i, a in enumerate(arrivals):
-            self._at(a.offset, self._arrive, i, a)
+        self._arrivals = enumerate(arrivals)
+        self._last_offset = -math.inf
+        self._next_arrival()
         while self._heap:
             t, _, fn, args = heapq.heappop(self._heap)
             self._now = t
@@ -175,6 +199,17 @@ class Simulator:
     def _at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
         heapq.heappush(self._heap, (t, next(self._seq), fn, args))
 
+    def _next_arrival(self) -> None:
+        nxt = next(self._arrivals, None)
+        if nxt is None:
+            return
+        i, a = nxt
+        if a.offset < self._last_offset:
+            raise ValueError(f"arrival {i} at {a.offset} s comes before its predecessor "
+                             f"({self._last_offset} s): sort arrivals by offset")
+        self._last_offset = a.offset
+        self._at(a.offset, self._arrive, i, a)
+
     def idle_latency(self, workflow: str, request_input: str) -> float:
         """The largest configuration's latency on an idle pool (the SLO's unit)."""
         rec = self.run([Arrival(0.0, workflow, request_input)], "largest").records[0]
@@ -184,6 +219,7 @@ class Simulator:
 
     # requests --------------------------------------------------------------------------
     def _arrive(self, index: int, a: Arrival) -> None:
+        self._next_arrival()
         rid = f"sim-{index}"
         rec = RequestRecord(rid, a.workflow, self._policy_name, a.offset, a.offset, 0.0, 0.0,
                             "error", expected=a.expected, index=index)
@@ -210,7 +246,8 @@ class Simulator:
                                  stage_state=state)
         req = _Request(index, a, entry, rec)
         self._requests[rid] = req
-        self._at(a.offset + self.timeout_s, self._deadline, req)
+        # by id, not the request: a request that ended is freed now, not at its deadline
+        self._at(a.offset + self.timeout_s, self._deadline, rid)
         self._progress(req)
 
     def _progress(self, req: _Request) -> None:
@@ -240,10 +277,11 @@ class Simulator:
                 rec.correct = normalize_answer(rec.answer) == normalize_answer(rec.expected)
             self._end(rec)
 
-    def _deadline(self, req: _Request) -> None:
+    def _deadline(self, rid: str) -> None:
         """The client stops waiting (the load generator's timeout); the request runs on, as
         it does live unless it cancels on disconnect."""
-        if req.entry.request_id in self._requests and not req.timed_out:
+        req = self._requests.get(rid)
+        if req is not None and not req.timed_out:
             req.timed_out = True
             req.record.status, req.record.error = "timeout", "deadline exceeded"
             self._end(req.record)

@@ -16,8 +16,10 @@ from aragog.loadgen.client import STATUSES, RequestRecord, StageRecord
 from aragog.loadgen.report import (
     EMULATED,
     TRUE_F_SPREAD,
+    LogHistogram,
     Run,
     Settings,
+    Tally,
     accuracy,
     gap_points,
     offered_bound,
@@ -251,6 +253,37 @@ def test_summarize_hand_computed_small_run():
     # an offered rate far below what was served is incoherent
     run.rate = 0.01
     assert not summarize(run, Settings())["checks"]["throughput_within_offered"]
+
+
+def test_a_streamed_tally_agrees_with_summarize_in_bounded_memory():
+    """The simulator's long runs fold each record into a Tally as it ends and keep none:
+    every figure equals summarize's over the kept records, the percentiles within 0.05%,
+    and the latency histogram holds a few thousand bins for any number of requests."""
+    rng = np.random.default_rng(3)
+    lat = rng.lognormal(0.0, 1.0, 20_000)
+    recs = [rec(i, "aragog", i * 0.001, float(x), correct=bool(i % 3),
+                status="timeout" if i % 97 == 0 else "ok") for i, x in enumerate(lat)]
+    run = Run(FAM, WF, "aragog", "poisson", 1000.0, 20.0, recs, start_wall=T0)
+    settings = Settings(slo_multiple=2.0, idle_latency_s={(FAM, WF): 0.5})
+    exact = summarize(run, settings)
+    tally = Tally(dataclasses.replace(run, records=[]), settings, exact=False)
+    for r in recs:
+        tally.add(r)
+    streamed = tally.summary()
+    for key in ("latency_p50_s", "latency_p95_s", "latency_p99_s"):
+        assert streamed.pop(key) == pytest.approx(exact.pop(key), rel=5e-4)
+    assert streamed == exact
+    assert len(tally.latencies.bins) < 12_000  # ~ln(max/min) / 1e-3, whatever the count
+
+
+def test_log_histogram_percentiles():
+    h = LogHistogram()
+    assert h.percentile(50) is None
+    for x in (0.0, 1.0, 2.0, 3.0, 4.0):
+        h.add(x)
+    assert h.percentile(0) == 0.0 and len(h) == 5
+    assert h.percentile(50) == pytest.approx(2.0, rel=5e-4)
+    assert h.percentile(100) == pytest.approx(4.0, rel=5e-4)
 
 
 def test_missing_policies_and_empty_runs_are_handled(tmp_path):
