@@ -2,13 +2,18 @@
 
     aragog-sim --pool llama3 --instances-scale 8 --workflow voting --workflow self-refine \\
         --policy largest --policy cheapest --rate 40 --duration 600 --seeds 3
+    aragog-sim --pool llama3 --instances-scale 125 --policy aragog --policy per-input:router \\
+        --rate 900 --rate 1300 --duration 60 --seeds 3 --bounds   # a sweep, ratios, bounds
 
 Arrivals are Poisson at --rate for --duration simulated seconds, or a window of the Azure
 LLM inference trace time-compressed to --rate (--trace azure: its bursts and lulls are
 real); each arrival is a held-out request of the generated benchmark (EMULATED answers) of
 its workflow. Every policy serves the same arrivals of a seed. Printed: per policy, the
 figures of the load generator's report (aragog.loadgen.report.summarize), means over seeds
-with 95% intervals; --out DIR also writes them as results.json.
+with 95% intervals; with several --rate (a sweep), each policy's maximum throughput and
+goodput over the rates and the first policy's ratios to the others, paired by seed
+(report.sweep_curves, report.pair); with --bounds, each policy's fluid capacity bound
+(aragog.loadgen.capacity) beside them. --out DIR also writes them as results.json.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aragog.common.pool import PoolSpec, load_pool
@@ -161,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--policy", action="append",
                     help="policies to compare (repeat); besides the router's, aragog-profiled: "
                          "aragog over each request's profiled F(r), the clairvoyant router")
-    ap.add_argument("--rate", type=float, required=True, help="mean arrivals per second")
+    ap.add_argument("--rate", type=float, action="append", required=True,
+                    help="mean arrivals per second (repeat: a sweep)")
     ap.add_argument("--duration", type=float, default=60.0, help="arrival window, simulated s")
     ap.add_argument("--trace", choices=["azure"], default=None,
                     help="arrivals from a window of the Azure trace instead of Poisson")
@@ -179,12 +186,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--slo-multiple", type=float, default=5.0)
     ap.add_argument("--gpus-for-slo", type=float, default=None, metavar="SHARE",
                     help="also find, per policy, the fewest GPUs (every model's instances "
-                         "scaled alike) that serve SHARE of seed 0's arrivals ok within the SLO")
+                         "scaled alike) that serve SHARE of seed 0's arrivals at the highest "
+                         "--rate ok within the SLO")
+    ap.add_argument("--bounds", action="store_true",
+                    help="print each policy's fluid capacity bound (needs the artifacts)")
     ap.add_argument("--out", default=None, help="write results.json here")
     a = ap.parse_args(argv)
     try:
         pool = scaled(load_pool(a.pool), a.instances_scale)
-        if not (a.rate > 0 and a.duration > 0 and a.seeds >= 1):
+        if not (min(a.rate) > 0 and a.duration > 0 and a.seeds >= 1):
             raise ValueError("--rate, --duration and --seeds must be positive")
         if a.control_ms < 0 or (a.time_scale is not None and a.time_scale < 0):
             raise ValueError("--control-ms and --time-scale must be >= 0")
@@ -223,31 +233,35 @@ def main(argv: list[str] | None = None) -> None:
           f"{', '.join(wids)}", flush=True)
     summaries: list[dict] = []
     for seed in range(a.seeds):
-        arrivals, how = make_arrivals(wids, a.rate, a.duration, seed, a.trace)
-        for pol in pols:
-            run = report.Run(pool.family, report.MIXED if len(wids) > 1 else wids[0], pol,
-                             "trace" if a.trace else "poisson", a.rate, a.duration, [],
-                             seed=seed, arrivals=how)
-            # the report's own figures, folded in as each request ends: no record is kept
-            tally = report.Tally(run, settings_, exact=False)
-            t0 = time.perf_counter()
-            sim.run(arrivals, pol, on_record=tally.add)
-            wall = time.perf_counter() - t0
-            s = tally.summary()
-            s["sim_wall_s"] = wall
-            summaries.append(s)
-            print(f"seed {seed} {pol:>14}: {len(arrivals)} requests, throughput "
-                  f"{s['throughput']:.2f}/s, p50 {_f(s['latency_p50_s'])} s, p95 "
-                  f"{_f(s['latency_p95_s'])} s, goodput {_f(s['goodput'])}/s, accuracy "
-                  f"{_f(s['accuracy'], 3)}, GPU-s/request {_f(s['gpu_seconds_per_request'], 3)}"
-                  f" ({wall:.1f} s to simulate)", flush=True)
+        for rate in sorted(a.rate):
+            arrivals, how = make_arrivals(wids, rate, a.duration, seed, a.trace)
+            for pol in pols:
+                run = report.Run(pool.family, report.MIXED if len(wids) > 1 else wids[0], pol,
+                                 "trace" if a.trace else "poisson", rate, a.duration, [],
+                                 seed=seed, arrivals=how)
+                # the report's own figures, folded in as each request ends: no record is kept
+                tally = report.Tally(run, settings_, exact=False)
+                t0 = time.perf_counter()
+                sim.run(arrivals, pol, on_record=tally.add)
+                wall = time.perf_counter() - t0
+                s = tally.summary()
+                s["sim_wall_s"] = wall
+                summaries.append(s)
+                print(f"seed {seed} {rate:g}/s {pol:>14}: {len(arrivals)} requests, throughput "
+                      f"{s['throughput']:.2f}/s, p50 {_f(s['latency_p50_s'])} s, p95 "
+                      f"{_f(s['latency_p95_s'])} s, goodput {_f(s['goodput'])}/s, accuracy "
+                      f"{_f(s['accuracy'], 3)}, GPU-s/request {_f(s['gpu_seconds_per_request'], 3)}"
+                      f" ({wall:.1f} s to simulate)", flush=True)
     if a.seeds > 1:
         print("means over seeds, 95% interval:")
-        for pol in pols:
-            mine = [s for s in summaries if s["policy"] == pol]
-            for key in ("throughput", "latency_p50_s", "goodput", "accuracy"):
-                m, lo, hi = report.mean_ci([s[key] for s in mine])
-                print(f"  {pol:>14} {key}: {_f(m, 3)} [{_f(lo, 3)}, {_f(hi, 3)}]")
+        for rate in sorted(a.rate):
+            for pol in pols:
+                mine = [s for s in summaries if s["policy"] == pol and s["offered_rate"] == rate]
+                for key in ("throughput", "latency_p50_s", "goodput", "accuracy"):
+                    m, lo, hi = report.mean_ci([s[key] for s in mine])
+                    print(f"  {rate:g}/s {pol:>14} {key}: {_f(m, 3)} [{_f(lo, 3)}, {_f(hi, 3)}]")
+    bound = fluid_bounds(pool, wids, a.artifacts) if a.bounds else {}
+    comparison = compare(summaries, pols, bound)
     needed: dict[str, int | None] = {}
     if a.gpus_for_slo is not None:
         arrivals, _ = make_arrivals(wids, a.rate, a.duration, 0, a.trace)
@@ -263,8 +277,57 @@ def main(argv: list[str] | None = None) -> None:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         with open(os.path.join(a.out, "results.json"), "w", encoding="utf-8") as f:
             json.dump({"emulated": report.EMULATED, "pool": pool.family, "gpus": gpus(pool),
-                       "summaries": summaries, "gpus_for_slo": needed}, f, indent=1,
+                       "summaries": summaries, "comparison": comparison,
+                       "capacity_bound": bound, "gpus_for_slo": needed}, f, indent=1,
                       default=str)
+
+
+def fluid_bounds(pool: PoolSpec, wids: Sequence[str], artifacts_dir: str | None
+                 ) -> dict[str, float]:
+    """Each policy's fluid capacity bound on `pool` for the workflows mixed in equal shares
+    (as the Poisson arrivals draw them), from the routing artifacts."""
+    from aragog import workflows as shipped
+    from aragog.loadgen import capacity
+    from aragog.routing import artifacts
+    from aragog.routing.embedding import Embedder
+
+    root = artifacts_dir or artifacts.default_dir()
+    parts = []
+    for w in wids:
+        art, why = artifacts.load(root, pool, shipped.load(w, pool.names))
+        if art is None:
+            raise SystemExit(f"aragog-sim --bounds: {w}: {why}")
+        parts.append((1.0 / len(wids), art))
+    return capacity.mixed_bounds(parts, Embedder(), pool)
+
+
+def compare(summaries: list[dict], pols: Sequence[str], bound: dict[str, float]
+            ) -> dict[str, Any]:
+    """Per policy its maximum throughput and goodput over the rates (means over seeds, 95%
+    intervals) beside its capacity bound; the first policy's ratios to each other one, paired
+    by seed. Printed, and returned for results.json."""
+    curves = {c["policy"]: c for c in report.sweep_curves(
+        [{**s, "pattern": "sweep"} for s in summaries])}
+    print("maximum over the offered rates (means over seeds, 95% interval)"
+          + (", and the fluid capacity bound:" if bound else ":"))
+    for pol in pols:
+        c = curves[pol]
+        ci, gci = c["max_throughput_ci"] or [None, None], c["max_goodput_ci"] or [None, None]
+        print(f"  {pol:>16}: throughput {_f(c['max_throughput'])} [{_f(ci[0])}, {_f(ci[1])}]"
+              f"/s, goodput {_f(c['max_goodput'])} [{_f(gci[0])}, {_f(gci[1])}]/s"
+              + (f", bound {bound[pol]:.2f}/s" if pol in bound else ""))
+    ratios = {}
+    first = pols[0]
+    for other in pols[1:]:
+        r = ratios[other] = report.pair(curves[first], curves[other])
+        tci = r["throughput_ratio_ci"] or [None, None]
+        gci = r["goodput_ratio_ci"] or [None, None]
+        b = (f"; bound ratio {bound[first] / bound[other]:.2f}x"
+             if first in bound and other in bound else "")
+        print(f"  {first} / {other}: max throughput {_f(r['throughput_ratio'])}x "
+              f"[{_f(tci[0])}, {_f(tci[1])}], max goodput {_f(r['goodput_ratio'])}x "
+              f"[{_f(gci[0])}, {_f(gci[1])}]{b}")
+    return {"curves": curves, "ratios": ratios}
 
 
 def _f(x: float | None, nd: int = 2) -> str:

@@ -144,6 +144,27 @@ def test_the_command_compares_policies_over_seeds(tmp_path, capsys):
     assert all(s["coherent"] for s in res["summaries"])
 
 
+def test_a_sweep_gives_maxima_ratios_and_bounds(artifacts_dir, tmp_path, capsys):
+    """Several rates: each policy's maximum over them, the first policy's ratios to the
+    others paired by seed, and the fluid capacity bound beside each (from the artifacts)."""
+    cli.main(["--pool", "llama3", "--workflow", "voting", "--policy", "aragog",
+              "--policy", "largest", "--rate", "2", "--rate", "8", "--duration", "10",
+              "--seeds", "2", "--bounds", "--artifacts", artifacts_dir, "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "aragog / largest: max throughput" in out and "bound ratio" in out
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert {s["offered_rate"] for s in res["summaries"]} == {2.0, 8.0}
+    curves, bound = res["comparison"]["curves"], res["capacity_bound"]
+    for pol in ("aragog", "largest"):
+        seeds = curves[pol]["seeds"]
+        assert [x["max_throughput"] for x in seeds] == [
+            max(s["throughput"] for s in res["summaries"]
+                if s["policy"] == pol and s["seed"] == x["seed"]) for x in seeds]
+        assert curves[pol]["max_throughput"] <= 1.1 * bound[pol], (pol, curves[pol], bound)
+    ratio = res["comparison"]["ratios"]["largest"]
+    assert ratio["n_seeds"] == 2 and ratio["throughput_ratio"] > 1.0  # aragog serves more
+
+
 def test_a_bigger_cluster_is_the_same_models_more_instances():
     big = cli.scaled(POOL, 16)
     assert cli.gpus(big) == 16 * cli.gpus(POOL)
