@@ -179,11 +179,14 @@ class Round:
             entry.renarrow()
         return entry
 
-    def run(self, entries: list[Entry], free: np.ndarray, occupancy: np.ndarray) -> list[Placement]:
+    def run(self, entries: list[Entry], free: np.ndarray, occupancy: np.ndarray,
+            reserve: np.ndarray | None = None) -> list[Placement]:
         """Place what fits in `free` (per model; `occupancy` is what is held now) among the
         ready stages of `entries`. Records each placement in its entry (the choice made, C(r)
         narrowed, the stage no longer ready); the caller takes the capacity (leases) and
-        answers whoever waits for the stage. `free` and `occupancy` are not changed."""
+        answers whoever waits for the stage. `free` and `occupancy` are not changed.
+        `reserve` (per model; only the simulator's oracle, which knows arrivals to come,
+        passes it): capacity the escalation pass leaves alone."""
         # FIFO by request arrival, not by when a stage became ready: a request's later stage
         # goes before newer requests' first stages, so under overload requests finish in
         # order instead of all progressing a little and all timing out. (Callers keep
@@ -199,7 +202,8 @@ class Round:
         wider = [(e, view) for e in entries if e.round_request.ready
                  for view in (e.escalation(),) if view is not None]
         if wider:
-            placed += self._pass([e for e, _ in wider], [v for _, v in wider], free, occupancy,
+            room = free if reserve is None else np.maximum(free - reserve, 0).astype(np.int32)
+            placed += self._pass([e for e, _ in wider], [v for _, v in wider], room, occupancy,
                                  whole=False, escalated=True)
         return placed
 

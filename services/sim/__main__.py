@@ -166,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="benchmarked workflow(s) to mix (repeat; default: all)")
     ap.add_argument("--policy", action="append",
                     help="policies to compare (repeat); besides the router's, aragog-profiled: "
-                         "aragog over each request's profiled F(r), the clairvoyant router")
+                         "aragog over each request's profiled F(r), the clairvoyant router; "
+                         "oracle[:HORIZON_S]: that, knowing the arrivals of the next HORIZON_S "
+                         "seconds (default 5; aragog.sim.oracle)")
     ap.add_argument("--rate", type=float, action="append", required=True,
                     help="mean arrivals per second (repeat: a sweep)")
     ap.add_argument("--duration", type=float, default=60.0, help="arrival window, simulated s")

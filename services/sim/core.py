@@ -39,6 +39,7 @@ from aragog.emulation.engine import ContinuousBatching, prompt_tokens
 from aragog.loadgen.client import RequestRecord, StageRecord, normalize_answer
 from aragog.routing.space import PROMPT_TOKENS
 from aragog.scheduler.placement import CompiledWorkflow, Entry, Round, apply_stage_role
+from aragog.sim import oracle  # registers the `oracle` policy, which only the simulator runs
 from aragog.v1 import common_pb2
 
 
@@ -182,6 +183,13 @@ class Simulator:
         rounds = events = 0
         self._arrivals = enumerate(arrivals)
         self._last_offset = -math.inf
+        # the oracle's knowledge of arrivals to come (sim/oracle.py): those within its
+        # horizon (`_soon`, their first stages' models counted in `_reserve`), then the next
+        # one beyond it (`_later`); other policies see one arrival at a time
+        self._horizon = float(getattr(self._policy, "horizon_s", 0.0))
+        self._soon: deque[tuple[int, Arrival, list[int]]] = deque()
+        self._later: deque[tuple[int, Arrival]] = deque()
+        self._reserve = np.zeros(len(self.pool.models), dtype=np.int32)
         self._next_arrival()
         while self._heap:
             t, _, fn, args = heapq.heappop(self._heap)
@@ -199,16 +207,65 @@ class Simulator:
     def _at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
         heapq.heappush(self._heap, (t, next(self._seq), fn, args))
 
-    def _next_arrival(self) -> None:
+    def _draw(self) -> tuple[int, Arrival] | None:
         nxt = next(self._arrivals, None)
-        if nxt is None:
+        if nxt is not None:
+            i, a = nxt
+            if a.offset < self._last_offset:
+                raise ValueError(f"arrival {i} at {a.offset} s comes before its predecessor "
+                                 f"({self._last_offset} s): sort arrivals by offset")
+            self._last_offset = a.offset
+        return nxt
+
+    def _next_arrival(self) -> None:
+        """Schedule the next arrival (for the oracle: the head of what it knows is coming)."""
+        if not self._horizon:
+            nxt = self._draw()
+            if nxt is not None:
+                self._at(nxt[1].offset, self._arrive, *nxt)
             return
-        i, a = nxt
-        if a.offset < self._last_offset:
-            raise ValueError(f"arrival {i} at {a.offset} s comes before its predecessor "
-                             f"({self._last_offset} s): sort arrivals by offset")
-        self._last_offset = a.offset
-        self._at(a.offset, self._arrive, i, a)
+        self._look_ahead()
+        head = self._soon[0] if self._soon else self._later[0] if self._later else None
+        if head is not None:
+            self._at(head[1].offset, self._arrive, head[0], head[1])
+
+    def _look_ahead(self) -> None:
+        """Know every arrival up to now + horizon (and one beyond it), and reserve their
+        first stages' models at their cheapest."""
+        edge = self._now + self._horizon
+        while True:
+            if not self._later:
+                nxt = self._draw()
+                if nxt is None:
+                    return
+                self._later.append(nxt)
+            i, a = self._later[0]
+            if a.offset > edge:
+                return
+            self._later.popleft()
+            models = self._first_models(a)
+            self._soon.append((i, a, models))
+            for m in models:
+                self._reserve[m] += 1
+
+    def _first_models(self, a: Arrival) -> list[int]:
+        wf = self.workflows.get(a.workflow)
+        if wf is None:
+            return []
+        try:
+            f_r = self._policy.admit(wf, self.pool, a.input, self.routing, None)
+        except policies.PolicyError:
+            return []
+        cw = self.compiled[wf.id]
+        return oracle.first_stage_models(cw, cw.every if f_r is None else np.asarray(f_r, np.int64))
+
+    def _arrived(self, index: int) -> None:
+        """The oracle's head arrival is here: no longer to come."""
+        if self._soon and self._soon[0][0] == index:
+            for m in self._soon.popleft()[2]:
+                self._reserve[m] -= 1
+        elif self._later and self._later[0][0] == index:
+            self._later.popleft()
 
     def idle_latency(self, workflow: str, request_input: str) -> float:
         """The largest configuration's latency on an idle pool (the SLO's unit)."""
@@ -219,6 +276,8 @@ class Simulator:
 
     # requests --------------------------------------------------------------------------
     def _arrive(self, index: int, a: Arrival) -> None:
+        if self._horizon:
+            self._arrived(index)
         self._next_arrival()
         rid = f"sim-{index}"
         rec = RequestRecord(rid, a.workflow, self._policy_name, a.offset, a.offset, 0.0, 0.0,
@@ -314,7 +373,10 @@ class Simulator:
         free = np.maximum(self.capacity - self._occupancy, 0).astype(np.int32)
         if not entries or not (free > 0).any():
             return 0
-        for pl in self.round.run(entries, free, self._occupancy):
+        if self._horizon:
+            self._look_ahead()
+        for pl in self.round.run(entries, free, self._occupancy,
+                                 self._reserve if self._horizon else None):
             entry = pl.entry
             req, st, queued_at = entry.waiters.pop(pl.stage)
             if not entry.waiters:

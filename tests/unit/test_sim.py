@@ -261,3 +261,40 @@ def test_long_runs_draw_poisson_arrivals_window_by_window(monkeypatch):
     assert 2700 < len(arr) < 3300 and offsets == sorted(offsets)
     assert 0 <= offsets[0] and offsets[-1] < 30.0 and offsets[-1] > 29.0
     assert "poisson 100/s over 30 s" in how
+
+
+def test_the_oracle_knows_what_is_coming(artifacts_dir):
+    """`oracle:<h>`: the profiled F(r), and its escalations leave alone the models that
+    requests arriving within h seconds want first. Horizon 0 is aragog-profiled exactly;
+    a horizon changes what escalates, and every request still runs a configuration of its
+    profiled F(r)."""
+    from aragog.common.settings import RouterSettings
+    from aragog.routing.context import Routing
+    from aragog.sim.oracle import OraclePolicy
+
+    assert policies.make("oracle:2.5").horizon_s == 2.5
+    with pytest.raises(policies.PolicyError, match="horizon in seconds"):
+        policies.make("oracle:-1")
+    routing = Routing(RouterSettings(artifacts_dir=artifacts_dir))
+    wf = shipped.load("voting", POOL.names)
+    cw = CompiledWorkflow.build(wf, POOL)
+    sim = Simulator(POOL, [wf], routing=routing)
+    arr = arrivals("voting", 250.0, 4.0)  # the 3B overloaded: stages escalate to the 8B
+
+    def run(policy):
+        return sorted(sim.run(arr, policy).records, key=lambda r: r.index)
+
+    profiled, blind, seeing = run("aragog-profiled"), run("oracle:0"), run("oracle:2")
+    def ran(recs):
+        return [{k: v for k, v in r.to_dict().items() if k != "policy"} for r in recs]
+
+    assert ran(blind) == ran(profiled)
+    assert [[s.model for s in r.stages] for r in seeing] != [
+        [s.model for s in r.stages] for r in profiled]
+    ids = {m.name: i for i, m in enumerate(POOL.models)}
+    for rec, a in zip(seeing, arr, strict=True):
+        assert rec.status == "ok"
+        f_r = set(OraclePolicy().admit(wf, POOL, a.input, routing).tolist())
+        models = {s.stage: s.model for s in rec.stages}
+        assert sum(int(list(cw.space.stage_models[i]).index(ids[models[st.name]]))
+                   * int(cw.space.strides[i]) for i, st in enumerate(wf.llm_stages)) in f_r
