@@ -190,6 +190,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="also find, per policy, the fewest GPUs (every model's instances "
                          "scaled alike) that serve SHARE of seed 0's arrivals at the highest "
                          "--rate ok within the SLO")
+    ap.add_argument("--plan-instances", type=int, default=None, metavar="GPU_BUDGET",
+                    help="also plan, per policy, the instances of each model (from the fluid "
+                         "floor, confirmed by simulation) that serve --slo-share of seed 0's "
+                         "arrivals at the highest --rate within the SLO, within GPU_BUDGET")
+    ap.add_argument("--slo-share", type=float, default=0.95,
+                    help="the share of arrivals --plan-instances must serve within the SLO")
     ap.add_argument("--bounds", action="store_true",
                     help="print each policy's fluid capacity bound (needs the artifacts)")
     ap.add_argument("--out", default=None, help="write results.json here")
@@ -202,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError("--control-ms and --time-scale must be >= 0")
         if a.gpus_for_slo is not None and not 0 < a.gpus_for_slo <= 1:
             raise ValueError("--gpus-for-slo is a share of the arrivals, in (0, 1]")
+        if not 0 < a.slo_share <= 1 or (a.plan_instances is not None and a.plan_instances < 1):
+            raise ValueError("--slo-share is in (0, 1] and --plan-instances >= 1 GPU")
     except ValueError as e:
         ap.error(str(e))
     wids = a.workflow or list(BENCHMARKED)
@@ -275,12 +283,29 @@ def main(argv: list[str] | None = None) -> None:
             needed[pol] = None if k is None else gpus(scaled(pool, k))
             print(f"  {pol:>14}: " + ("not within 1024x" if k is None else
                                       f"{needed[pol]} (instances x{k})"), flush=True)
+    plans: dict[str, dict] = {}
+    if a.plan_instances is not None:
+        from aragog.sim.planning import plan_instances
+
+        arrivals, _ = make_arrivals(wids, max(a.rate), a.duration, 0, a.trace)
+        slo = {w: a.slo_multiple * idle[(pool.family, w)] for w in wids}
+        print(f"instances per model to serve {a.slo_share:.0%} of seed 0's arrivals within the "
+              f"SLO, within {a.plan_instances} GPUs (fluid floor in brackets):")
+        for pol in pols:
+            p = plan_instances(pool, make_sim, arrivals, pol, slo, a.slo_share, a.plan_instances)
+            plans[pol] = dataclasses.asdict(p)
+            print(f"  {pol:>16}: " + ", ".join(f"{m} x{k} [{p.floor[m]}]"
+                                               for m, k in p.instances.items())
+                  + f" = {p.gpus} GPUs, {p.within_slo:.1%} within the SLO"
+                  + ("" if p.met else " (NOT met within the budget)")
+                  + f"; {p.runs} simulated runs", flush=True)
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         with open(os.path.join(a.out, "results.json"), "w", encoding="utf-8") as f:
             json.dump({"emulated": report.EMULATED, "pool": pool.family, "gpus": gpus(pool),
                        "summaries": summaries, "comparison": comparison,
-                       "capacity_bound": bound, "gpus_for_slo": needed}, f, indent=1,
+                       "capacity_bound": bound, "gpus_for_slo": needed,
+                       "planned_instances": plans}, f, indent=1,
                       default=str)
 
 
@@ -300,7 +325,8 @@ def fluid_bounds(pool: PoolSpec, wids: Sequence[str], artifacts_dir: str | None
         if art is None:
             raise SystemExit(f"aragog-sim --bounds: {w}: {why}")
         parts.append((1.0 / len(wids), art))
-    return capacity.mixed_bounds(parts, Embedder(), pool)
+    out = capacity.mixed_bounds(parts, Embedder(), pool)
+    return {**out, "oracle": out[report.AR_PROFILED]}  # the same F(r); arrivals do not move it
 
 
 def compare(summaries: list[dict], pols: Sequence[str], bound: dict[str, float]
@@ -317,19 +343,24 @@ def compare(summaries: list[dict], pols: Sequence[str], bound: dict[str, float]
         ci, gci = c["max_throughput_ci"] or [None, None], c["max_goodput_ci"] or [None, None]
         print(f"  {pol:>16}: throughput {_f(c['max_throughput'])} [{_f(ci[0])}, {_f(ci[1])}]"
               f"/s, goodput {_f(c['max_goodput'])} [{_f(gci[0])}, {_f(gci[1])}]/s"
-              + (f", bound {bound[pol]:.2f}/s" if pol in bound else ""))
+              + (f", bound {bound[_base(pol)]:.2f}/s" if _base(pol) in bound else ""))
     ratios = {}
     first = pols[0]
     for other in pols[1:]:
         r = ratios[other] = report.pair(curves[first], curves[other])
         tci = r["throughput_ratio_ci"] or [None, None]
         gci = r["goodput_ratio_ci"] or [None, None]
-        b = (f"; bound ratio {bound[first] / bound[other]:.2f}x"
-             if first in bound and other in bound else "")
+        b = (f"; bound ratio {bound[_base(first)] / bound[_base(other)]:.2f}x"
+             if _base(first) in bound and _base(other) in bound else "")
         print(f"  {first} / {other}: max throughput {_f(r['throughput_ratio'])}x "
               f"[{_f(tci[0])}, {_f(tci[1])}], max goodput {_f(r['goodput_ratio'])}x "
               f"[{_f(gci[0])}, {_f(gci[1])}]{b}")
     return {"curves": curves, "ratios": ratios}
+
+
+def _base(policy: str) -> str:
+    """The name a policy's capacity bound is under (the oracle's horizon does not move it)."""
+    return "oracle" if policy.partition(":")[0] == "oracle" else policy
 
 
 def _f(x: float | None, nd: int = 2) -> str:

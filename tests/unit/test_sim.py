@@ -298,3 +298,27 @@ def test_the_oracle_knows_what_is_coming(artifacts_dir):
         models = {s.stage: s.model for s in rec.stages}
         assert sum(int(list(cw.space.stage_models[i]).index(ids[models[st.name]]))
                    * int(cw.space.strides[i]) for i, st in enumerate(wf.llm_stages)) in f_r
+
+
+def test_instances_planned_per_model_meet_the_slo_from_the_fluid_floor():
+    """Per model, from the fluid floor up: the plan meets the SLO when simulated again, puts
+    no model below its floor, and needs no more GPUs than scaling every model alike."""
+    from aragog.sim.planning import plan_instances, provisioned
+
+    arr = arrivals("self-refine", 12.0, 20.0)
+    wf = shipped.load("self-refine", POOL.names)
+
+    def make(pool):
+        return Simulator(pool, [wf])
+
+    slo = {"self-refine": 5 * make(POOL).idle_latency("self-refine", arr[0].input)}
+    plan = plan_instances(POOL, make, arr, "largest", slo, 0.9, budget_gpus=64)
+    assert plan.met and plan.within_slo >= 0.9 and plan.runs >= 2
+    assert all(plan.instances[m] >= plan.floor[m] for m in plan.instances)
+    assert plan.instances["llama3-3b"] == plan.instances["llama3-8b"] == 1  # largest: unused
+    recs = make(provisioned(POOL, list(plan.instances.values()))).run(arr, "largest").records
+    assert sum(r.status == "ok" and r.latency_s <= slo["self-refine"] for r in recs) >= 0.9 * len(arr)
+    k = cli.gpus_for_slo(POOL, make, arr, "largest", slo, 0.9)
+    assert plan.gpus <= cli.gpus(cli.scaled(POOL, k))
+    short = plan_instances(POOL, make, arr, "largest", slo, 0.9, budget_gpus=2)
+    assert not short.met
