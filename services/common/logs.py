@@ -6,6 +6,7 @@ import logging
 import sys
 
 import structlog
+from aragog.common.tracing import add_trace_id
 
 
 def configure_logging(service: str, level: str = "info") -> structlog.stdlib.BoundLogger:
@@ -22,6 +23,7 @@ def configure_logging(service: str, level: str = "info") -> structlog.stdlib.Bou
         processors=[
             structlog.contextvars.merge_contextvars,
             add_service,
+            add_trace_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
+from aragog.common import tracing
 from aragog.common.logs import configure_logging
 from aragog.common.rpc import (
     TlsError,
@@ -41,6 +42,9 @@ async def serve(
     of reconnecting to the next one).
     """
     log = configure_logging(name, settings.log_level)
+    if tracing.setup(name, getattr(settings, "otel_endpoint", ""),
+                     getattr(settings, "otel_insecure", True)):
+        log.info("tracing", endpoint=settings.otel_endpoint)
     metrics_port = start_metrics(settings.metrics_port, settings.metrics_address)
     try:
         credentials = server_credentials(settings, mutual=name != "router")

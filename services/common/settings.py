@@ -156,6 +156,11 @@ class ServiceSettings(BaseSettings):
         "", "PEM CA certificates: the scheduler, load-monitor and executors then accept only "
         "callers with a client certificate it signed (mutual TLS), and executors check the "
         "scheduler's certificate by it. The router never asks for client certificates.")
+    otel_endpoint: str = setting(
+        "", "OpenTelemetry: the OTLP/gRPC collector (host:port) this service sends its trace "
+        "spans to (one trace per request across the services). Empty: no tracing.")
+    otel_insecure: bool = setting(True, "Speak plaintext to ARAGOG_OTEL_ENDPOINT (false: TLS "
+                                  "with the system's root certificates).")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import tritonclient.grpc.aio as triton
+from aragog.common import tracing
 from tritonclient.utils import InferenceServerException
 
 
@@ -45,10 +46,12 @@ class ModelClient:
         inputs[0].set_data_from_numpy(np.array([[prompt.encode()]], dtype=np.object_))
         inputs[1].set_data_from_numpy(np.array([[stage.encode()]], dtype=np.object_))
         inputs[2].set_data_from_numpy(np.array([[output_tokens]], dtype=np.int32))
+        parent = tracing.traceparent()  # a Triton with OpenTelemetry tracing joins the trace
         try:
             result = await self._client.infer(
                 model, inputs, outputs=[triton.InferRequestedOutput("text")],
                 request_id=request_id, client_timeout=timeout_s,
+                headers={"traceparent": parent} if parent else None,
             )
         except InferenceServerException as e:
             raise ModelCallError(f"{model}: {e.message()}") from e

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import grpc
 import structlog
 
+from aragog.common import tracing
 from aragog.common.rpc import RpcError
 from aragog.common.store import REDIS_AWAY
 from aragog.common.workflow import StageDef, WorkflowDef
@@ -124,8 +125,15 @@ class RequestRunner:
                 delay = min(1.0, delay * 2)
 
     async def _llm_stage(self, st: StageDef, prompt: str) -> str:
+        with tracing.tracer.start_as_current_span(
+                f"stage {st.name}", attributes={"aragog.stage": st.name}) as span:
+            return await self._traced_llm_stage(st, prompt, span)
+
+    async def _traced_llm_stage(self, st: StageDef, prompt: str, span) -> str:
         s = self.ex.settings
-        grant, schedule_ms = await self._acquire(st.name)
+        with tracing.tracer.start_as_current_span("AcquireStage"):
+            grant, schedule_ms = await self._acquire(st.name)
+        span.set_attribute("aragog.model", grant.model)
         success = model_failed = False
         try:
             renew = asyncio.create_task(self._renew(grant))
@@ -135,9 +143,12 @@ class RequestRunner:
                 await self.ex.stage_started(self.rid, st.name, grant.model, +1)
                 started = True
                 try:
-                    output = await self.ex.models.generate(
-                        grant.model, st.name, prompt, st.output_tokens, s.stage_timeout_s,
-                        self.rid)
+                    with tracing.tracer.start_as_current_span(
+                            "Triton infer", kind=tracing.trace.SpanKind.CLIENT,
+                            attributes={"aragog.model": grant.model}):
+                        output = await self.ex.models.generate(
+                            grant.model, st.name, prompt, st.output_tokens, s.stage_timeout_s,
+                            self.rid)
                 except ModelCallError:
                     model_failed = True  # the scheduler's health of the model counts it
                     raise

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import structlog
 
+from aragog.common import tracing
 from aragog.common.rpc import RpcError
 from aragog.v1 import scheduler_pb2, scheduler_pb2_grpc
 
@@ -57,7 +58,8 @@ class SchedulerClient:
     async def acquire(self, rid: str, stage: str, timeout: float) -> scheduler_pb2.AcquireStageResponse:
         """Wait until the scheduler places the stage; the grant carries the model and lease."""
         op = scheduler_pb2.StageOp(acquire=scheduler_pb2.AcquireStageRequest(
-            request_id=rid, stage=stage, executor_id=self.executor_id))
+            request_id=rid, stage=stage, executor_id=self.executor_id,
+            traceparent=tracing.traceparent()))
         reply = await self._op("AcquireStage", op, timeout, cancellable=True)
         return reply.granted
 

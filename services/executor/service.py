@@ -19,6 +19,7 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import ResponseError
 
+from aragog.common import tracing
 from aragog.common.bounds import id_error
 from aragog.common.settings import ExecutorSettings
 from aragog.common.store import REDIS_AWAY, TERMINAL, Store
@@ -212,8 +213,12 @@ class Executor:
         if not await self.store.mark_running(rid):
             log.info("request_ended_before_it_ran")
             return
-        ok, answer, error = await RequestRunner(self, rid, wf, fields).run()
-        await self._finish(rid, ok, answer, error)
+        # below the router's SubmitRequest span, which it stored with the request
+        with tracing.tracer.start_as_current_span(
+                "request", context=tracing.parent(fields.get("traceparent", "")),
+                attributes={"aragog.request_id": rid, "aragog.workflow": wf.id}):
+            ok, answer, error = await RequestRunner(self, rid, wf, fields).run()
+            await self._finish(rid, ok, answer, error)
 
     async def _finish(self, rid: str, ok: bool, answer: str, error: str) -> None:
         state = common_pb2.REQUEST_STATE_SUCCEEDED if ok else common_pb2.REQUEST_STATE_FAILED

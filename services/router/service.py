@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator
 import grpc
 import structlog
 from aragog import policies
+from aragog.common import tracing
 from aragog.common.bounds import clip, id_error, quote
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
@@ -221,17 +222,25 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         structlog.contextvars.bind_contextvars(request_id=rid)
         client = uuid.uuid4().hex  # this stream, among the request's followers
         ended = False
+        # the request's root span (the caller's traceparent, if it sent one, is its parent);
+        # current only around admission, which stores it with the request for the executor:
+        # this generator's body runs between yields, so no context stays attached across them
+        span = tracing.tracer.start_span(
+            "SubmitRequest", context=tracing.parent(_metadata(context, "traceparent")),
+            kind=tracing.trace.SpanKind.SERVER, attributes={"aragog.request_id": rid})
         try:
-            if request.request_id and await self.store.attach(rid, client) is not None:
-                log.info("reattach")
-            elif not await self._admit(rid, request, context, client):
-                if not await self._visible(rid, caller):  # another tenant's, admitted first
-                    await self._id_taken(context, rid)
-                await self.store.attach(rid, client)  # another submission admitted it first
+            with tracing.trace.use_span(span):
+                if request.request_id and await self.store.attach(rid, client) is not None:
+                    log.info("reattach")
+                elif not await self._admit(rid, request, context, client):
+                    if not await self._visible(rid, caller):  # another tenant's, admitted first
+                        await self._id_taken(context, rid)
+                    await self.store.attach(rid, client)  # another submission admitted it first
             async for event in self._events(rid, context):
                 ended = event.WhichOneof("event") == "completed"
                 yield event
         finally:
+            span.end()
             # The stream ends before its request (the client left, or this stream gave up),
             # perhaps cancelled in the middle of counting itself: uncount it, whatever it did.
             if not ended and (request.request_id or request.cancel_on_disconnect):
@@ -347,6 +356,7 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             admitted=router_pb2.Admitted(policy=policy_name, configurations=admitted),
         )
         fields = {
+            **({"traceparent": tp} if (tp := tracing.traceparent()) else {}),
             "workflow_id": wf.id,
             "policy": policy_name,
             "tenant": request.tenant,
@@ -429,3 +439,11 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 f"request {rid} still running after {self.settings.request_timeout_s}s; "
                 "poll GetRequestStatus or resubmit with the same request_id to re-attach",
             )
+
+
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
+    """The value of the call's metadata `key`, or ''."""
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            return v if isinstance(v, str) else ""
+    return ""

@@ -44,6 +44,7 @@ import grpc
 import numpy as np
 import structlog
 from aragog import policies
+from aragog.common import tracing
 from aragog.common.bounds import clip, id_error, quote
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import SchedulerSettings
@@ -258,8 +259,21 @@ class Scheduler:
         while len(self.known) > self.settings.request_cache_size:
             self.known.popitem(last=False)
 
-    async def acquire(self, rid: str, stage: str, executor_id: str) -> scheduler_pb2.AcquireStageResponse:
-        """Queue the stage and wait until a round places it; raise StageRejected if it cannot be."""
+    async def acquire(self, rid: str, stage: str, executor_id: str, traceparent: str = ""
+                      ) -> scheduler_pb2.AcquireStageResponse:
+        """Queue the stage and wait until a round places it; raise StageRejected if it cannot be.
+        `traceparent`: the executor's span of the stage (tracing on): the wait is its child."""
+        if not traceparent:
+            return await self._acquire(rid, stage, executor_id)
+        with tracing.tracer.start_as_current_span(
+                "meta-queue", context=tracing.parent(traceparent),
+                attributes={"aragog.request_id": rid, "aragog.stage": stage}) as span:
+            granted = await self._acquire(rid, stage, executor_id)
+            span.set_attribute("aragog.model", granted.model)
+            return granted
+
+    async def _acquire(self, rid: str, stage: str, executor_id: str
+                       ) -> scheduler_pb2.AcquireStageResponse:
         bad = (id_error("request_id", rid) or id_error("executor_id", executor_id)
                or (None if stage else "stage is required"))
         if bad:

@@ -17,7 +17,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
 
     async def AcquireStage(self, request, context):  # noqa: N802
         try:
-            response = await self.s.acquire(request.request_id, request.stage, request.executor_id)
+            response = await self.s.acquire(request.request_id, request.stage,
+                                            request.executor_id, request.traceparent)
         except StageRejected as e:
             await context.abort(e.code, e.message)
         return response

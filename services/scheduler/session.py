@@ -83,7 +83,8 @@ class StageSession:
         try:
             if kind == "acquire":
                 a = op.acquire
-                self._reply(op.ticket, granted=await self.s.acquire(a.request_id, a.stage, a.executor_id))
+                self._reply(op.ticket, granted=await self.s.acquire(
+                    a.request_id, a.stage, a.executor_id, a.traceparent))
             elif kind == "release":
                 await self.s.release_stage(op.release.lease_id, op.release.success,
                                            op.release.model_failed)

@@ -12,7 +12,6 @@ import os
 import signal
 import uuid
 
-import grpc
 import numpy as np
 import pytest
 import redis

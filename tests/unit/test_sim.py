@@ -317,7 +317,8 @@ def test_instances_planned_per_model_meet_the_slo_from_the_fluid_floor():
     assert all(plan.instances[m] >= plan.floor[m] for m in plan.instances)
     assert plan.instances["llama3-3b"] == plan.instances["llama3-8b"] == 1  # largest: unused
     recs = make(provisioned(POOL, list(plan.instances.values()))).run(arr, "largest").records
-    assert sum(r.status == "ok" and r.latency_s <= slo["self-refine"] for r in recs) >= 0.9 * len(arr)
+    good = sum(r.status == "ok" and r.latency_s <= slo["self-refine"] for r in recs)
+    assert good >= 0.9 * len(arr)
     k = cli.gpus_for_slo(POOL, make, arr, "largest", slo, 0.9)
     assert plan.gpus <= cli.gpus(cli.scaled(POOL, k))
     short = plan_instances(POOL, make, arr, "largest", slo, 0.9, budget_gpus=2)
