@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import signal
 import statistics
@@ -551,6 +552,8 @@ def evaluate_mixed(plan: Plan, out_dir: str, say: Callable[[str], None] = print)
                     say(f"[{family}/{wid}] idle latency of the largest configuration "
                         f"{idle[(family, wid)]:.2f}s")
                 price = gpu_seconds_fn(family)
+                progress = Progress(len(seeds) * sum(
+                    runs_policy(plan, p, r, b) for r in rates for p in plan.policies))
                 for seed in seeds:
                     start = azure_trace.window_start(trace, n_max, seed, plan.workflows)
                     draws = item_draws(plan.workflows, seed)
@@ -579,7 +582,7 @@ def evaluate_mixed(plan: Plan, out_dir: str, say: Callable[[str], None] = print)
                                 f"{s['throughput']:.2f}/s, goodput {s['goodput'] or 0:.2f}/s, "
                                 f"p50 {s['latency_p50_s'] or 0:.2f}s, "
                                 f"acc {s['accuracy'] or 0:.3f}, cpu p95 {s['cpu_p95'] or 0:.2f}, "
-                                f"{s['by_status']} [{(time.monotonic() - t_start) / 60:.1f} min]")
+                                f"{s['by_status']} [{progress.tick()}]")
     elapsed = time.monotonic() - t_start
     notes += [
         f"Wall time of the whole evaluation: {elapsed / 60:.1f} min on this host "
@@ -596,6 +599,19 @@ def evaluate_mixed(plan: Plan, out_dir: str, say: Callable[[str], None] = print)
                                largest_correct=largest_correct, **MIXED_SETTINGS)
     return report.write_report(
         runs, settings, out_dir, title="Aragog: mixed workload, real arrivals", notes=notes)
+
+
+class Progress:
+    """A family's evaluation steps done of those planned, and the time left at the pace so
+    far (each step is an arrival window and its drain, so the pace is steady)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.t0 = total, 0, time.monotonic()
+
+    def tick(self) -> str:
+        self.done += 1
+        left = (time.monotonic() - self.t0) / self.done * (self.total - self.done)
+        return f"step {self.done}/{self.total}, ~{math.ceil(left / 60)} min left"
 
 
 def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> dict:
@@ -634,6 +650,11 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
                            "ARAGOG_ARTIFACTS_DIR": served_root},
             )
             say(f"[{family}] starting the stack (logs in {stack.log_dir})")
+            progress = Progress(sum(
+                len(sweep_rates(plan, bound.get((family, w)))) if p in plan.swept else 1
+                for w in plan.workflows for p in plan.policies) + sum(
+                plan.fluctuating != "" and p in FLUCTUATED
+                for _ in plan.workflows for p in plan.policies))
             with stack:
                 for wi, wid in enumerate(plan.workflows):
                     tag = f"{fi}{wi}"  # request ids never repeat within an evaluation
@@ -668,7 +689,7 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
                                 f"[{family}/{wid}] {policy:<12} rate {rate:5.1f}/s: "
                                 f"{s['throughput']:.2f}/s, p50 {s['latency_p50_s'] or 0:.2f}s, "
                                 f"acc {s['accuracy'] or 0:.3f}, cpu p95 {s['cpu_p95'] or 0:.2f}, "
-                                f"{s['by_status']}"
+                                f"{s['by_status']} [{progress.tick()}]"
                             )
                         if plan.fluctuating and policy in FLUCTUATED:
                             low, high = swept[0], swept[-1]
@@ -695,6 +716,8 @@ def evaluate(plan: Plan, out_dir: str, say: Callable[[str], None] = print) -> di
                                     f"{tag}f{policy[:5]}",
                                 )
                             )
+                            say(f"[{family}/{wid}] {policy:<12} {plan.fluctuating} arrivals "
+                                f"[{progress.tick()}]")
     elapsed = time.monotonic() - t_start
     notes = [
         f"Plan: {json.dumps(dataclasses.asdict(plan))}.",
