@@ -73,7 +73,8 @@ def ensure(root: str, families, wids, settings: RouterSettings, say=say,
                 art = art if current else None
             if art is None:
                 embedder = embedder or Embedder.from_settings(settings)
-                art = builder.build_benchmark(root, fam, wid, embedder, say)
+                art = builder.build_benchmark(root, fam, wid, embedder, say,
+                                              progress=sys.stderr.isatty())
             out[(fam, wid)] = art
     return out
 
@@ -180,7 +181,8 @@ def build_from_profile(args, settings: RouterSettings, root: str) -> None:
     space = build_space(wf, pool)
     embedder = Embedder.from_settings(settings)
     art = builder.build(root, space, records, prof, grader, embedder,
-                        {"kind": "profile", "profile": os.path.abspath(d)}, say)
+                        {"kind": "profile", "profile": os.path.abspath(d)}, say,
+                        progress=sys.stderr.isatty())
     if len(prof.rows("test")):
         report = evaluate(art, records, embedder, settings.routing_budget)
         with open(os.path.join(d, "evaluation.json"), "w", encoding="utf-8") as f:

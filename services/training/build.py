@@ -104,7 +104,7 @@ def per_workflow_config(space: Space, prof: Profile, rows: np.ndarray) -> tuple[
 
 
 def train_router(space: Space, x: np.ndarray, prof: Profile, train_rows: np.ndarray,
-                 seed: int = 0) -> tuple[RouterModel, dict]:
+                 seed: int = 0, progress: bool = False) -> tuple[RouterModel, dict]:
     """The router for requests `train_rows` (features `x`): FOLDS routers, each trained on
     all folds but one, their weight decay and risk weight cross-fitted on the routes each
     gives its own held-back fold; it serves their average, with the out-of-fold figures.
@@ -114,7 +114,11 @@ def train_router(space: Space, x: np.ndarray, prof: Profile, train_rows: np.ndar
     confident than they were. Over three training seeds, a retrained router's held-out
     saving moved by up to 14 points and its loss reached 2.17 points; the average's moved
     by up to 7, its loss at most 1.17, for about the same mean saving (benchmarks/README.md,
-    "Routing rules")."""
+    "Routing rules"). `progress`: a bar with the time left over the fits, on stderr."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=FOLDS * len(WEIGHT_DECAYS), unit="fit", disable=not progress,
+               desc=f"train {space.workflow.id}")
     folds = np.array_split(np.random.default_rng(0).permutation(train_rows), FOLDS)
     val = np.concatenate(folds)
     best: tuple[list, float, dict] | None = None  # fold routers, risk weight, figures
@@ -124,6 +128,7 @@ def train_router(space: Space, x: np.ndarray, prof: Profile, train_rows: np.ndar
             fit = np.concatenate([f for j, f in enumerate(folds) if j != k])
             routers.append(learn.train(space, x[fit], prof.preserving[fit],
                                        weight_decay=decay, seed=seed))
+            bar.update()
             chosen.append(learn.chosen_configs(routers[-1], space, x[fold]))
         lam, figures = learn.choose_risk_weight(
             space, np.concatenate(chosen, axis=1), prof.preserving[val],
@@ -131,6 +136,7 @@ def train_router(space: Space, x: np.ndarray, prof: Profile, train_rows: np.ndar
         )
         if best is None or figures["saving"] > best[2]["saving"]:
             best = (routers, lam, {**figures, "weight_decay": decay})
+    bar.close()
     assert best is not None
     routers, lam, figures = best
     router = RouterModel.average(routers)
@@ -139,9 +145,11 @@ def train_router(space: Space, x: np.ndarray, prof: Profile, train_rows: np.ndar
 
 
 def build(root: str, space: Space, records: Sequence[Record], prof: Profile, grader: Grader,
-          embedder: Embedder, source: dict, say: Callable[[str], None] = print) -> Artifacts:
+          embedder: Embedder, source: dict, say: Callable[[str], None] = print,
+          progress: bool = False) -> Artifacts:
     """Train the router on the profile's train split and write the artifacts atomically
-    (each file replaced whole; the summary, which the router reads first, last)."""
+    (each file replaced whole; the summary, which the router reads first, last).
+    `progress`: a bar with the time left over the router's fits (a terminal's user)."""
     wf, pool = space.workflow, space.pool
     if [r.id for r in records] != prof.item_ids:
         raise ValueError("the profile was made on other requests than these records")
@@ -153,7 +161,7 @@ def build(root: str, space: Space, records: Sequence[Record], prof: Profile, gra
     x = router_input(embeddings(root, embedder, texts), lexicon, texts)
     say(f"{pool.family}/{wf.id}: training the router on {len(train_rows)} requests "
         f"({FOLDS} folds x {len(WEIGHT_DECAYS)} weight decays)")
-    router, val_figures = train_router(space, x, prof, train_rows)
+    router, val_figures = train_router(space, x, prof, train_rows, progress=progress)
     published = routellm.fit(space, prof, x, train_rows)
     front = flowcompile.compile_front(space, prof, train_rows)
     tiers = agentrouter.fit(space, prof, x, texts, train_rows)
@@ -216,7 +224,7 @@ BENCHMARK_GRADER = "agree"
 
 
 def build_benchmark(root: str, family: str, wid: str, embedder: Embedder,
-                    say: Callable[[str], None] = print) -> Artifacts:
+                    say: Callable[[str], None] = print, progress: bool = False) -> Artifacts:
     """Profile a shipped GENERATED benchmark in-process (the accelerator) and build."""
     from aragog import workflows
     from aragog.common.pool import load_pool
@@ -233,4 +241,4 @@ def build_benchmark(root: str, family: str, wid: str, embedder: Embedder,
         f"{time.monotonic() - t0:.1f}s, {prof.executions[train_rows].mean():.1f} stage "
         f"executions per request (exhaustive {prof.exhaustive_executions})")
     return build(root, space, records, prof, grader, embedder,
-                 benchmark_source(wid, family), say)
+                 benchmark_source(wid, family), say, progress)
