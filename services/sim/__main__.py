@@ -31,8 +31,11 @@ from typing import Any
 import numpy as np
 from aragog.common.pool import PoolSpec, load_pool
 from aragog.loadgen import arrivals as arrivals_mod
-from aragog.loadgen import azure_trace, report
-from aragog.loadgen import eval_policies  # noqa: F401  (aragog-profiled: the profiled F(r))
+from aragog.loadgen import (
+    azure_trace,
+    eval_policies,  # noqa: F401  (aragog-profiled: the profiled F(r))
+    report,
+)
 from aragog.loadgen.evaluate import item_draws
 from aragog.sim.core import Arrival, Simulator
 from aragog.workflows import BENCHMARKED
@@ -113,9 +116,16 @@ class Arrivals:
         return (self[i] for i in range(len(self)))
 
 
+PATTERNS = ("poisson", "square", "bursts")
+
+
 def make_arrivals(workflows: Sequence[str], rate: float, duration: float, seed: int,
-                  trace: str | None = None) -> tuple[Arrivals, str]:
-    """The seed's arrivals and a line saying how they were made."""
+                  trace: str | None = None, pattern: str = "poisson", period: float = 60.0
+                  ) -> tuple[Arrivals, str]:
+    """The seed's arrivals and a line saying how they were made. Without a trace, `pattern`
+    at mean `rate`: Poisson; a square wave (0.5x the rate for half of each `period`, 1.5x
+    for the other half); or bursts (a Markov-modulated Poisson process switching between
+    0.25x and 1.75x the rate, staying `period`/2 in each on average)."""
     if trace == "azure":
         tr = azure_trace.load()
         n = azure_trace.arrivals_needed(rate, duration)
@@ -130,19 +140,36 @@ def make_arrivals(workflows: Sequence[str], rate: float, duration: float, seed: 
         if rate * duration > MAX_ARRIVALS:
             raise ValueError(f"--rate x --duration = {rate * duration:g} arrivals exceed "
                              f"{MAX_ARRIVALS}")
-        # the load generator's Poisson arrivals, in windows short enough for its bound on one
-        # call (a Poisson process over disjoint windows is the process over their union)
-        window = min(duration, 0.9 * arrivals_mod.MAX_ARRIVALS / rate)
+        if pattern not in PATTERNS or not period > 0:
+            raise ValueError(f"pattern is one of {PATTERNS} and period > 0, got {pattern!r}, "
+                             f"{period}")
+
+        def draw(length: float, s: Any) -> np.ndarray:  # the load generator's own processes
+            if pattern == "square":
+                return arrivals_mod.square_wave(0.5 * rate, 1.5 * rate, period, length, s)
+            if pattern == "bursts":
+                return np.asarray(arrivals_mod.mmpp([0.25 * rate, 1.75 * rate], period / 2,
+                                                    length, s))
+            return arrivals_mod.poisson(rate, length, s)
+
+        # in windows short enough for the load generator's bound on one call (a Poisson
+        # process over disjoint windows is the process over their union; a square wave's
+        # windows are whole periods; a burst process restarts its chain at each window)
+        peak = rate * {"poisson": 1.0, "square": 1.5, "bursts": 1.75}[pattern]
+        window = min(duration, 0.9 * arrivals_mod.MAX_ARRIVALS / peak)
+        if pattern == "square" and window < duration:
+            window = max(period, period * (window // period))
         parts, start = [], 0.0
         while start < duration:
             length = min(window, duration - start)
-            parts.append(start + arrivals_mod.poisson(rate, length, seed if not parts
-                                                      else [seed, len(parts)]))
+            parts.append(start + draw(length, seed if not parts else [seed, len(parts)]))
             start += length
         offsets = np.concatenate(parts)
         rng = np.random.default_rng([seed, 1])
         wfs = [workflows[k] for k in rng.integers(0, len(workflows), len(offsets))]
-        how = f"poisson {rate:g}/s over {duration:g} s, workflows drawn uniformly"
+        shape = {"poisson": "poisson", "square": f"square wave 0.5x/1.5x, period {period:g} s",
+                 "bursts": f"bursts 0.25x/1.75x, mean dwell {period / 2:g} s"}[pattern]
+        how = f"{shape}, mean {rate:g}/s over {duration:g} s, workflows drawn uniformly"
     else:
         raise ValueError(f"unknown trace {trace!r} (azure)")
     names = sorted(set(wfs))
@@ -174,6 +201,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="arrival window, simulated s")
     ap.add_argument("--trace", choices=["azure"], default=None,
                     help="arrivals from a window of the Azure trace instead of Poisson")
+    ap.add_argument("--pattern", choices=PATTERNS, default="poisson",
+                    help="without --trace: Poisson at --rate; a square wave between 0.5x and "
+                         "1.5x it; or bursts between 0.25x and 1.75x it (Markov-modulated)")
+    ap.add_argument("--period", type=float, default=60.0,
+                    help="the square wave's period, or twice the bursts' mean dwell, seconds")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--placement", choices=["cost-first", "work-conserving"],
                     default="cost-first")
@@ -202,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     try:
         pool = scaled(load_pool(a.pool), a.instances_scale)
-        if not (min(a.rate) > 0 and a.duration > 0 and a.seeds >= 1):
-            raise ValueError("--rate, --duration and --seeds must be positive")
+        if not (min(a.rate) > 0 and a.duration > 0 and a.seeds >= 1 and a.period > 0):
+            raise ValueError("--rate, --duration, --seeds and --period must be positive")
         if a.control_ms < 0 or (a.time_scale is not None and a.time_scale < 0):
             raise ValueError("--control-ms and --time-scale must be >= 0")
         if a.gpus_for_slo is not None and not 0 < a.gpus_for_slo <= 1:
@@ -224,7 +256,6 @@ def main(argv: list[str] | None = None) -> None:
             settings = dataclasses.replace(settings, artifacts_dir=a.artifacts)
         routing = Routing(settings)
     from aragog import workflows as shipped
-
     from aragog.common.settings import SchedulerSettings
     from aragog.emulation.generate import benchmark
 
@@ -244,10 +275,11 @@ def main(argv: list[str] | None = None) -> None:
     summaries: list[dict] = []
     for seed in range(a.seeds):
         for rate in sorted(a.rate):
-            arrivals, how = make_arrivals(wids, rate, a.duration, seed, a.trace)
+            arrivals, how = make_arrivals(wids, rate, a.duration, seed, a.trace, a.pattern,
+                                          a.period)
             for pol in pols:
                 run = report.Run(pool.family, report.MIXED if len(wids) > 1 else wids[0], pol,
-                                 "trace" if a.trace else "poisson", rate, a.duration, [],
+                                 "trace" if a.trace else a.pattern, rate, a.duration, [],
                                  seed=seed, arrivals=how)
                 # the report's own figures, folded in as each request ends: no record is kept
                 tally = report.Tally(run, settings_, exact=False)
@@ -274,7 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     comparison = compare(summaries, pols, bound)
     needed: dict[str, int | None] = {}
     if a.gpus_for_slo is not None:
-        arrivals, _ = make_arrivals(wids, a.rate, a.duration, 0, a.trace)
+        arrivals, _ = make_arrivals(wids, max(a.rate), a.duration, 0, a.trace, a.pattern,
+                                    a.period)
         slo = {w: a.slo_multiple * idle[(pool.family, w)] for w in wids}
         print(f"GPUs to serve {a.gpus_for_slo:.0%} of seed 0's arrivals within the SLO "
               f"({a.slo_multiple:g}x the largest configuration's idle latency):")
@@ -287,7 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.plan_instances is not None:
         from aragog.sim.planning import plan_instances
 
-        arrivals, _ = make_arrivals(wids, max(a.rate), a.duration, 0, a.trace)
+        arrivals, _ = make_arrivals(wids, max(a.rate), a.duration, 0, a.trace, a.pattern,
+                                     a.period)
         slo = {w: a.slo_multiple * idle[(pool.family, w)] for w in wids}
         print(f"instances per model to serve {a.slo_share:.0%} of seed 0's arrivals within the "
               f"SLO, within {a.plan_instances} GPUs (fluid floor in brackets):")

@@ -133,15 +133,17 @@ def test_aragog_runs_configurations_of_its_routers_f_r(artifacts_dir, policy):
 def test_the_command_compares_policies_over_seeds(tmp_path, capsys):
     cli.main(["--pool", "llama3", "--workflow", "voting", "--policy", "largest",
               "--policy", "cheapest", "--rate", "10", "--duration", "5", "--seeds", "2",
-              "--out", str(tmp_path)])
+              "--gpus-for-slo", "0.9", "--plan-instances", "64", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "EMULATED pool llama3: 8 GPUs" in out and "means over seeds" in out
+    assert "GPUs to serve 90%" in out and "instances per model to serve 95%" in out
     res = json.loads((tmp_path / "results.json").read_text())
     assert {(s["policy"], s["seed"]) for s in res["summaries"]} == {
         (p, s) for p in ("largest", "cheapest") for s in (0, 1)}
     by = {s["policy"]: s for s in res["summaries"] if s["seed"] == 0}
     assert by["largest"]["gpu_seconds_per_request"] > by["cheapest"]["gpu_seconds_per_request"]
     assert all(s["coherent"] for s in res["summaries"])
+    assert set(res["gpus_for_slo"]) == set(res["planned_instances"]) == {"largest", "cheapest"}
 
 
 def test_a_sweep_gives_maxima_ratios_and_bounds(artifacts_dir, tmp_path, capsys):
@@ -260,7 +262,7 @@ def test_long_runs_draw_poisson_arrivals_window_by_window(monkeypatch):
     offsets = [a.offset for a in arr]
     assert 2700 < len(arr) < 3300 and offsets == sorted(offsets)
     assert 0 <= offsets[0] and offsets[-1] < 30.0 and offsets[-1] > 29.0
-    assert "poisson 100/s over 30 s" in how
+    assert "poisson, mean 100/s over 30 s" in how
 
 
 def test_the_oracle_knows_what_is_coming(artifacts_dir):
@@ -323,3 +325,23 @@ def test_instances_planned_per_model_meet_the_slo_from_the_fluid_floor():
     assert plan.gpus <= cli.gpus(cli.scaled(POOL, k))
     short = plan_instances(POOL, make, arr, "largest", slo, 0.9, budget_gpus=2)
     assert not short.met
+
+
+@pytest.mark.parametrize("pattern", ["square", "bursts"])
+def test_square_waves_and_bursts_keep_their_mean_rate(pattern, monkeypatch):
+    """The load generator's square wave and Markov-modulated bursts, at the mean --rate,
+    drawn window by window past its bound on one call."""
+    from aragog.loadgen import arrivals as arrivals_mod
+
+    monkeypatch.setattr(arrivals_mod, "MAX_ARRIVALS", 4000)
+    arr, how = cli.make_arrivals(["voting"], 100.0, 200.0, seed=2, pattern=pattern,
+                                 period=20.0)
+    offsets = np.array([a.offset for a in arr])
+    assert (np.diff(offsets) >= 0).all() and offsets[-1] < 200.0
+    assert 0.85 * 20_000 < len(arr) < 1.15 * 20_000, len(arr)
+    per_10s = np.histogram(offsets, bins=20, range=(0, 200))[0]
+    if pattern == "square":  # low (0.5x) in each period's first half, high (1.5x) after
+        assert (per_10s[0::2] < 700).all() and (per_10s[1::2] > 1300).all(), per_10s
+        assert "square wave" in how
+    else:
+        assert per_10s.max() > 2 * per_10s.min() and "bursts" in how
