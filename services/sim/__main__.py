@@ -3,7 +3,7 @@
     aragog-sim --pool llama3 --instances-scale 8 --workflow voting --workflow self-refine \\
         --policy largest --policy cheapest --rate 40 --duration 600 --seeds 3
     aragog-sim --pool llama3 --instances-scale 125 --policy aragog --policy per-input:router \\
-        --rate 900 --rate 1300 --duration 60 --seeds 3 --bounds   # a sweep, ratios, bounds
+        --rate 500 --rate 700 --duration 10 --seeds 3 --bounds   # a sweep, ratios, bounds
 
 Arrivals are Poisson at --rate for --duration simulated seconds, or a window of the Azure
 LLM inference trace time-compressed to --rate (--trace azure: its bursts and lulls are
