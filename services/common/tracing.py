@@ -25,6 +25,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 tracer = trace.get_tracer("aragog")
 _propagator = TraceContextTextMapPropagator()
+_provider: Any = None  # the SDK's TracerProvider, once setup() made one
 
 
 def setup(service: str, endpoint: str, insecure: bool = True) -> bool:
@@ -42,7 +43,15 @@ def setup(service: str, endpoint: str, insecure: bool = True) -> bool:
                                                                     insecure=insecure)))
     trace.set_tracer_provider(provider)
     atexit.register(provider.shutdown)  # flushes what is still batched
+    global _provider
+    _provider = provider
     return True
+
+
+def flush(timeout_s: float = 5.0) -> None:
+    """Export the spans still batched (a stopping service), within `timeout_s`."""
+    if _provider is not None:
+        _provider.force_flush(int(timeout_s * 1000))
 
 
 def traceparent() -> str:
