@@ -43,7 +43,6 @@ from aragog.sim import oracle  # registers the `oracle` policy, which only the s
 from aragog.v1 import common_pb2
 
 
-
 class RememberedRouting:
     """The router's routing context, each (artifacts, input) routed once: a simulated day
     sends the same held-out inputs again and again, and F(r) is a function of the input
