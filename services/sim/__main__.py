@@ -38,6 +38,7 @@ from aragog.loadgen import (
 )
 from aragog.loadgen.evaluate import item_draws
 from aragog.sim.core import Arrival, Simulator
+from aragog.sim.planning import plan_instances, served
 from aragog.workflows import BENCHMARKED
 
 MAX_ARRIVALS = 2_000_000
@@ -56,25 +57,17 @@ def gpus(pool: PoolSpec) -> int:
 
 
 def gpus_for_slo(base: PoolSpec, make_sim: Callable[[PoolSpec], Simulator],
-                 arrivals: list[Arrival], policy: str, slo_s: dict[str, float], share: float,
+                 arrivals: Sequence[Arrival], policy: str, slo_s: dict[str, float], share: float,
                  max_scale: int = 1024) -> int | None:
     """The smallest k such that `base` with every model's instances x k serves `share` of
     the arrivals ok within their workflow's SLO (`slo_s`): doubling, then bisection (more
     instances never hurt here, near enough). None if no k up to `max_scale` does, or if the
     policy answers none of them (it refuses: no artifacts, say)."""
     def meets(k: int) -> bool | None:
-        n, ok, good = 0, 0, 0
-
-        def count(r) -> None:  # streamed: nothing kept per request
-            nonlocal n, ok, good
-            n += 1
-            ok += r.status == "ok"
-            good += r.status == "ok" and r.latency_s <= slo_s[r.workflow]
-
-        make_sim(scaled(base, k)).run(arrivals, policy, on_record=count)
+        _, ok, good = served(make_sim(scaled(base, k)), arrivals, policy, slo_s)
         if not ok:
             return None
-        return good >= share * n
+        return good >= share * len(arrivals)
 
     hi = 1
     while not (met := meets(hi)):
@@ -305,10 +298,13 @@ def main(argv: list[str] | None = None) -> None:
     bound = fluid_bounds(pool, wids, a.artifacts) if a.bounds else {}
     comparison = compare(summaries, pols, bound)
     needed: dict[str, int | None] = {}
-    if a.gpus_for_slo is not None:
+    plans: dict[str, dict] = {}
+    if a.gpus_for_slo is not None or a.plan_instances is not None:
+        # the searches serve seed 0's arrivals at the highest rate, within each workflow's SLO
         arrivals, _ = make_arrivals(wids, max(a.rate), a.duration, 0, a.trace, a.pattern,
                                     a.period)
         slo = {w: a.slo_multiple * idle[(pool.family, w)] for w in wids}
+    if a.gpus_for_slo is not None:
         print(f"GPUs to serve {a.gpus_for_slo:.0%} of seed 0's arrivals within the SLO "
               f"({a.slo_multiple:g}x the largest configuration's idle latency):")
         for pol in pols:
@@ -316,13 +312,7 @@ def main(argv: list[str] | None = None) -> None:
             needed[pol] = None if k is None else gpus(scaled(pool, k))
             print(f"  {pol:>14}: " + ("not within 1024x" if k is None else
                                       f"{needed[pol]} (instances x{k})"), flush=True)
-    plans: dict[str, dict] = {}
     if a.plan_instances is not None:
-        from aragog.sim.planning import plan_instances
-
-        arrivals, _ = make_arrivals(wids, max(a.rate), a.duration, 0, a.trace, a.pattern,
-                                     a.period)
-        slo = {w: a.slo_multiple * idle[(pool.family, w)] for w in wids}
         print(f"instances per model to serve {a.slo_share:.0%} of seed 0's arrivals within the "
               f"SLO, within {a.plan_instances} GPUs (fluid floor in brackets):")
         for pol in pols:

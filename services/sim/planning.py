@@ -59,7 +59,7 @@ def plan_instances(base: PoolSpec, make_sim: Callable[[PoolSpec], Simulator],
         """One run at `n` instances: each model's pressure (its fluid floor, unrounded: the
         instances the GPU-seconds it served need at `rate`) and the share within the SLO."""
         sim = make_sim(provisioned(base, n))
-        load, good = _run(sim, arrivals, policy, slo_s, models)
+        load, _, good = served(sim, arrivals, policy, slo_s)
         k = max(len(arrivals), 1)  # GPU-seconds are priced at the profile's own time scale
         return [rate * load[i] * sim.scale / k / tp[i] for i in range(len(models))], good / k
 
@@ -86,22 +86,24 @@ def plan_instances(base: PoolSpec, make_sim: Callable[[PoolSpec], Simulator],
     return _plan(models, n, tp, floors(pressure), True, within, runs)
 
 
-def _run(sim: Simulator, arrivals: Sequence[Arrival], policy: str, slo_s: dict[str, float],
-         models: Sequence[Any]) -> tuple[list[float], int]:
-    """GPU-seconds each model served, and how many requests ended ok within their SLO."""
-    index = {m.name: i for i, m in enumerate(models)}
-    load = [0.0] * len(models)
-    good = 0
+def served(sim: Simulator, arrivals: Sequence[Arrival], policy: str, slo_s: dict[str, float]
+           ) -> tuple[list[float], int, int]:
+    """One run, streamed (nothing kept per request): the GPU-seconds each pool model served,
+    how many requests ended ok, and how many of those within their workflow's SLO."""
+    index = {m.name: i for i, m in enumerate(sim.pool.models)}
+    load = [0.0] * len(index)
+    ok = good = 0
 
-    def count(r) -> None:  # streamed: nothing kept per request
-        nonlocal good
+    def count(r) -> None:
+        nonlocal ok, good
         for st in r.stages:
             if st.model in index:
                 load[index[st.model]] += st.gpu_seconds
+        ok += r.status == "ok"
         good += r.status == "ok" and r.latency_s <= slo_s[r.workflow]
 
     sim.run(arrivals, policy, on_record=count)
-    return load, good
+    return load, ok, good
 
 
 def _plan(models: Sequence[Any], n: list[int], tp: list[int], floor: list[int], met: bool,
