@@ -202,6 +202,7 @@ class Stack:
         self.redis_url = redis_url
         self.triton_url = triton_url
         self.triton_metrics_url = triton_metrics_url  # of an external Triton; else from env
+        self.scheduler_env: dict[str, str] = {}  # model control, when the pool is ours
         self.router_addr = self.scheduler_addr = self.load_monitor_addr = ""
         self.http_addr = ""  # the router's HTTP/JSON and OpenAI-compatible front door
         # the services' TLS settings, if extra_env has them: this harness's own calls use them
@@ -264,19 +265,24 @@ class Stack:
                 if port not in ports:
                     ports.append(port)
             g, h, m = ports
+            # the pool's access token lets the scheduler load, unload and add its models
+            token = secrets.token_urlsafe(24)
             env = {"ARAGOG_TRITON_GRPC_PORT": str(g), "ARAGOG_TRITON_HTTP_PORT": str(h),
-                   "ARAGOG_TRITON_METRICS_PORT": str(m)}
+                   "ARAGOG_TRITON_METRICS_PORT": str(m), "ARAGOG_TRITON_ACCESS_TOKEN": token}
             if self.time_scale:
                 env["ARAGOG_TIME_SCALE"] = str(self.time_scale)
             pool = self._spawn("pool", [sys.executable, "-m", "aragog.pool"], env)
             self.triton_url = f"127.0.0.1:{g}"
             self.triton_metrics_url = f"http://127.0.0.1:{m}/metrics"
+            self.scheduler_env = {"ARAGOG_MODEL_CONTROL": "embedded",
+                                  "ARAGOG_TRITON_URL": self.triton_url,
+                                  "ARAGOG_TRITON_ACCESS_TOKEN": token}
         elif not self.triton_metrics_url:
             host = self.triton_url.rsplit(":", 1)[0]
             self.triton_metrics_url = os.environ.get(
                 "ARAGOG_TRITON_METRICS_URL", f"http://{host}:8002/metrics")
         self._wait_redis(timeout_s)
-        sched = self._python_service("scheduler", "aragog.scheduler", {})
+        sched = self._python_service("scheduler", "aragog.scheduler", self.scheduler_env)
         self.scheduler_addr = sched.addr
         self.schedulers = [sched]
         for i in range(1, self.n_schedulers):  # the standbys' ports, for the executors
@@ -296,7 +302,8 @@ class Stack:
         for p in [sched, mon, router, *self.executors]:
             wait_healthy(p.addr, timeout_s, p.popen, p.log_path, credentials=self.credentials)
         for i in range(1, self.n_schedulers):  # standbys: they wait for the active one's key
-            self.schedulers.append(self._python_service(f"scheduler-{i}", "aragog.scheduler", {}))
+            self.schedulers.append(self._python_service(f"scheduler-{i}", "aragog.scheduler",
+                                                        self.scheduler_env))
         for p in self.schedulers[1:]:
             wait_healthy(p.addr, timeout_s, p.popen, p.log_path, serving=False,
                          credentials=self.credentials)

@@ -43,9 +43,10 @@ class UnknownSettingWarning(UserWarning):
 
 def setting(default: Any, doc: str, *, at_least: float | None = None,
             above: float | None = None, at_most: float | None = None,
-            choices: tuple[str, ...] = ()) -> Any:
-    """A settings field with its documentation and what values it accepts."""
-    return dataclasses.field(default=default, metadata={
+            choices: tuple[str, ...] = (), secret: bool = False) -> Any:
+    """A settings field with its documentation and what values it accepts (`secret`: kept
+    out of the settings' repr, so no log line shows it)."""
+    return dataclasses.field(default=default, repr=not secret, metadata={
         "doc": doc, "at_least": at_least, "above": above, "at_most": at_most, "choices": choices})
 
 
@@ -251,6 +252,18 @@ class SchedulerSettings(ServiceSettings):
         "which a model is ejected from placement; 0: never eject.",
         at_least=0,
     )
+    model_control: str = setting(
+        "none",
+        "How the scheduler loads and unloads models it is asked to (UnloadModel, LoadModel, "
+        "AddModel). none: it only stops and starts placing stages on them (Triton is the "
+        "operator's); embedded: it asks the embedded pool (aragog-pool) through its control "
+        "model, with ARAGOG_TRITON_ACCESS_TOKEN.",
+        choices=("none", "embedded"))
+    triton_url: str = setting("127.0.0.1:8001", "Triton gRPC address (host:port).")
+    triton_access_token: str = setting(
+        "", "The embedded pool's access token: Triton's model-repository API and the pool's "
+        "control model need it (pool: empty generates one and binds no control model).",
+        secret=True)
     eject_s: float = setting(
         10.0,
         "How long a model's first ejection lasts; each further ejection without a success "
@@ -310,6 +323,10 @@ class PoolSettings(BaseSettings):
     batches_per_instance: int = setting(
         2, "Triton instances per emulated engine: batches one engine decodes at once.", at_least=1
     )
+    triton_access_token: str = setting(
+        "", "The embedded pool's access token: Triton's model-repository API and the pool's "
+        "control model need it (pool: empty generates one and binds no control model).",
+        secret=True)
 
 
 ALL_SETTINGS: tuple[type[BaseSettings], ...] = (

@@ -5,6 +5,8 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 | key | type | written by | holds |
 |---|---|---|---|
 | `{ns}:pool` | string | scheduler (start) | the model pool, PoolSpec JSON |
+| `{ns}:pool:state` | hash | scheduler | model -> its deployment state (serving, draining, unloaded, loading, failed; absent: serving) |
+| `{ns}:pool:changes` | stream, capped | scheduler | the pool's changes: at, by, action, model, state, detail |
 | `{ns}:workflows` | hash | router | workflow id -> validated YAML (write-once per id) |
 | `{ns}:workflows:deprecated` | hash | router | workflow id -> when it was deprecated (no new requests) |
 | `{ns}:tenant-requests:{tenant}` | sorted set, TTL | router | the tenant's request ids by admission time (ListRequests), trimmed to the request TTL |
@@ -240,12 +242,17 @@ ROUTING_PENDING = b"pending"
 placeholder with the largest configuration (see the router's admission)."""
 
 
+POOL_CHANGES_KEPT = 1000  # the pool's change log keeps about this many entries
+
+
 class Keys:
     """Key names under one namespace."""
 
     def __init__(self, ns: str):
         self.ns = ns
         self.pool = f"{ns}:pool"
+        self.pool_state = f"{ns}:pool:state"
+        self.pool_changes = f"{ns}:pool:changes"
         self.workflows = f"{ns}:workflows"
         self.deprecated = f"{ns}:workflows:deprecated"
         self.work = f"{ns}:work"
@@ -596,6 +603,29 @@ class Store:
     async def get_pool(self) -> PoolSpec | None:
         raw = await self.r.get(self.k.pool)
         return PoolSpec.from_json(raw.decode()) if raw else None
+
+    async def model_states(self) -> dict[str, str]:
+        """Each model's deployment state; a model not in the hash is serving."""
+        raw = await self.r.hgetall(self.k.pool_state)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def change_model(self, model: str, state: str, action: str, by: str = "",
+                           detail: str = "", pool: PoolSpec | None = None) -> None:
+        """Record a model's new state and the change that made it (and, for an added model,
+        the pool that now holds it), in one transaction."""
+        async with self.r.pipeline(transaction=True) as p:
+            if pool is not None:
+                p.set(self.k.pool, pool.to_json())
+            p.hset(self.k.pool_state, model, state)
+            p.xadd(self.k.pool_changes, {"at": repr(time.time()), "by": by, "action": action,
+                                         "model": model, "state": state, "detail": detail},
+                   maxlen=POOL_CHANGES_KEPT, approximate=True)
+            await p.execute()
+
+    async def pool_changes(self, count: int) -> list[dict[str, str]]:
+        """The pool's newest `count` changes, oldest first."""
+        rows = await self.r.xrevrange(self.k.pool_changes, count=count)
+        return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in reversed(rows)]
 
     async def put_workflow(self, wf: WorkflowDef) -> bool:
         """Register `wf` unless its id is taken; True if it is now registered as given.

@@ -93,6 +93,7 @@ class LoadMonitor:
             log.warning("triton_scrape_failed", url=self.settings.triton_metrics_url, error=str(e))
             triton = {}
         leased_by_id, inflight = await self.store.cluster_counts()
+        states = await self.store.model_states()
         prev = self._previous
         models = []
         for i, m in enumerate(pool.models):
@@ -116,6 +117,7 @@ class LoadMonitor:
                 queue_ms=d_queue / d_count / 1000.0 if d_count > 0 else 0.0,
                 utilization=busy / m.capacity,
                 profiled_throughput_rps=profiled,
+                state=states.get(m.name, "serving"),
             )
             UTILIZATION.labels(m.name).set(load.utilization)
             models.append(load)

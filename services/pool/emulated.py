@@ -15,7 +15,9 @@ Model I/O contract (the executor relies on it; batch dimension first since max_b
 
 from __future__ import annotations
 
+import hmac
 import itertools
+import json
 import logging
 import os
 import signal
@@ -28,6 +30,8 @@ from collections.abc import Callable
 
 import numpy as np
 import structlog
+import tritonclient.grpc as grpcclient
+from pytriton.client.auth import create_auth_headers
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import (
@@ -38,7 +42,7 @@ from pytriton.triton import (
 )
 
 from aragog.common.logs import configure_logging
-from aragog.common.pool import ModelProfile, load_pool
+from aragog.common.pool import ModelProfile, PoolSpec, PoolSpecError, load_pool
 from aragog.common.settings import PoolSettings
 from aragog.emulation.answer import answer
 from aragog.emulation.engine import ContinuousBatching, prompt_tokens
@@ -52,6 +56,12 @@ OUTPUTS = [
     Tensor(name="text", dtype=bytes, shape=(1,)),
     Tensor(name="completion_tokens", dtype=np.int32, shape=(1,)),
 ]
+CONTROL_MODEL = "aragog-pool-control"  # PoolControl's door; the scheduler's deployment calls it
+CONTROL_INPUTS = [Tensor(name=n, dtype=bytes, shape=(1,))
+                  for n in ("token", "action", "model", "profile")]
+CONTROL_OUTPUTS = [Tensor(name="status", dtype=bytes, shape=(1,))]
+UNLOAD_WAIT_S = 30.0
+UNLOAD_SETTLE_S = 2.0  # an unloaded model's stub finalizes before the model is bound again
 POLL_S = 1.0
 START_ATTEMPTS = 5
 # Statistics stay readable without pytriton's access token (monitoring reads them); loading,
@@ -164,27 +174,153 @@ def check_ports_free(settings: PoolSettings) -> None:
                                    f"set ARAGOG_TRITON_{api.upper()}_PORT") from e
 
 
-def bind_models(triton: Triton, settings: PoolSettings) -> list[str]:
-    """Bind every pool model: `instances` engines, served by `batches_per_instance` Triton
-    instances each (so a new batch starts while earlier ones decode); return the names."""
+def bind_model(triton: Triton, profile: ModelProfile, settings: PoolSettings, scale: float) -> None:
+    """Bind one pool model (loaded at once if Triton runs): `instances` engines, served by
+    `batches_per_instance` Triton instances each (so a new batch starts while earlier ones
+    decode)."""
+    engines = [Engine(profile, scale) for _ in range(profile.instances)]
+    slots = profile.instances * settings.batches_per_instance
+    choosing = threading.Lock()
+    triton.bind(
+        model_name=profile.name,
+        infer_func=[make_infer(engines, choosing) for _ in range(slots)],
+        inputs=INPUTS,
+        outputs=OUTPUTS,
+        config=ModelConfig(
+            max_batch_size=profile.saturation_batch,
+            batcher=DynamicBatcher(max_queue_delay_microseconds=settings.max_queue_delay_us),
+        ),
+        strict=True,
+    )
+
+
+def bind_models(triton: Triton, settings: PoolSettings) -> tuple[list[str], PoolControl | None]:
+    """Bind every pool model, and the control model if there is an access token; return
+    the pool's names and the control."""
     spec = load_pool(settings.pool_file or None)
     scale = settings.time_scale or spec.time_scale
     for profile in spec.models:
-        engines = [Engine(profile, scale) for _ in range(profile.instances)]
-        slots = profile.instances * settings.batches_per_instance
-        choosing = threading.Lock()
-        triton.bind(
-            model_name=profile.name,
-            infer_func=[make_infer(engines, choosing) for _ in range(slots)],
-            inputs=INPUTS,
-            outputs=OUTPUTS,
-            config=ModelConfig(
-                max_batch_size=profile.saturation_batch,
-                batcher=DynamicBatcher(max_queue_delay_microseconds=settings.max_queue_delay_us),
-            ),
-            strict=True,
-        )
-    return spec.names
+        bind_model(triton, profile, settings, scale)
+    control = None
+    if settings.triton_access_token:
+        control = PoolControl(triton, settings, spec)
+        triton.bind(model_name=CONTROL_MODEL, infer_func=control.infer, inputs=CONTROL_INPUTS,
+                    outputs=CONTROL_OUTPUTS, config=ModelConfig(max_batch_size=1), strict=True)
+    return spec.names, control
+
+
+class PoolControl:
+    """The embedded pool's own deployment: unload, load again and add models while Triton
+    serves. The scheduler's `embedded` model control (aragog.scheduler.deployment) calls it
+    through CONTROL_MODEL, with the pool's access token (ARAGOG_TRITON_ACCESS_TOKEN), after it
+    has drained the model of stages.
+
+    pytriton cannot have Triton reload a model it bound (its proxy dies with the model's
+    stub), so an unload forgets the binding and a load binds the model anew. That works
+    only without pytriton's shared-memory tensor store (a new store at the old one's
+    address refuses the proxy), so the pool passes tensors inline (PYTRITON_NO_TENSORSTORE:
+    its tensors are a prompt and a few bytes).
+    """
+
+    def __init__(self, triton: Triton, settings: PoolSettings, spec: PoolSpec):
+        self.triton = triton
+        self.settings = settings
+        self.scale = settings.time_scale or spec.time_scale
+        self.profiles = {m.name: m for m in spec.models}
+        self.token = settings.triton_access_token.encode()
+        self._lock = threading.Lock()  # one change at a time
+        self._unloaded: dict[str, float] = {}  # model -> when it was unloaded (monotonic)
+
+    def alive(self) -> bool:
+        """Triton and every model bound are alive (not asked while a model is being bound:
+        its handlers start only once Triton has loaded it)."""
+        with self._lock:
+            return self.triton.is_alive()
+
+    @batch
+    def infer(self, token: np.ndarray, action: np.ndarray, model: np.ndarray,
+              profile: np.ndarray) -> dict:
+        out = []
+        for t, a, m, p in zip(token.reshape(-1), action.reshape(-1), model.reshape(-1),
+                              profile.reshape(-1), strict=True):
+            out.append(self.handle(bytes(t), bytes(a).decode(), bytes(m).decode(),
+                                   bytes(p).decode()).encode())
+        return {"status": np.array(out, dtype=np.object_).reshape(-1, 1)}
+
+    def handle(self, token: bytes, action: str, name: str, profile_json: str) -> str:
+        """Do `action` (unload, load, add) on model `name`; "ok", or why not."""
+        if not hmac.compare_digest(token, self.token):
+            return "refused: wrong access token"
+        with self._lock:
+            try:
+                if action == "unload":
+                    return self._unload(name)
+                if action == "load":
+                    if name not in self.profiles:
+                        return f"no model {name!r} in this pool"
+                    return self._load(self.profiles[name])
+                if action == "add":
+                    spec = PoolSpec.from_mapping({"models": [json.loads(profile_json)]})
+                    profile = spec.models[0]
+                    if profile.name != name or name == CONTROL_MODEL:
+                        return f"the profile's name must be {name!r}, not a reserved name"
+                    if name in self.profiles:
+                        return f"model {name!r} is already in this pool"
+                    status = self._load(profile)
+                    if status == "ok":
+                        self.profiles[name] = profile
+                    return status
+                return f"unknown action {action!r}"
+            except (PoolSpecError, ValueError) as e:
+                return f"bad profile: {e}"
+            except Exception as e:  # Triton refused: say so to the scheduler, keep serving
+                log.exception("pool_control_failed", action=action, model=name)
+                return f"failed: {e}"
+
+    def _binding(self, name: str):  # pytriton's Model object of `name`, or None
+        return self.triton._model_manager._models.get((name.lower(), 1))  # noqa: SLF001
+
+    def _load(self, profile: ModelProfile) -> str:
+        if self._binding(profile.name) is not None:
+            return "ok"  # loaded already
+        settle = self._unloaded.get(profile.name, 0.0) + UNLOAD_SETTLE_S - time.monotonic()
+        if settle > 0:  # the old binding's stub may still be finalizing
+            time.sleep(settle)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                bind_model(self.triton, profile, self.settings, self.scale)
+                break
+            except Exception:  # the handshake race _start retries too: forget it, try again
+                failed = self._binding(profile.name)
+                if failed is not None:
+                    failed.clean()
+                    del self.triton._model_manager._models[(profile.name.lower(), 1)]  # noqa: SLF001
+                if attempt == START_ATTEMPTS:
+                    raise
+                log.warning("pool_model_load_retrying", model=profile.name, attempt=attempt)
+                time.sleep(2.0 ** (attempt - 1))
+        log.info("pool_model_loaded", model=profile.name)
+        return "ok"
+
+    def _unload(self, name: str) -> str:
+        model = self._binding(name)
+        if model is None:
+            return "ok"  # unloaded already
+        with model._observers_lock:  # noqa: SLF001 - its stub's exit must not stop Triton
+            model._model_events_observers.clear()  # noqa: SLF001
+        address = self.settings.triton_address
+        host = "127.0.0.1" if address in ("0.0.0.0", "") else address
+        headers = create_auth_headers(self.settings.triton_access_token, "grpc")
+        with grpcclient.InferenceServerClient(f"{host}:{self.settings.triton_grpc_port}") as c:
+            c.unload_model(name, headers=headers)
+            deadline = time.monotonic() + UNLOAD_WAIT_S
+            while c.is_model_ready(name) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        model.clean()
+        del self.triton._model_manager._models[(name.lower(), 1)]  # noqa: SLF001
+        self._unloaded[name] = time.monotonic()
+        log.info("pool_model_unloaded", model=name)
+        return "ok"
 
 
 class _Stop(BaseException):
@@ -227,16 +363,17 @@ def serve(settings: PoolSettings) -> None:
     configure_logging("pool", settings.log_level)
     _configure_stdlib_logging()
     use_own_libpython()
+    os.environ["PYTRITON_NO_TENSORSTORE"] = "1"  # Triton's stubs inherit it: PoolControl
     t0 = time.monotonic()
     check_ports_free(settings)
     _handle_stop_signals(_on_signal)
     triton = None
     try:
-        triton, names = _start(settings)
+        triton, names, control = _start(settings)
         log.info("pool_ready", emulated=True, models=names, grpc_port=settings.triton_grpc_port,
                  http_port=settings.triton_http_port, metrics_port=settings.triton_metrics_port,
                  startup_s=round(time.monotonic() - t0, 2))
-        while triton.is_alive():
+        while control.alive() if control else triton.is_alive():
             time.sleep(POLL_S)
         raise RuntimeError("Triton or a model's handler exited unexpectedly")
     except _Stop as stop:
@@ -248,7 +385,7 @@ def serve(settings: PoolSettings) -> None:
         log.info("pool_stopped")
 
 
-def _start(settings: PoolSettings) -> tuple[Triton, list[str]]:
+def _start(settings: PoolSettings) -> tuple[Triton, list[str], PoolControl | None]:
     """Start Triton with the pool's models, retrying a failed start.
 
     Under load, a model's Python stub sometimes finds pytriton's handshake socket not yet
@@ -257,14 +394,15 @@ def _start(settings: PoolSettings) -> tuple[Triton, list[str]]:
     were seen to fail on a busy 2-core host).
     """
     for attempt in range(1, START_ATTEMPTS + 1):
-        triton = Triton(config=triton_config(settings),
-                        security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED_ENDPOINTS))
+        triton = Triton(config=triton_config(settings), security_config=TritonSecurityConfig(
+            access_token=settings.triton_access_token or None,
+            restricted_endpoints=RESTRICTED_ENDPOINTS))
         try:
-            names = bind_models(triton, settings)
+            names, control = bind_models(triton, settings)
             triton.run()
             if not triton.is_alive():
                 raise RuntimeError("Triton exited during start-up (see its log above)")
-            return triton, names
+            return triton, names, control
         except _Stop:
             triton.stop()
             raise

@@ -38,6 +38,14 @@ class ModelHealth:
         self.until = np.zeros(len(names), dtype=np.float64)  # ejected until (monotonic s)
         self._gauges = [EJECTED.labels(n) for n in names]
 
+    def grow(self, name: str) -> None:
+        """One model more in the pool (appended)."""
+        self.names = [*self.names, name]
+        self.failures = np.append(self.failures, 0)
+        self.factor = np.append(self.factor, 1)
+        self.until = np.append(self.until, 0.0)
+        self._gauges.append(EJECTED.labels(name))
+
     def failed(self, model: int, now: float) -> bool:
         """A call on `model` failed; True if that ejects it now."""
         FAILED_CALLS.labels(self.names[model]).inc()

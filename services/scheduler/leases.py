@@ -40,6 +40,10 @@ class Leases:
         self.held: dict[str, Lease] = {}
         self.occupancy = np.zeros(models, dtype=np.int32)
 
+    def grow(self) -> None:
+        """One model more in the pool (appended: the others keep their index)."""
+        self.occupancy = np.append(self.occupancy, 0).astype(np.int32)
+
     def __contains__(self, lease_id: str) -> bool:
         return lease_id in self.held
 

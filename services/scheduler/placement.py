@@ -29,6 +29,55 @@ log = structlog.get_logger("scheduler")
 
 
 @dataclasses.dataclass
+class Unplaceable:
+    """The models no stage may be placed on now (draining, unloaded or still loading:
+    deployment.py), shared by every entry of one scheduler and changed in place.
+
+    Each stage not placed yet keeps the configurations of C(r) whose model for it is
+    placeable. A request none of whose configurations is left (its F(r) allowed only a
+    model that is gone) is widened to one configuration: for each stage, the largest model
+    still placeable, which is what `largest` means in the pool as it is now. That
+    configuration joins its F(r), so the stages placed on it stand once the model is back.
+    It is served, at a cost in accuracy knowledge rather than in a failure; `widened`
+    counts them.
+    """
+
+    gone: np.ndarray  # bool per pool model
+    size: np.ndarray  # params_b per pool model: "largest" when a request must be widened
+    widened: int = 0
+
+    def restrict(self, entry: Entry, configs: np.ndarray) -> np.ndarray:
+        """`configs` (C(r) as narrowed so far) without the unplaceable models (see above)."""
+        if not self.gone.any() or not len(configs):
+            return configs
+        space = entry.round_request.space
+        keep = np.ones(len(configs), dtype=bool)
+        for stage in range(len(space.radices)):
+            if stage not in entry.chosen:
+                models = space.stage_models[stage]
+                cands = (configs // space.strides[stage]) % space.radices[stage]
+                keep &= ~self.gone[models[cands]]
+        if keep.any():
+            return configs[keep]
+        index = 0
+        for stage in range(len(space.radices)):
+            cand = entry.chosen.get(stage)
+            if cand is None:
+                models = space.stage_models[stage][: space.radices[stage]]
+                placeable = np.flatnonzero(~self.gone[models])
+                if not len(placeable):
+                    return configs  # no model of this stage is left: it waits for one
+                cand = int(placeable[np.argmax(self.size[models[placeable]])])
+            index += cand * int(space.strides[stage])
+        self.widened += 1
+        log.warning("request_widened", request_id=entry.request_id,
+                    reason="every configuration of its F(r) needs a model that is not placeable")
+        # admitted for good: the stages it places there stand when the model comes back
+        entry.admitted = np.union1d(entry.admitted, [index]).astype(np.int64)
+        return np.array([index], dtype=np.int64)
+
+
+@dataclasses.dataclass
 class Entry:
     """A request the scheduler knows: F(r), the choices so far, C(r) and the stages it waits for.
 
@@ -55,6 +104,7 @@ class Entry:
     # GPU-seconds per stage and candidate (views.stage_costs): the cost-first round's two
     # views of C(r) (see views.py); None: the work-conserving round sees C(r) whole
     costs: np.ndarray | None = None
+    unplaceable: Unplaceable | None = None  # the scheduler's models gone from placement
     cheap: RoundRequest = dataclasses.field(init=False)  # C(r)'s cheapest configurations
     _escalation: tuple[tuple[int, ...], RoundRequest | None] | None = dataclasses.field(
         default=None, init=False)  # (ready stages it was built for, the view)
@@ -76,6 +126,8 @@ class Entry:
                 kept = configs[~np.isin(at, list(cands))]
                 if len(kept):
                     configs = kept
+        if self.unplaceable is not None:
+            configs = self.unplaceable.restrict(self, configs)
         self.set_configs(configs)
 
     def narrow(self, stage: int, cand: int) -> None:
@@ -160,9 +212,17 @@ class Placement:
 class Round:
     """The scheduling round: places ready stages within free capacity, FIFO by arrival."""
 
-    def __init__(self, pool: PoolSpec, *, cost_first: bool, beam_width: int):
+    def __init__(self, pool: PoolSpec, *, cost_first: bool, beam_width: int,
+                 unplaceable: Unplaceable | None = None):
+        """`unplaceable`: the models gone from placement, which every entry made here
+        leaves out of C(r) (the service's deployment; None: the whole pool, always)."""
         self.cost_first = cost_first
         self.beam_width = beam_width
+        self.unplaceable = unplaceable
+        self.set_pool(pool)
+
+    def set_pool(self, pool: PoolSpec) -> None:
+        """The pool the round forecasts with (again when a model was added to it)."""
         curves = [m.throughput_curve() for m in pool.models]
         width = max(len(c) for c in curves) + 1
         self.curves = np.array([c + [c[-1]] * (width - len(c)) for c in curves], dtype=np.float64)
@@ -174,8 +234,9 @@ class Round:
         `fields`: Entry's other fields (partial, seen, arrival, policy, stage_state)."""
         entry = Entry(request_id, cw.workflow, admitted, dict(chosen or {}),
                       RoundRequest(cw.space, admitted, []), {},
-                      costs=cw.costs if self.cost_first else None, **fields)
-        if entry.chosen:
+                      costs=cw.costs if self.cost_first else None,
+                      unplaceable=self.unplaceable, **fields)
+        if entry.chosen or (self.unplaceable is not None and self.unplaceable.gone.any()):
             entry.renarrow()
         return entry
 

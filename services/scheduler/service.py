@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import signal
 import time
 import uuid
@@ -46,11 +47,13 @@ import structlog
 from aragog import policies
 from aragog.common import tracing
 from aragog.common.bounds import clip, id_error, quote
-from aragog.common.pool import PoolSpec
+from aragog.common.pool import ModelProfile, PoolSpec, PoolSpecError
 from aragog.common.settings import SchedulerSettings
 from aragog.common.store import Store
 from aragog.common.workflow import WorkflowDef
+from aragog.scheduler import deployment
 from aragog.scheduler.commit import GroupCommit
+from aragog.scheduler.deployment import Deployment, make_control
 from aragog.scheduler.health import ModelHealth
 from aragog.scheduler.leadership import Leadership, LeadershipLost
 from aragog.scheduler.leases import Lease, Leases
@@ -68,6 +71,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 log = structlog.get_logger("scheduler")
 
+MAX_PROFILE_BYTES = 4096  # an AddModel profile: one pool-file entry
+POOL_CHANGES_SHOWN = 50  # GetSchedulerState's newest pool changes
 QUEUED = Gauge("aragog_scheduler_queued_stages", "Stages waiting in the meta-queue")
 LEASED = Gauge("aragog_scheduler_leased", "Leases held per model", ["model"])
 ROUNDS = Counter("aragog_scheduler_rounds_total", "Scheduling rounds run")
@@ -124,8 +129,11 @@ class Scheduler:
         self.health = ModelHealth(pool.names, settings.eject_after_failures, settings.eject_s)
         self.leadership = Leadership(store, settings.leader_ttl_s)
         self.active = False  # holds the leadership key and serves; a standby until then
+        self.deployment = Deployment(store, make_control(settings), pool,
+                                     lambda: self.leases.occupancy, self._placeable_changed)
         self.round = Round(pool, cost_first=settings.placement == "cost-first",
-                           beam_width=settings.beam_width)
+                           beam_width=settings.beam_width,
+                           unplaceable=self.deployment.unplaceable)
         self.queue: dict[str, Entry] = {}
         # requests seen recently but waiting for nothing now (least recently used first)
         self.known: OrderedDict[str, Entry] = OrderedDict()
@@ -151,7 +159,12 @@ class Scheduler:
         """Wait to be the active scheduler (leadership.py); then publish the pool, reload the
         leases a previous scheduler left, start the loops."""
         await self.leadership.acquire()
+        stored = await self.store.get_pool()
+        for m in stored.models if stored else ():  # added while a scheduler served
+            if m.name not in self.model_ids:
+                self._grow(m)
         await self.store.put_pool(self.pool)
+        await self.deployment.restore()
         for raw in await self.store.recorded_leases():
             lease = Lease.from_json(raw)
             if lease.model < len(self.capacity):
@@ -173,6 +186,7 @@ class Scheduler:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.deployment.stop()  # a drain or load in flight resumes in the next scheduler
         if not self.active:
             return  # a standby: nothing placed, nothing to record
         try:
@@ -568,6 +582,7 @@ class Scheduler:
         """Free capacity per model; none on a model ejected for failing (health.py)."""
         free = np.maximum(self.capacity - self.leases.occupancy, 0).astype(np.int32)
         free[self.health.ejected(time.monotonic())] = 0
+        free[self.deployment.unplaceable.gone] = 0
         return free
 
     async def _expiry_loop(self) -> None:
@@ -617,7 +632,83 @@ class Scheduler:
             rounds=self.rounds,
             round_impl=ROUND_IMPL,
             ejected_s=self.health.seconds_left(time.monotonic()),
+            model_state=self.deployment.state,
         )
+
+    # the pool while it serves (deployment.py) ------------------------------------------
+    def _placeable_changed(self) -> None:
+        """Models left or joined placement: every known request's C(r) again from its F(r)
+        (placement.Unplaceable), then a round."""
+        for entry in (*self.queue.values(), *self.known.values()):
+            entry.renarrow()
+        self._kick.set()
+
+    def _grow(self, profile: ModelProfile) -> None:
+        """Append a model to the pool; the others keep their index (leases name it)."""
+        self.pool = dataclasses.replace(self.pool, models=(*self.pool.models, profile))
+        self.model_ids[profile.name] = len(self.model_ids)
+        self.capacity = np.append(self.capacity, profile.capacity).astype(np.int32)
+        self.leases.grow()
+        self.health.grow(profile.name)
+        self.round.set_pool(self.pool)
+        self.deployment.grow(profile)
+        self._leased_gauges.append(LEASED.labels(profile.name))
+
+    def _model(self, name: str) -> str:
+        self.check_active()
+        if name not in self.model_ids:
+            raise StageRejected(grpc.StatusCode.NOT_FOUND, f"no model {quote(name)} in the "
+                                f"pool ({', '.join(self.pool.names)})")
+        return name
+
+    async def unload_model(self, name: str, by: str) -> str:
+        """Drain `name` and unload it (deployment.py); refused if a registered workflow
+        would be left with an LLM stage no serving model can take."""
+        name = self._model(name)
+        if self.deployment.state[name] not in (deployment.DRAINING, deployment.UNLOADED):
+            left = {n for n, st in self.deployment.state.items()
+                    if st == deployment.SERVING and n != name}
+            for wf in await self.store.list_workflows():
+                for stage in wf.llm_stages:
+                    if name in stage.candidates and not left.intersection(stage.candidates):
+                        raise StageRejected(
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            f"unloading {name} would leave stage {stage.name!r} of workflow "
+                            f"{wf.id!r} no serving model ({', '.join(stage.candidates)}): "
+                            "load or add one of them first")
+        return await self.deployment.unload(name, by)
+
+    async def load_model(self, name: str, by: str) -> str:
+        return await self.deployment.load(self._model(name), by)
+
+    async def add_model(self, profile_json: str, by: str) -> tuple[str, str]:
+        """Add a model to the pool (`profile_json`: one pool-file entry); (name, state)."""
+        self.check_active()
+        if len(profile_json) > MAX_PROFILE_BYTES:
+            raise StageRejected(grpc.StatusCode.INVALID_ARGUMENT, f"profile_json is "
+                                f"{len(profile_json)} bytes; at most {MAX_PROFILE_BYTES}")
+        try:
+            raw = json.loads(profile_json)
+            profile = PoolSpec.from_mapping({"models": [raw]}).models[0]
+        except (ValueError, PoolSpecError) as e:
+            raise StageRejected(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"profile_json is not one pool-file model entry: {clip(str(e))}") from None
+        bad = id_error("model name", profile.name)
+        if bad:
+            raise StageRejected(grpc.StatusCode.INVALID_ARGUMENT, bad)
+        if profile.name in self.model_ids:
+            raise StageRejected(grpc.StatusCode.ALREADY_EXISTS,
+                                f"model {profile.name} is in the pool already (LoadModel loads it)")
+        self._grow(profile)
+        return profile.name, await self.deployment.add(profile, self.pool, by)
+
+    async def pool_changes(self) -> list[scheduler_pb2.PoolChange]:
+        rows = await self.store.pool_changes(POOL_CHANGES_SHOWN)
+        return [scheduler_pb2.PoolChange(at=float(r.get("at", 0)), by=r.get("by", ""),
+                                         action=r.get("action", ""), model=r.get("model", ""),
+                                         state=r.get("state", ""), detail=r.get("detail", ""))
+                for r in rows]
 
 
 def _checked_lease(lease_id: str) -> str:

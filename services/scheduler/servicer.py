@@ -49,4 +49,27 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             self.s.check_active()
         except StageRejected as e:
             await context.abort(e.code, e.message)
-        return self.s.state()
+        state = self.s.state()
+        state.pool_changes.extend(await self.s.pool_changes())
+        return state
+
+    async def UnloadModel(self, request, context):  # noqa: N802
+        try:
+            state = await self.s.unload_model(request.model, request.by)
+        except StageRejected as e:
+            await context.abort(e.code, e.message)
+        return scheduler_pb2.ModelStateResponse(model=request.model, state=state)
+
+    async def LoadModel(self, request, context):  # noqa: N802
+        try:
+            state = await self.s.load_model(request.model, request.by)
+        except StageRejected as e:
+            await context.abort(e.code, e.message)
+        return scheduler_pb2.ModelStateResponse(model=request.model, state=state)
+
+    async def AddModel(self, request, context):  # noqa: N802
+        try:
+            name, state = await self.s.add_model(request.profile_json, request.by)
+        except StageRejected as e:
+            await context.abort(e.code, e.message)
+        return scheduler_pb2.ModelStateResponse(model=name, state=state)
