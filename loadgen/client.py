@@ -123,8 +123,12 @@ class RouterClient:
     """One channel to the router; `submit` is safe to call from many greenlets/threads."""
 
     def __init__(self, target: str, timeout_s: float = 120.0, tenant: str = "loadgen",
-                 gpu_seconds: GpuSeconds | None = None, root_certificates: bytes | None = None):
-        """`root_certificates`: the router speaks TLS, its certificate signed by these (PEM)."""
+                 gpu_seconds: GpuSeconds | None = None, root_certificates: bytes | None = None,
+                 report_outcomes: bool = False):
+        """`root_certificates`: the router speaks TLS, its certificate signed by these (PEM).
+        `report_outcomes`: tell the router each graded answer's outcome (ReportOutcome), as
+        a user grading the answers would, for policies that learn while serving."""
+        self.report_outcomes = report_outcomes
         self.target = check_loopback(target)
         self.timeout_s = timeout_s
         self.tenant = tenant
@@ -190,6 +194,12 @@ class RouterClient:
         rec.gpu_seconds = sum(st.gpu_seconds for st in rec.stages)
         if rec.expected is not None and rec.correct is None:
             rec.correct = False  # no answer is a wrong answer; filter on status to separate them
+        if self.report_outcomes and rec.status == "ok" and rec.correct is not None:
+            try:
+                self.stub.ReportOutcome(router_pb2.ReportOutcomeRequest(
+                    request_id=rec.request_id, reward=float(rec.correct)), timeout=self.timeout_s)
+            except grpc.RpcError as e:  # the answer stands; the policy learns one outcome less
+                rec.error = f"ReportOutcome: {e.code().name}: {e.details()}"
         return rec
 
     @staticmethod

@@ -118,7 +118,8 @@ def run_schedule(router_addr: str, schedule: Any, workload: Sequence[Any],
                  *, out_path: str | Path | None = None, tenant: str = "loadgen",
                  gpu_seconds: Callable | str | None = None,
                  max_requests: int = MAX_REQUESTS, max_duration_s: float = MAX_DURATION_S,
-                 run_id: str | None = None, root_certificates: bytes | None = None) -> list:
+                 run_id: str | None = None, root_certificates: bytes | None = None,
+                 report_outcomes: bool = False) -> list:
     """Send `schedule`'s arrivals open-loop to the router at `router_addr` (loopback only);
     return one RequestRecord per arrival, in schedule order, also written to `out_path` as
     JSONL if given (records are appended as they finish, then rewritten in order).
@@ -127,7 +128,8 @@ def run_schedule(router_addr: str, schedule: Any, workload: Sequence[Any],
     [, request_id]) tuples. workload: WorkItems, dicts or (workflow, input[, expected
     [, policy]]) tuples. Request ids are '<run_id>-<index or trace id>', new per run, so a
     rerun never re-attaches to an earlier run's finished requests. `root_certificates`: the
-    router speaks TLS, its certificate signed by these (PEM).
+    router speaks TLS, its certificate signed by these (PEM). `report_outcomes`: each
+    graded answer's outcome goes back to the router (ReportOutcome).
     """
     from aragog.loadgen.client import check_loopback
 
@@ -153,6 +155,7 @@ def run_schedule(router_addr: str, schedule: Any, workload: Sequence[Any],
             "router_addr": router_addr, "arrivals": arrivals, "max_in_flight": max_in_flight,
             "timeout_s": timeout_s, "tenant": tenant, "gpu_seconds": _callable_path(gpu_seconds),
             "root_certificates": root_certificates.decode("ascii") if root_certificates else "",
+            "report_outcomes": report_outcomes,
         }))
         log = Path(tmp) / "driver.log"
         with log.open("wb") as logf:
@@ -196,7 +199,8 @@ def drive(spec: dict[str, Any], out_path: str) -> None:
     gpu = _import(spec["gpu_seconds"]) if spec["gpu_seconds"] else None
     client = RouterClient(spec["router_addr"], timeout_s=spec["timeout_s"], tenant=spec["tenant"],
                           gpu_seconds=gpu,
-                          root_certificates=spec["root_certificates"].encode("ascii") or None)
+                          root_certificates=spec["root_certificates"].encode("ascii") or None,
+                          report_outcomes=spec.get("report_outcomes", False))
     cap, in_flight, greenlets = spec["max_in_flight"], 0, []
     out = open(out_path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
 

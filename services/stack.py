@@ -274,7 +274,7 @@ class Stack:
             pool = self._spawn("pool", [sys.executable, "-m", "aragog.pool"], env)
             self.triton_url = f"127.0.0.1:{g}"
             self.triton_metrics_url = f"http://127.0.0.1:{m}/metrics"
-            self.scheduler_env = {"ARAGOG_MODEL_CONTROL": "embedded",
+            self.scheduler_env = {"ARAGOG_MODEL_CONTROL": "triton",
                                   "ARAGOG_TRITON_URL": self.triton_url,
                                   "ARAGOG_TRITON_ACCESS_TOKEN": token}
         elif not self.triton_metrics_url:

@@ -98,6 +98,12 @@ class Client(_RouterClient):
             self._stub.CancelRequest, router_pb2.CancelRequestRequest(request_id=request_id)
         ).status
 
+    def report_outcome(self, request_id: str, reward: float) -> str:
+        """How good a succeeded request's answer was (0 wrong .. 1 right), once; the model
+        it was credited to (policies that learn while serving read it)."""
+        return self._call(self._stub.ReportOutcome, router_pb2.ReportOutcomeRequest(
+            request_id=request_id, reward=reward)).model
+
     def deprecate_workflow(self, workflow_id: str) -> common_pb2.Workflow:
         """No new requests for the workflow; those admitted run on."""
         return self._call(
@@ -185,6 +191,13 @@ class AsyncClient(_RouterClient):
             self._stub.CancelRequest, router_pb2.CancelRequestRequest(request_id=request_id)
         )
         return reply.status
+
+    async def report_outcome(self, request_id: str, reward: float) -> str:
+        """How good a succeeded request's answer was (0 wrong .. 1 right), once; the model
+        it was credited to."""
+        reply = await self._call(self._stub.ReportOutcome, router_pb2.ReportOutcomeRequest(
+            request_id=request_id, reward=reward))
+        return reply.model
 
     async def deprecate_workflow(self, workflow_id: str) -> common_pb2.Workflow:
         """No new requests for the workflow; those admitted run on."""

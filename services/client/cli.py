@@ -7,6 +7,7 @@
     aragog cancel <request id>
     aragog requests [--tenant T] [--limit N]
     aragog deprecate <workflow id>
+    aragog outcome <request id> <reward 0..1>
 
 `--router` (or ARAGOG_ROUTER) names the router, default 127.0.0.1:50051; `--tls`, `--ca`
 and `--token` (or ARAGOG_TOKEN) secure the call; `--json` prints protobuf JSON. Exit status:
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=20)
     p = sub.add_parser("deprecate", help="refuse new requests for a workflow")
     p.add_argument("workflow_id")
+    p = sub.add_parser("outcome", help="how good a request's answer was (0 wrong .. 1 right)")
+    p.add_argument("request_id")
+    p.add_argument("reward", type=float)
     args = ap.parse_args(argv)
     ca = open(args.ca, "rb").read() if args.ca else None  # noqa: SIM115
     try:
@@ -105,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(MessageToJson(r, indent=None) if args.json else
                           f"{r.request_id}: {STATES.get(r.state, r.state)} "
                           f"({r.workflow_id}, {r.policy})")
+            elif args.cmd == "outcome":
+                model = c.report_outcome(args.request_id, args.reward)
+                print(f"outcome of {args.request_id} credited to {model}")
             elif args.cmd == "deprecate":
                 wf = c.deprecate_workflow(args.workflow_id)
                 print(MessageToJson(wf) if args.json else f"deprecated {wf.id}")

@@ -167,10 +167,11 @@ def _is_pool_name(path: str) -> bool:
     return not any(sep in path for sep in separators) and not path.endswith((".yaml", ".yml"))
 
 
-def load_pool(path: str | None = None) -> PoolSpec:
-    """Load a pool: None means the embedded default (aragog/pool/pool.yaml); a bare name
-    without a path separator or .yaml suffix (`"qwen2.5"`, `"llama3"`) means the shipped
-    aragog/pool/pools/<name>.yaml; anything else is a file path."""
+def pool_file(path: str | None = None) -> dict[str, Any]:
+    """A pool file's YAML mapping: None means the embedded default (aragog/pool/pool.yaml); a
+    bare name without a path separator or .yaml suffix (`"qwen2.5"`, `"llama3"`) means the
+    shipped aragog/pool/pools/<name>.yaml; anything else is a file path. Besides the pool
+    (`load_pool`), it may list `reserve` models, which only the embedded pool reads."""
     if not path:
         text = importlib.resources.files("aragog.pool").joinpath("pool.yaml").read_text("utf-8")
     elif _is_pool_name(path):
@@ -182,4 +183,12 @@ def load_pool(path: str | None = None) -> PoolSpec:
     else:
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    return PoolSpec.from_mapping(yaml.safe_load(text))
+    data = yaml.safe_load(text)
+    if not isinstance(data, Mapping):
+        raise PoolSpecError("pool file must be a mapping with a `models` list")
+    return dict(data)
+
+
+def load_pool(path: str | None = None) -> PoolSpec:
+    """The pool of `path` (pool_file says what it may be)."""
+    return PoolSpec.from_mapping(pool_file(path))

@@ -256,14 +256,21 @@ class SchedulerSettings(ServiceSettings):
         "none",
         "How the scheduler loads and unloads models it is asked to (UnloadModel, LoadModel, "
         "AddModel). none: it only stops and starts placing stages on them (Triton is the "
-        "operator's); embedded: it asks the embedded pool (aragog-pool) through its control "
-        "model, with ARAGOG_TRITON_ACCESS_TOKEN.",
-        choices=("none", "embedded"))
+        "operator's); triton: through Triton's model-repository API at ARAGOG_TRITON_URL "
+        "(explicit model control; the embedded pool's takes ARAGOG_TRITON_ACCESS_TOKEN).",
+        choices=("none", "triton"))
     triton_url: str = setting("127.0.0.1:8001", "Triton gRPC address (host:port).")
     triton_access_token: str = setting(
-        "", "The embedded pool's access token: Triton's model-repository API and the pool's "
-        "control model need it (pool: empty generates one and binds no control model).",
-        secret=True)
+        "", "Access token of Triton's model-repository API (the embedded pool's: aragog-pool "
+        "takes it, or generates one if empty).", secret=True)
+    deployment_window_s: float = setting(
+        0.0, "StageRoute's maintenance window: at the start of each, the scheduler keeps "
+        "ARAGOG_MAX_DEPLOYED models deployed, chosen from the outcomes reported so far, and "
+        "unloads the others (the policy stageroute routes among them). 0: off.", at_least=0)
+    max_deployed: int = setting(2, "StageRoute's M_max: models deployed at once.", at_least=1)
+    deployment_budget: float = setting(
+        0.5, "StageRoute's budget per request, as a share of the dearest model's cost.",
+        above=0, at_most=1)
     eject_s: float = setting(
         10.0,
         "How long a model's first ejection lasts; each further ejection without a success "
@@ -324,9 +331,8 @@ class PoolSettings(BaseSettings):
         2, "Triton instances per emulated engine: batches one engine decodes at once.", at_least=1
     )
     triton_access_token: str = setting(
-        "", "The embedded pool's access token: Triton's model-repository API and the pool's "
-        "control model need it (pool: empty generates one and binds no control model).",
-        secret=True)
+        "", "Access token of Triton's model-repository API (the embedded pool's: aragog-pool "
+        "takes it, or generates one if empty).", secret=True)
 
 
 ALL_SETTINGS: tuple[type[BaseSettings], ...] = (

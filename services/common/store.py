@@ -8,6 +8,7 @@ Every key starts with the namespace `ns` (setting ARAGOG_NAMESPACE, default `ara
 | `{ns}:pool:state` | hash | scheduler | model -> its deployment state (serving, draining, unloaded, loading, failed; absent: serving) |
 | `{ns}:pool:changes` | stream, capped | scheduler | the pool's changes: at, by, action, model, state, detail |
 | `{ns}:workflows` | hash | router | workflow id -> validated YAML (write-once per id) |
+| `{ns}:outcomes:{workflow}` | hash | router | `{model}:n`, `{model}:reward`: outcomes reported (ReportOutcome), per model credited |
 | `{ns}:workflows:deprecated` | hash | router | workflow id -> when it was deprecated (no new requests) |
 | `{ns}:tenant-requests:{tenant}` | sorted set, TTL | router | the tenant's request ids by admission time (ListRequests), trimmed to the request TTL |
 | `{ns}:req:{id}` | hash | router, executor | the request (fields below) |
@@ -262,6 +263,9 @@ class Keys:
         self.load = f"{ns}:load"
         self.event_channel = f"{ns}:events"
         self.cancel_channel = f"{ns}:cancelled"
+
+    def outcomes(self, workflow_id: str) -> str:
+        return f"{self.ns}:outcomes:{workflow_id}"
 
     def tenant_requests(self, tenant: str) -> str:
         return f"{self.ns}:tenant-requests:{tenant}"
@@ -914,6 +918,27 @@ class Store:
             created_at=float(f.get("created_at", 0)),
             finished_at=float(f.get("finished_at", 0)),
         )
+
+    async def record_outcome(self, rid: str, workflow_id: str, model: str, reward: float) -> bool:
+        """Record the outcome of request `rid` (credited to `model`), once: False if it had
+        one. The request's `outcome` field marks it; the workflow's tallies grow by it."""
+        if not await self.r.hsetnx(self.k.req(rid), "outcome", repr(reward)):
+            return False
+        async with self.r.pipeline(transaction=True) as p:
+            p.hincrby(self.k.outcomes(workflow_id), f"{model}:n", 1)
+            p.hincrbyfloat(self.k.outcomes(workflow_id), f"{model}:reward", reward)
+            await p.execute()
+        return True
+
+    async def outcomes(self, workflow_id: str) -> dict[str, tuple[int, float]]:
+        """model -> (outcomes reported, their reward summed) for the workflow."""
+        raw = await self.r.hgetall(self.k.outcomes(workflow_id))
+        out: dict[str, tuple[int, float]] = {}
+        for key, value in raw.items():
+            model, _, what = key.decode().rpartition(":")
+            n, total = out.get(model, (0, 0.0))
+            out[model] = (int(value), total) if what == "n" else (n, float(value))
+        return out
 
     async def snapshot(self) -> dict[bytes, Any]:
         """Every key under the namespace with its type and value (tests compare them)."""

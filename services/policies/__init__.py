@@ -2,7 +2,14 @@
 what a policy is; each module holds one family)."""
 
 # defining the policies registers them
-from aragog.policies import agentrouter, baselines, flowcompile, jit, routellm  # noqa: F401
+from aragog.policies import (  # noqa: F401
+    agentrouter,
+    baselines,
+    flowcompile,
+    jit,
+    routellm,
+    stageroute,
+)
 from aragog.policies.base import (
     ALL,
     ArtifactsUnavailable,

@@ -73,14 +73,17 @@ class Policy:
     enough (an embedding) that the router runs them off its event loop; `overlap` ones admit
     an F(r) that always holds the largest configuration, so the router may admit the request
     with that placeholder and compute F(r) while it waits. `wants_load` policies get the
-    newest load snapshot (model name -> ModelLoad) as `load`. `decides_stages` policies
-    have a stage role (module docstring).
+    newest load snapshot (model name -> ModelLoad) as `load`. `wants_outcomes` policies
+    also get `outcomes=`: the outcomes callers reported for the workflow (ReportOutcome),
+    model -> (count, reward summed). `decides_stages` policies have a stage role (module
+    docstring).
     """
 
     name: ClassVar[str] = ""
     learned: bool = False
     overlap: bool = False
     wants_load: bool = False
+    wants_outcomes: bool = False
     decides_stages: bool = False
     _registry: ClassVar[dict[str, type[Policy]]] = {}
 

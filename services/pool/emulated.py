@@ -8,6 +8,12 @@ forms the batches, and several Triton instances per engine (each its own pytrito
 thread; a waiting thread releases the GIL) let a batch start while others decode. Triton's
 gRPC/HTTP APIs and Prometheus metrics serve clients and the load-monitor.
 
+The models live in a model repository on disk (pytriton's local model store) and Triton runs
+in explicit model control mode, so its model-repository API (behind the pool's access token,
+ARAGOG_TRITON_ACCESS_TOKEN or generated) unloads and loads them while the pool serves, as
+on any Triton. A pool file's `reserve` models are put in the repository and unloaded at
+once: the models an operator could add (the scheduler's AddModel) without a restart.
+
 Model I/O contract (the executor relies on it; batch dimension first since max_batch_size > 0):
     inputs   prompt BYTES [1], stage BYTES [1], output_tokens INT32 [1]
     outputs  text BYTES [1], completion_tokens INT32 [1]
@@ -15,11 +21,10 @@ Model I/O contract (the executor relies on it; batch dimension first since max_b
 
 from __future__ import annotations
 
-import hmac
 import itertools
-import json
 import logging
 import os
+import pathlib
 import signal
 import socket
 import sys
@@ -38,11 +43,12 @@ from pytriton.triton import (
     DEFAULT_PROTECTED_ENDPOINTS,
     Triton,
     TritonConfig,
+    TritonLifecyclePolicy,
     TritonSecurityConfig,
 )
 
 from aragog.common.logs import configure_logging
-from aragog.common.pool import ModelProfile, PoolSpec, PoolSpecError, load_pool
+from aragog.common.pool import ModelProfile, PoolSpec, pool_file
 from aragog.common.settings import PoolSettings
 from aragog.emulation.answer import answer
 from aragog.emulation.engine import ContinuousBatching, prompt_tokens
@@ -56,12 +62,7 @@ OUTPUTS = [
     Tensor(name="text", dtype=bytes, shape=(1,)),
     Tensor(name="completion_tokens", dtype=np.int32, shape=(1,)),
 ]
-CONTROL_MODEL = "aragog-pool-control"  # PoolControl's door; the scheduler's deployment calls it
-CONTROL_INPUTS = [Tensor(name=n, dtype=bytes, shape=(1,))
-                  for n in ("token", "action", "model", "profile")]
-CONTROL_OUTPUTS = [Tensor(name="status", dtype=bytes, shape=(1,))]
 UNLOAD_WAIT_S = 30.0
-UNLOAD_SETTLE_S = 2.0  # an unloaded model's stub finalizes before the model is bound again
 POLL_S = 1.0
 START_ATTEMPTS = 5
 # Statistics stay readable without pytriton's access token (monitoring reads them); loading,
@@ -194,133 +195,66 @@ def bind_model(triton: Triton, profile: ModelProfile, settings: PoolSettings, sc
     )
 
 
-def bind_models(triton: Triton, settings: PoolSettings) -> tuple[list[str], PoolControl | None]:
-    """Bind every pool model, and the control model if there is an access token; return
-    the pool's names and the control."""
-    spec = load_pool(settings.pool_file or None)
+def bind_models(triton: Triton, settings: PoolSettings) -> tuple[list[str], list[str]]:
+    """Bind every pool model and every reserve model (unloaded once Triton runs); return
+    the names of both."""
+    data = pool_file(settings.pool_file or None)
+    spec = PoolSpec.from_mapping(data)
+    reserve = PoolSpec.from_mapping({"models": data.get("reserve") or []})
     scale = settings.time_scale or spec.time_scale
-    for profile in spec.models:
+    for profile in (*spec.models, *reserve.models):
         bind_model(triton, profile, settings, scale)
-    control = None
-    if settings.triton_access_token:
-        control = PoolControl(triton, settings, spec)
-        triton.bind(model_name=CONTROL_MODEL, infer_func=control.infer, inputs=CONTROL_INPUTS,
-                    outputs=CONTROL_OUTPUTS, config=ModelConfig(max_batch_size=1), strict=True)
-    return spec.names, control
+    return spec.names, reserve.names
 
 
-class PoolControl:
-    """The embedded pool's own deployment: unload, load again and add models while Triton
-    serves. The scheduler's `embedded` model control (aragog.scheduler.deployment) calls it
-    through CONTROL_MODEL, with the pool's access token (ARAGOG_TRITON_ACCESS_TOKEN), after it
-    has drained the model of stages.
+HANDSHAKE_PATCH = """
 
-    pytriton cannot have Triton reload a model it bound (its proxy dies with the model's
-    stub), so an unload forgets the binding and a load binds the model anew. That works
-    only without pytriton's shared-memory tensor store (a new store at the old one's
-    address refuses the proxy), so the pool passes tensors inline (PYTRITON_NO_TENSORSTORE:
-    its tensors are a prompt and a few bytes).
-    """
+# --- added by aragog.pool.emulated (patient_handshake) ---------------------------------
+# A model's first Triton instance serves this handshake socket; the others connect to it
+# as they start. They may start first, or (when Triton loads the model again) find the
+# socket file of the instance before, which refuses them: wait for the server instead of
+# failing the model's load.
+_aragog_get_config = get_config_from_handshake_server
 
-    def __init__(self, triton: Triton, settings: PoolSettings, spec: PoolSpec):
-        self.triton = triton
-        self.settings = settings
-        self.scale = settings.time_scale or spec.time_scale
-        self.profiles = {m.name: m for m in spec.models}
-        self.token = settings.triton_access_token.encode()
-        self._lock = threading.Lock()  # one change at a time
-        self._unloaded: dict[str, float] = {}  # model -> when it was unloaded (monotonic)
 
-    def alive(self) -> bool:
-        """Triton and every model bound are alive (not asked while a model is being bound:
-        its handlers start only once Triton has loaded it)."""
-        with self._lock:
-            return self.triton.is_alive()
+def get_config_from_handshake_server(socket_path, timeout_s=1.0):
+    deadline = time.time() + max(timeout_s, 30.0)
+    while True:
+        try:
+            return _aragog_get_config(socket_path, timeout_s=timeout_s)
+        except (ConnectionRefusedError, FileNotFoundError, TimeoutError):
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+"""
 
-    @batch
-    def infer(self, token: np.ndarray, action: np.ndarray, model: np.ndarray,
-              profile: np.ndarray) -> dict:
-        out = []
-        for t, a, m, p in zip(token.reshape(-1), action.reshape(-1), model.reshape(-1),
-                              profile.reshape(-1), strict=True):
-            out.append(self.handle(bytes(t), bytes(a).decode(), bytes(m).decode(),
-                                   bytes(p).decode()).encode())
-        return {"status": np.array(out, dtype=np.object_).reshape(-1, 1)}
 
-    def handle(self, token: bytes, action: str, name: str, profile_json: str) -> str:
-        """Do `action` (unload, load, add) on model `name`; "ok", or why not."""
-        if not hmac.compare_digest(token, self.token):
-            return "refused: wrong access token"
-        with self._lock:
-            try:
-                if action == "unload":
-                    return self._unload(name)
-                if action == "load":
-                    if name not in self.profiles:
-                        return f"no model {name!r} in this pool"
-                    return self._load(self.profiles[name])
-                if action == "add":
-                    spec = PoolSpec.from_mapping({"models": [json.loads(profile_json)]})
-                    profile = spec.models[0]
-                    if profile.name != name or name == CONTROL_MODEL:
-                        return f"the profile's name must be {name!r}, not a reserved name"
-                    if name in self.profiles:
-                        return f"model {name!r} is already in this pool"
-                    status = self._load(profile)
-                    if status == "ok":
-                        self.profiles[name] = profile
-                    return status
-                return f"unknown action {action!r}"
-            except (PoolSpecError, ValueError) as e:
-                return f"bad profile: {e}"
-            except Exception as e:  # Triton refused: say so to the scheduler, keep serving
-                log.exception("pool_control_failed", action=action, model=name)
-                return f"failed: {e}"
+def patient_handshake(model_store: pathlib.Path) -> None:
+    """Make the stubs of every model in pytriton's model repository wait for their first
+    instance's handshake server (HANDSHAKE_PATCH), so that Triton can load a model again
+    after unloading it, and a busy start-up does not fail on the race."""
+    for path in model_store.glob("*/*/communication.py"):
+        text = path.read_text("utf-8")
+        if "aragog_get_config" in text:
+            continue
+        if "def get_config_from_handshake_server(" not in text or "\nimport time" not in text:
+            raise RuntimeError(f"{path}: pytriton's handshake client is not where "
+                               "patient_handshake expects it (pytriton changed?)")
+        path.write_text(text + HANDSHAKE_PATCH, "utf-8")
 
-    def _binding(self, name: str):  # pytriton's Model object of `name`, or None
-        return self.triton._model_manager._models.get((name.lower(), 1))  # noqa: SLF001
 
-    def _load(self, profile: ModelProfile) -> str:
-        if self._binding(profile.name) is not None:
-            return "ok"  # loaded already
-        settle = self._unloaded.get(profile.name, 0.0) + UNLOAD_SETTLE_S - time.monotonic()
-        if settle > 0:  # the old binding's stub may still be finalizing
-            time.sleep(settle)
-        for attempt in range(1, START_ATTEMPTS + 1):
-            try:
-                bind_model(self.triton, profile, self.settings, self.scale)
-                break
-            except Exception:  # the handshake race _start retries too: forget it, try again
-                failed = self._binding(profile.name)
-                if failed is not None:
-                    failed.clean()
-                    del self.triton._model_manager._models[(profile.name.lower(), 1)]  # noqa: SLF001
-                if attempt == START_ATTEMPTS:
-                    raise
-                log.warning("pool_model_load_retrying", model=profile.name, attempt=attempt)
-                time.sleep(2.0 ** (attempt - 1))
-        log.info("pool_model_loaded", model=profile.name)
-        return "ok"
-
-    def _unload(self, name: str) -> str:
-        model = self._binding(name)
-        if model is None:
-            return "ok"  # unloaded already
-        with model._observers_lock:  # noqa: SLF001 - its stub's exit must not stop Triton
-            model._model_events_observers.clear()  # noqa: SLF001
-        address = self.settings.triton_address
-        host = "127.0.0.1" if address in ("0.0.0.0", "") else address
-        headers = create_auth_headers(self.settings.triton_access_token, "grpc")
-        with grpcclient.InferenceServerClient(f"{host}:{self.settings.triton_grpc_port}") as c:
+def unload(settings: PoolSettings, names: list[str], token: str) -> None:
+    """Unload `names` through Triton's model-repository API, as any client with the access
+    token would (the reserve: in the repository, not loaded)."""
+    address = settings.triton_address
+    host = "127.0.0.1" if address in ("0.0.0.0", "") else address
+    headers = create_auth_headers(token, "grpc")
+    with grpcclient.InferenceServerClient(f"{host}:{settings.triton_grpc_port}") as c:
+        for name in names:
             c.unload_model(name, headers=headers)
-            deadline = time.monotonic() + UNLOAD_WAIT_S
-            while c.is_model_ready(name) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        model.clean()
-        del self.triton._model_manager._models[(name.lower(), 1)]  # noqa: SLF001
-        self._unloaded[name] = time.monotonic()
-        log.info("pool_model_unloaded", model=name)
-        return "ok"
+        deadline = time.monotonic() + UNLOAD_WAIT_S
+        while any(c.is_model_ready(n) for n in names) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 class _Stop(BaseException):
@@ -363,17 +297,20 @@ def serve(settings: PoolSettings) -> None:
     configure_logging("pool", settings.log_level)
     _configure_stdlib_logging()
     use_own_libpython()
-    os.environ["PYTRITON_NO_TENSORSTORE"] = "1"  # Triton's stubs inherit it: PoolControl
+    # Triton's stubs inherit it. pytriton's shared-memory tensor store does not survive
+    # Triton unloading and loading a model again (the proxy keeps the old store's address);
+    # without it tensors travel inline, and these are a prompt and a few bytes.
+    os.environ["PYTRITON_NO_TENSORSTORE"] = "1"
     t0 = time.monotonic()
     check_ports_free(settings)
     _handle_stop_signals(_on_signal)
     triton = None
     try:
-        triton, names, control = _start(settings)
+        triton, names, reserve = _start(settings)
         log.info("pool_ready", emulated=True, models=names, grpc_port=settings.triton_grpc_port,
                  http_port=settings.triton_http_port, metrics_port=settings.triton_metrics_port,
                  startup_s=round(time.monotonic() - t0, 2))
-        while control.alive() if control else triton.is_alive():
+        while triton.is_alive():
             time.sleep(POLL_S)
         raise RuntimeError("Triton or a model's handler exited unexpectedly")
     except _Stop as stop:
@@ -385,7 +322,7 @@ def serve(settings: PoolSettings) -> None:
         log.info("pool_stopped")
 
 
-def _start(settings: PoolSettings) -> tuple[Triton, list[str], PoolControl | None]:
+def _start(settings: PoolSettings) -> tuple[Triton, list[str], list[str]]:
     """Start Triton with the pool's models, retrying a failed start.
 
     Under load, a model's Python stub sometimes finds pytriton's handshake socket not yet
@@ -396,13 +333,19 @@ def _start(settings: PoolSettings) -> tuple[Triton, list[str], PoolControl | Non
     for attempt in range(1, START_ATTEMPTS + 1):
         triton = Triton(config=triton_config(settings), security_config=TritonSecurityConfig(
             access_token=settings.triton_access_token or None,
-            restricted_endpoints=RESTRICTED_ENDPOINTS))
+            restricted_endpoints=RESTRICTED_ENDPOINTS),
+            # models in a model repository on disk, so that Triton's own repository API
+            # unloads and loads them again (aragog.scheduler.deployment's `triton` control)
+            triton_lifecycle_policy=TritonLifecyclePolicy(local_model_store=True))
         try:
-            names, control = bind_models(triton, settings)
+            names, reserve = bind_models(triton, settings)
+            patient_handshake(triton._workspace.model_store_path)  # noqa: SLF001
             triton.run()
             if not triton.is_alive():
                 raise RuntimeError("Triton exited during start-up (see its log above)")
-            return triton, names, control
+            if reserve:
+                unload(settings, reserve, triton.get_access_token())
+            return triton, names, reserve
         except _Stop:
             triton.stop()
             raise

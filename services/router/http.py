@@ -139,6 +139,7 @@ class FrontDoor:
                 web.get("/v1/workflows", self.workflows),
                 web.post("/v1/requests", self.submit),
                 web.get("/v1/requests/{rid}", self.status),
+                web.post("/v1/requests/{rid}/outcome", self.outcome),
                 web.post("/v1/chat/completions", self.chat),
                 web.get("/v1/models", self.models),
             ]
@@ -189,6 +190,19 @@ class FrontDoor:
             return web.json_response(_dict(await client.status(request.match_info["rid"])))
         except AragogError as e:
             return _from_aragog(e)
+
+    async def outcome(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        reward = body.get("reward")
+        if isinstance(reward, bool) or not isinstance(reward, (int, float)):
+            return _error(400, "`reward` must be a number from 0 (wrong) to 1 (right)",
+                          "invalid_request_error", "invalid_argument")
+        try:
+            client = await self._client(request)
+            model = await client.report_outcome(request.match_info["rid"], float(reward))
+        except AragogError as e:
+            return _from_aragog(e)
+        return web.json_response({"request_id": request.match_info["rid"], "model": model})
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
         body = await _body(request)

@@ -200,6 +200,33 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no request {request.request_id!r}")
         return router_pb2.GetRequestStatusResponse(status=status)
 
+    async def ReportOutcome(self, request, context):  # noqa: N802
+        """The outcome hook: how good a succeeded request's answer was, credited to the
+        model that ran most of its stages (ties: the larger)."""
+        caller = await self._caller(context)
+        bad_id = id_error("request_id", request.request_id)
+        if bad_id:
+            await self._reject(context, "request_id", bad_id)
+        if not 0.0 <= request.reward <= 1.0:  # NaN fails it too
+            await self._reject(context, "reward", "reward must be within 0 (wrong) and 1 "
+                               f"(right), not {request.reward!r}")
+        status = await self.store.status(request.request_id)
+        if status is None or (caller is not None and status.tenant != caller):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no request {request.request_id!r}")
+        if status.state != common_pb2.REQUEST_STATE_SUCCEEDED:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"request {request.request_id} has not succeeded: only an "
+                                "answer has an outcome")
+        models = [st.model for st in status.stages if st.model]
+        pool = await self._pool(context)
+        size = {m.name: m.params_b for m in pool.models}
+        model = max(set(models), key=lambda m: (models.count(m), size.get(m, 0.0), m))
+        if not await self.store.record_outcome(request.request_id, status.workflow_id, model,
+                                               request.reward):
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                                f"request {request.request_id} has an outcome already")
+        return router_pb2.ReportOutcomeResponse(model=model)
+
     async def SubmitRequest(  # noqa: N802
         self, request: router_pb2.SubmitRequestRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.SubmitRequestResponse]:
@@ -339,6 +366,9 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             elif learned:
                 f_r = await asyncio.to_thread(policy.admit, wf, pool, request.input, self.routing,
                                               load)
+            elif policy.wants_outcomes:
+                f_r = policy.admit(wf, pool, request.input, self.routing, load,
+                                   outcomes=await self.store.outcomes(wf.id))
             else:
                 f_r = policy.admit(wf, pool, request.input, self.routing, load)
             # what the policy's stage role will read when the scheduler places each stage

@@ -11,13 +11,14 @@ A model's deployment state (Redis `{ns}:pool:state`; every change in `{ns}:pool:
 Only serving models take new stages: the others are in `unplaceable`, which every queue
 entry's C(r) leaves out (placement.Unplaceable). A stage placed before a drain keeps its
 lease to the end, and the model server unloads the model only once no lease is left on it,
-so a drain fails no request. The model server is told through a ModelControl.
+so a drain fails no request. The model server is told through a ModelControl
+(ARAGOG_MODEL_CONTROL): `none` leaves it to the operator, `triton` uses Triton's
+model-repository API.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Protocol
 
@@ -35,9 +36,9 @@ log = structlog.get_logger("scheduler")
 
 SERVING, DRAINING, UNLOADED = "serving", "draining", "unloaded"
 LOADING, FAILED = "loading", "failed"
-CONTROL_MODEL = "aragog-pool-control"  # the embedded pool's door (aragog.pool.emulated)
 DRAIN_POLL_S = 0.05
 MAX_BY = 100  # characters of who asked, as recorded
+BY_WINDOW = "stageroute"  # who WindowDeployer's changes are recorded as
 
 
 class ModelControlError(Exception):
@@ -61,59 +62,56 @@ class OperatorControl:
         return None
 
 
-class EmbeddedPoolControl:
-    """`embedded`: the embedded pool (aragog-pool) loads, unloads and adds its models when
-    its control model is asked, with its access token."""
+class TritonRepository:
+    """`triton`: Triton's model-repository API (explicit model control), as for any Triton:
+    unload a model, load one from the repository (an added model must be in it), and wait
+    until it is ready or gone. The embedded pool is such a Triton; its reserve models are
+    in its repository, not loaded. A Triton whose repository API is restricted
+    (`--grpc-restricted-protocol=model-repository:triton-access-token=<token>`, as the
+    embedded pool's is) takes ARAGOG_TRITON_ACCESS_TOKEN."""
 
     def __init__(self, url: str, token: str, timeout_s: float):
-        self.url, self.token, self.timeout_s = url, token, timeout_s
+        self.url, self.timeout_s = url, timeout_s
+        self.headers = {"triton-grpc-protocol-triton-access-token": token} if token else None
 
-    async def _call(self, action: str, name: str, profile: str = "") -> None:
-        inputs = []
-        for key, value in (("token", self.token), ("action", action), ("model", name),
-                           ("profile", profile)):
-            tensor = triton.InferInput(key, [1, 1], "BYTES")
-            tensor.set_data_from_numpy(np.array([[value.encode()]], dtype=np.object_))
-            inputs.append(tensor)
-        client = triton.InferenceServerClient(self.url)
-        try:
-            result = await client.infer(CONTROL_MODEL, inputs, client_timeout=self.timeout_s)
-        except InferenceServerException as e:
-            raise ModelControlError(f"the embedded pool's control model: {e.message()}") from e
-        finally:
-            await client.close()
-        status = result.as_numpy("status").reshape(-1)[0].decode()
-        if status != "ok":
-            raise ModelControlError(f"the embedded pool: {status}")
+    async def _wait(self, client, name: str, ready: bool) -> None:  # type: ignore[no-untyped-def]
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        while await client.is_model_ready(name) != ready:
+            if asyncio.get_running_loop().time() > deadline:
+                raise ModelControlError(f"{name} is not {'ready' if ready else 'unloaded'} "
+                                        f"after {self.timeout_s:g} s")
+            await asyncio.sleep(0.1)
 
     async def unload(self, name: str) -> None:
-        await self._call("unload", name)
+        client = triton.InferenceServerClient(self.url)
+        try:
+            await client.unload_model(name, headers=self.headers)
+            await self._wait(client, name, ready=False)
+        except InferenceServerException as e:
+            raise ModelControlError(f"Triton did not unload {name}: {e.message()}") from e
+        finally:
+            await client.close()
 
     async def load(self, profile: ModelProfile, added: bool) -> None:
-        if added:
-            await self._call("add", profile.name, json.dumps(profile_mapping(profile)))
-        else:
-            await self._call("load", profile.name)
-
-
-def profile_mapping(profile: ModelProfile) -> dict[str, object]:
-    """`profile` as one entry of a pool file."""
-    import dataclasses
-
-    return dataclasses.asdict(profile)
+        client = triton.InferenceServerClient(self.url)
+        try:
+            if not await client.is_model_ready(profile.name):
+                await client.load_model(profile.name, headers=self.headers)
+            await self._wait(client, profile.name, ready=True)
+        except InferenceServerException as e:
+            raise ModelControlError(f"Triton did not load {profile.name}: {e.message()}") from e
+        finally:
+            await client.close()
 
 
 def make_control(settings: SchedulerSettings) -> ModelControl:
-    if settings.model_control == "embedded":
-        if not settings.triton_access_token:
-            raise ValueError("ARAGOG_MODEL_CONTROL=embedded needs ARAGOG_TRITON_ACCESS_TOKEN "
-                             "(the embedded pool's own)")
-        return EmbeddedPoolControl(settings.triton_url, settings.triton_access_token,
-                                   LOAD_TIMEOUT_S)
+    if settings.model_control == "triton":
+        return TritonRepository(settings.triton_url, settings.triton_access_token,
+                                LOAD_TIMEOUT_S)
     return OperatorControl()
 
 
-LOAD_TIMEOUT_S = 120.0  # a model server's load of one model
+LOAD_TIMEOUT_S = 120.0  # a model server's load or unload of one model
 
 
 class Deployment:
@@ -135,6 +133,10 @@ class Deployment:
         self._occupancy = occupancy
         self._changed = changed
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # models an operator unloaded: the window deployer leaves them alone until an
+        # operator loads them (in memory: a new scheduler's deployer may load them again)
+        self.held: set[str] = set()
+        self._unloading: set[str] = set()  # drained: the model server is unloading them
 
     def grow(self, profile: ModelProfile) -> None:
         """A model appended to the pool: unplaceable until it is loaded."""
@@ -173,9 +175,9 @@ class Deployment:
         log.info("pool_changed", model=name, action=action, state=self.state[name], by=by,
                  detail=detail)
 
-    def _spawn(self, name: str, coro) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, name: str, coro, cancel: bool = True) -> None:  # type: ignore[no-untyped-def]
         old = self._tasks.pop(name, None)
-        if old is not None:
+        if old is not None and cancel:
             old.cancel()
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks[name] = task
@@ -184,6 +186,8 @@ class Deployment:
 
     # the operator's asks -------------------------------------------------------------
     async def unload(self, name: str, by: str) -> str:
+        if by != BY_WINDOW:
+            self.held.add(name)
         if self.state[name] in (DRAINING, UNLOADED):
             return self.state[name]
         self._set(name, DRAINING)
@@ -193,18 +197,20 @@ class Deployment:
         return DRAINING
 
     async def load(self, name: str, by: str) -> str:
+        self.held.discard(name)
         state = self.state[name]
         if state in (SERVING, LOADING):
             return state
-        if state == DRAINING:  # called off: it never left the model server
-            self._tasks.pop(name).cancel()
+        if state == DRAINING and name not in self._unloading:
+            self._tasks.pop(name).cancel()  # called off: it never left the model server
             self._set(name, SERVING)
             self._changed()
             await self._record(name, "load", by, "drain called off")
             return SERVING
+        unloading = self._tasks.get(name) if state == DRAINING else None
         self._set(name, LOADING)
         await self._record(name, "load", by)
-        self._spawn(name, self._load(name, added=False))
+        self._spawn(name, self._load(name, added=False, after=unloading), cancel=False)
         return LOADING
 
     async def add(self, profile: ModelProfile, pool: PoolSpec, by: str) -> str:
@@ -218,16 +224,23 @@ class Deployment:
         i = self.index[name]
         while self._occupancy()[i] > 0:
             await asyncio.sleep(DRAIN_POLL_S)
+        self._unloading.add(name)
         try:
             await self.control.unload(name)
         except ModelControlError as e:  # still drained: no stage goes there; unload again
             self._set(name, FAILED)
             await self._record(name, "failed", detail=str(e))
             return
-        self._set(name, UNLOADED)
+        finally:
+            self._unloading.discard(name)
+        if self.state[name] == DRAINING:  # not asked to load meanwhile
+            self._set(name, UNLOADED)
         await self._record(name, "unloaded")
 
-    async def _load(self, name: str, added: bool) -> None:
+    async def _load(self, name: str, added: bool,
+                    after: asyncio.Task[None] | None = None) -> None:
+        if after is not None:  # a model server unloading it: load it once that is done
+            await asyncio.gather(after, return_exceptions=True)
         try:
             await self.control.load(self.profiles[name], added)
         except ModelControlError as e:
@@ -237,3 +250,66 @@ class Deployment:
         self._set(name, SERVING)
         self._changed()
         await self._record(name, "loaded")
+
+
+class WindowDeployer:
+    """StageRoute's deployment half (aragog.policies.stageroute): at the start of every
+    window of `window_s`, keep deployed the `m_max` models its optimistic estimates choose
+    from the outcomes reported so far (every workflow's, per model), loading those chosen
+    first, then unloading the others (a refused unload, which would strand a workflow's
+    stage, leaves the model deployed). Models an operator unloaded are not its to deploy
+    until an operator loads them: a model that is loaded (or added) is one that arrived.
+    A window with no outcome reported since the last decision changes nothing (at start,
+    nothing is known: the deployment stays as the operator left it)."""
+
+    def __init__(self, store: Store, deployment: Deployment, pool: Callable[[], PoolSpec],
+                 unload: Callable, load: Callable, window_s: float, m_max: int,
+                 budget_share: float):
+        self.store, self.deployment, self._pool = store, deployment, pool
+        self._unload, self._load = unload, load
+        self.window_s, self.m_max, self.budget_share = window_s, m_max, budget_share
+        self._decided_at = 0  # outcomes reported when the last decision was made
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.window_s)
+            try:
+                await self.window()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away: the next window tries again
+                log.exception("deployment_window_failed")
+
+    async def window(self) -> list[str]:
+        """Decide this window's deployment and start its changes; the models chosen (none
+        when nothing was decided)."""
+        from aragog.policies.stageroute import PROMPT_TOKENS, choose_deployment
+
+        pool = self._pool()
+        outcomes: dict[str, tuple[int, float]] = {}
+        for wf in await self.store.list_workflows():
+            for model, (n, total) in (await self.store.outcomes(wf.id)).items():
+                n0, t0 = outcomes.get(model, (0, 0.0))
+                outcomes[model] = (n0 + n, t0 + total)
+        total = sum(n for n, _ in outcomes.values())
+        models = [m for m in pool.names if m not in self.deployment.held]
+        if not models or total == self._decided_at:
+            return []
+        self._decided_at = total
+        costs = {m.name: m.gpu_seconds(PROMPT_TOKENS, 128) for m in pool.models
+                 if m.name in models}
+        chosen = choose_deployment(models, outcomes, costs,
+                                   self.budget_share * max(costs.values()), self.m_max)
+        log.info("deployment_window", chosen=chosen,
+                 outcomes={m: n for m, (n, _) in outcomes.items()})
+        for m in chosen:
+            if self.deployment.state[m] in (UNLOADED, FAILED, DRAINING):
+                await self._load(m, BY_WINDOW)
+        for m in models:
+            if m not in chosen and self.deployment.state[m] in (SERVING, LOADING):
+                try:
+                    await self._unload(m, BY_WINDOW)
+                except Exception as e:  # StageRejected: a workflow cannot do without it
+                    log.info("deployment_window_kept", model=m, why=str(e))
+        return chosen
+

@@ -53,7 +53,7 @@ from aragog.common.store import Store
 from aragog.common.workflow import WorkflowDef
 from aragog.scheduler import deployment
 from aragog.scheduler.commit import GroupCommit
-from aragog.scheduler.deployment import Deployment, make_control
+from aragog.scheduler.deployment import Deployment, WindowDeployer, make_control
 from aragog.scheduler.health import ModelHealth
 from aragog.scheduler.leadership import Leadership, LeadershipLost
 from aragog.scheduler.leases import Lease, Leases
@@ -177,6 +177,12 @@ class Scheduler:
                        asyncio.create_task(self.routing.run()),
                        asyncio.create_task(self._cancel_loop(subscribed)),
                        asyncio.create_task(self._keep_leadership())]
+        if self.settings.deployment_window_s > 0:
+            deployer = WindowDeployer(
+                self.store, self.deployment, lambda: self.pool, self.unload_model,
+                self.load_model, self.settings.deployment_window_s, self.settings.max_deployed,
+                self.settings.deployment_budget)
+            self._tasks.append(asyncio.create_task(deployer.run()))
         await subscribed.wait()
         self.active = True
 

@@ -1,6 +1,8 @@
 """The simulator checked against the live stack: the same arrivals served both ways.
 
     python -m aragog.sim.validate --workflow self-refine --policy largest --rate 2 --duration 30
+    python -m aragog.sim.validate --pool qwen2.5 --capacity-scale 0.0625 --time-scale 0.15 \
+        --workflow voting --policy largest --rate 9      # the evaluation's scale, overloaded
 
 starts the stack (embedded EMULATED pool, its own Redis), sends each workflow's held-out
 requests open-loop at Poisson arrivals (aragog.loadgen.runner), replays the same arrivals
@@ -83,6 +85,12 @@ def _f(x: float | None) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m aragog.sim.validate",
                                  description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pool", default="", help="a shipped pool or a pool file (default: the "
+                    "embedded llama3); the stack's Triton serves it, the simulator plays it")
+    ap.add_argument("--capacity-scale", type=float, default=1.0,
+                    help="saturation batches x this, as aragog-eval's --capacity-scale")
+    ap.add_argument("--time-scale", type=float, default=0.0,
+                    help="every latency x this (0: the pool's own), as aragog-eval's")
     ap.add_argument("--workflow", action="append", choices=BENCHMARKED)
     ap.add_argument("--policy", action="append")
     ap.add_argument("--rate", type=float, default=2.0)
@@ -94,9 +102,21 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--rate and --duration must be positive")
     from aragog.stack import Stack, shipped_workflow
 
-    pool = load_pool()
+    import dataclasses
+    import tempfile
+
+    from aragog.loadgen.evaluate import scaled_pool_file
+
+    tmp = tempfile.mkdtemp(prefix="aragog-validate-")
+    pool_file = a.pool
+    if a.capacity_scale != 1.0:
+        pool_file = scaled_pool_file(a.pool or "llama3", a.capacity_scale, tmp)
+    pool = load_pool(pool_file or None)
+    if a.time_scale:
+        pool = dataclasses.replace(pool, time_scale=a.time_scale)
     offsets = poisson(a.rate, a.duration, a.seed).tolist()
-    with Stack(executors=2) as stack:
+    with Stack(executors=2, time_scale=a.time_scale,
+               extra_env={"ARAGOG_POOL_FILE": pool_file} if pool_file else None) as stack:
         for wid in a.workflow or ["self-refine"]:
             stack.register(shipped_workflow(wid))
             for pol in a.policy or ["largest", "cheapest"]:

@@ -2,8 +2,9 @@
 under load, with no request failing (the embedded Triton, EMULATED models).
 
 The stack has its own pool, since the test unloads and adds models of it; the scheduler
-drives the pool's Triton through the embedded pool's control model (ARAGOG_MODEL_CONTROL=
-embedded, as aragog-stack sets it).
+drives the pool's Triton through Triton's model-repository API (ARAGOG_MODEL_CONTROL=triton,
+as aragog-stack sets it). The model added mid-run is in the pool's reserve: in Triton's
+model repository, not loaded, as an operator would have put it there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import uuid
 import grpc
 import pytest
 import tritonclient.grpc as tritonclient
-from aragog.common.pool import load_pool
+import yaml
+from aragog.common.pool import load_pool, pool_file
 from aragog.stack import Stack, shipped_workflow
 from aragog.v1 import (
     common_pb2,
@@ -52,13 +54,22 @@ stages:
 """
 
 
+def new_profile() -> dict:
+    return {**dataclasses.asdict(load_pool().model(SMALL)), "name": NEW}
+
+
 @pytest.fixture(scope="module")
 def own_stack(redis_url, tmp_path_factory, tls_env):
+    log_dir = tmp_path_factory.mktemp("live-pool-stack")
+    pool = pool_file()
+    pool["reserve"] = [new_profile()]
+    (log_dir / "pool.yaml").write_text(yaml.safe_dump(pool), encoding="utf-8")
     s = Stack(
         redis_url=redis_url, executors=2, namespace=f"p{uuid.uuid4().hex[:8]}",
-        log_dir=str(tmp_path_factory.mktemp("live-pool-stack")),
+        log_dir=str(log_dir),
         extra_env={"ARAGOG_LEASE_TTL_S": "3", "ARAGOG_CLAIM_IDLE_S": "1.5",
-                   "ARAGOG_DEFAULT_POLICY": "largest", **tls_env},
+                   "ARAGOG_DEFAULT_POLICY": "largest",
+                   "ARAGOG_POOL_FILE": str(log_dir / "pool.yaml"), **tls_env},
     )
     s.start(timeout_s=180)
     yield s
@@ -122,7 +133,8 @@ def test_models_unloaded_loaded_and_added_under_load_fail_no_request(own_stack):
     s = own_stack
     triton = tritonclient.InferenceServerClient(s.triton_url)
     s.register(shipped_workflow("chain3"))
-    profile = {**dataclasses.asdict(load_pool().model(SMALL)), "name": NEW}
+    profile = new_profile()
+    assert not triton.is_model_ready(NEW), "in the repository, not loaded"
     with s.channel(s.scheduler_addr) as ch, Load(s, ["chain3"]) as load:
         sched = scheduler_pb2_grpc.SchedulerServiceStub(ch)
         time.sleep(3)
@@ -194,3 +206,24 @@ def test_pool_changes_that_would_strand_work_or_are_malformed_are_refused(own_st
         state = sched.GetSchedulerState(scheduler_pb2.GetSchedulerStateRequest(), timeout=10)
     assert state.model_state[BIG] == "serving", "a refused change changes nothing"
     assert "x" not in state.model_state
+
+
+def test_a_restarted_scheduler_keeps_the_pool_as_it_was_changed(own_stack):
+    """The added model and every state live in Redis: a new scheduler process (a restart,
+    or a standby taking over) serves the pool as the operator left it."""
+    s = own_stack
+    with s.channel(s.scheduler_addr) as ch:
+        before = scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
+            scheduler_pb2.GetSchedulerStateRequest(), timeout=10)
+    assert NEW in before.model_state, "runs after the test that adds it"
+    s.restart("scheduler")
+    with s.channel(s.scheduler_addr) as ch:
+        after = scheduler_pb2_grpc.SchedulerServiceStub(ch).GetSchedulerState(
+            scheduler_pb2.GetSchedulerStateRequest(), timeout=10)
+    assert dict(after.model_state) == dict(before.model_state)
+    assert after.capacity[NEW] == before.capacity[NEW]
+    assert list(after.pool_changes) == list(before.pool_changes)
+    events, _ = s.submit("on-the-new-model", "still there?", timeout_s=60)
+    status = events[-1].completed
+    assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED
+    assert [st.model for st in status.stages] == [NEW]
