@@ -178,6 +178,7 @@ def _plot(rows, windows, arrived_s, path, v_before, v_after) -> None:
     ax1.plot([r["t_s"] for r in rows], [r["regret"] for r in rows], label="stageroute")
     ax1.axvline(arrived_s, color="grey", linestyle="--", label="70B arrives")
     ax1.set_ylabel("cumulative regret")
+    ax1.set_xlabel("seconds since the first request")
     ax1.set_title("regret against the best fixed deployment in hindsight "
                   f"({v_before:.2f} / {v_after:.2f} per request before / after)")
     ax1.legend()

@@ -49,7 +49,7 @@ import grpc
 import numpy as np
 import redis
 import yaml
-from aragog import workflows
+from aragog import policies, workflows
 from aragog.common.pool import load_pool
 from aragog.common.settings import RouterSettings
 from aragog.emulation.generate import benchmark
@@ -387,6 +387,8 @@ def one_run(
             timeout_s=plan.timeout_s,
             max_in_flight=512,
             run_id=tag,
+            # a policy that learns while serving hears each graded answer's outcome
+            report_outcomes=learns_online(policy),
         )
     finally:
         sampler.stop()
@@ -405,6 +407,14 @@ def one_run(
         start_wall=start,
         **run_fields,
     )
+
+
+def learns_online(policy: str) -> bool:
+    """Whether `policy` learns from the outcomes of the requests it serves (ReportOutcome)."""
+    try:
+        return policies.make(policy).wants_outcomes
+    except policies.PolicyError:  # one only the evaluation's router knows (aragog-profiled)
+        return False
 
 
 def idle_latency(stack: Stack, wid: str, n: int = 3) -> float:
