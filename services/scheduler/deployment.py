@@ -202,7 +202,9 @@ class Deployment:
         if state in (SERVING, LOADING):
             return state
         if state == DRAINING and name not in self._unloading:
-            self._tasks.pop(name).cancel()  # called off: it never left the model server
+            drain = self._tasks.pop(name, None)  # called off: it never left the model server
+            if drain is not None:
+                drain.cancel()
             self._set(name, SERVING)
             self._changed()
             await self._record(name, "load", by, "drain called off")
