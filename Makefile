@@ -1,7 +1,7 @@
 # Named tasks; `make demo` and `make test` are the two set-up commands of the README.
 VENV := .venv/bin
 
-.PHONY: demo up test test-tls test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check deploy-check lint-imports lint-errors routing-eval eval eval-smoke eval-mixed eval-published eval-mixed-smoke
+.PHONY: demo up test test-tls test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check deploy-check lint-imports lint-errors routing-eval eval eval-smoke eval-mixed eval-published eval-stageroute eval-mixed-smoke
 
 demo: bootstrap        ## start Redis, Triton (emulated pool) and the services; answer a few requests
 	$(VENV)/aragog-stack demo
@@ -70,6 +70,9 @@ eval-mixed: bootstrap     ## every workflow on one stack, Azure-trace arrivals, 
 
 eval-published: bootstrap  ## routellm, agentrouter, flowcompile beside aragog, one pool (~15 min); reports/published
 	$(VENV)/aragog-eval --published --out reports/published
+
+eval-stageroute: bootstrap  ## StageRoute while a better model arrives: regret curve (~5 min); reports/stageroute
+	$(VENV)/aragog-eval --stageroute --out reports/stageroute
 
 eval-mixed-smoke: bootstrap  ## the mixed evaluation in a minute or two; report in reports/mixed-smoke
 	$(VENV)/aragog-eval --mixed --smoke --out reports/mixed-smoke

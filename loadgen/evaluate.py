@@ -753,6 +753,8 @@ def main(argv: list[str] | None = None) -> None:
                     "(with --mixed: two workflows, two policies, two seeds)")
     ap.add_argument("--published", action="store_true", help="the published routers "
                     "(routellm, agentrouter, flowcompile) beside aragog, one pool")
+    ap.add_argument("--stageroute", action="store_true", help="StageRoute while a better "
+                    "model arrives: regret, reward and cost per window (~5 min)")
     ap.add_argument("--mixed", action="store_true", help="every workflow on one stack, "
                     "interleaved on windows of the Azure trace, repeated over seeds")
     ap.add_argument("--seeds", type=int, help="mixed: how many seeds")
@@ -769,6 +771,20 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the stack this command started is stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.stageroute:
+        from aragog.loadgen import stageroute_eval
+
+        st = stageroute_eval.Settings()
+        overrides = {"workflow": args.workflows, "rate": args.rates, "duration_s": args.step_s,
+                     "time_scale": args.time_scale}
+        for field, value in overrides.items():
+            if value is not None:
+                value = value.split(",")[0] if isinstance(value, str) else value
+                setattr(st, field, type(getattr(st, field))(value))
+        stageroute_eval.evaluate_stageroute(st, args.out,
+                                            lambda m: print(m, file=sys.stderr, flush=True))
+        print(os.path.join(args.out, "summary.md"))
+        return
     if args.mixed:
         plan = dataclasses.replace(MIXED_SMOKE if args.smoke else MIXED)
     elif args.published:

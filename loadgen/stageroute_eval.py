@@ -2,9 +2,10 @@
 deployment in hindsight, accuracy and cost per window (EMULATED models; answers graded
 against the generated benchmark's).
 
-    python benchmarks/stageroute_regret.py [--workflow self-refine] [--duration 240]
-        [--rate 3] [--window 20] [--arrive 0.4] [--budget 0.5] [--m-max 2] [--seed 0]
-        [--out reports/stageroute]
+    aragog-eval --stageroute --out reports/stageroute     # make eval-stageroute, ~5 min
+
+(`--workflows`, `--rates`, `--step-s` and `--time-scale` override the workflow, the rate,
+the run's length and the latency scale; `Settings` has the rest.)
 
 The stack (embedded llama3 pool, latencies x0.15 as aragog-eval's) starts with the 70B
 unloaded by the operator: it has not arrived. Requests of the workflow arrive open-loop
@@ -23,11 +24,12 @@ t is the sum over requests so far of that value minus the reward obtained.
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 from aragog import workflows
@@ -60,42 +62,47 @@ def wait_state(sched, model: str, want: str, timeout_s: float = 120.0) -> None:
     raise SystemExit(f"{model} did not become {want} within {timeout_s} s")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workflow", default="self-refine", choices=workflows.BENCHMARKED)
-    ap.add_argument("--duration", type=float, default=240.0)
-    ap.add_argument("--rate", type=float, default=3.0)
-    ap.add_argument("--window", type=float, default=20.0)
-    ap.add_argument("--arrive", type=float, default=0.4, help="share of the run")
-    ap.add_argument("--budget", type=float, default=0.5)
-    ap.add_argument("--m-max", type=int, default=2)
-    ap.add_argument("--time-scale", type=float, default=0.15)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="reports/stageroute")
-    a = ap.parse_args()
-    os.makedirs(a.out, exist_ok=True)
+@dataclasses.dataclass
+class Settings:
+    """One StageRoute run (the module docstring says what it does)."""
+
+    workflow: str = "self-refine"
+    duration_s: float = 240.0
+    rate: float = 3.0
+    window_s: float = 20.0
+    arrive: float = 0.4  # share of the run after which the operator loads LATE
+    budget: float = 0.5
+    m_max: int = 2
+    time_scale: float = 0.15
+    seed: int = 0
+
+
+def evaluate_stageroute(st: Settings, out_dir: str, say: Callable[[str], None] = print) -> dict:
+    """Run it, write requests.csv, windows.csv, regret.png and summary.md to `out_dir`;
+    return the summary's figures."""
+    os.makedirs(out_dir, exist_ok=True)
     pool = load_pool("llama3")
-    wf = workflows.load(a.workflow, pool.names)
-    held = benchmark(a.workflow).split("test")
-    offsets = poisson(a.rate, a.duration, a.seed)
+    wf = workflows.load(st.workflow, pool.names)
+    held = benchmark(st.workflow).split("test")
+    offsets = poisson(st.rate, st.duration_s, st.seed)
     items = [held[i % len(held)] for i in range(len(offsets))]
-    env = {"ARAGOG_DEPLOYMENT_WINDOW_S": str(a.window), "ARAGOG_MAX_DEPLOYED": str(a.m_max),
-           "ARAGOG_DEPLOYMENT_BUDGET": str(a.budget)}
-    with Stack(executors=2, time_scale=a.time_scale, extra_env=env) as stack, \
+    env = {"ARAGOG_DEPLOYMENT_WINDOW_S": str(st.window_s), "ARAGOG_MAX_DEPLOYED": str(st.m_max),
+           "ARAGOG_DEPLOYMENT_BUDGET": str(st.budget)}
+    with Stack(executors=2, time_scale=st.time_scale, extra_env=env) as stack, \
             stack.channel(stack.scheduler_addr) as ch:
         sched = scheduler_pb2_grpc.SchedulerServiceStub(ch)
-        stack.register(shipped_workflow(a.workflow))
+        stack.register(shipped_workflow(st.workflow))
         sched.UnloadModel(scheduler_pb2.UnloadModelRequest(model=LATE, by="operator"), timeout=10)
         wait_state(sched, LATE, "unloaded")
-        arrival = threading.Timer(a.arrive * a.duration, lambda: sched.LoadModel(
+        arrival = threading.Timer(st.arrive * st.duration_s, lambda: sched.LoadModel(
             scheduler_pb2.LoadModelRequest(model=LATE, by="operator"), timeout=10))
         arrival.start()
-        print(f"serving {len(offsets)} requests of {a.workflow} over {a.duration:g} s; "
-              f"{LATE} arrives at {a.arrive * a.duration:g} s", flush=True)
+        say(f"[stageroute] serving {len(offsets)} requests of {st.workflow} over "
+            f"{st.duration_s:g} s; {LATE} arrives at {st.arrive * st.duration_s:g} s")
         try:
             records = run_schedule(stack.router_addr, offsets.tolist(),
-                                   [(a.workflow, it.input, it.answer) for it in items],
-                                   policy=f"stageroute:{a.budget:g}", timeout_s=60,
+                                   [(st.workflow, it.input, it.answer) for it in items],
+                                   policy=f"stageroute:{st.budget:g}", timeout_s=60,
                                    report_outcomes=True)
         finally:
             arrival.cancel()
@@ -105,14 +112,15 @@ def main() -> None:
                   default=float("inf"))
     models = list(pool.names)
     costs = {m: arm_cost(pool, wf, m) for m in models}
-    budget = a.budget * max(costs.values())
+    budget = st.budget * max(costs.values())
     ok = sorted((r for r in records if r.status == "ok"), key=lambda r: r.sent_at)
     k = len(wf.llm_stages)
     counter = np.array([[float(normalize_answer(Runner(wf, items[r.index].input).answer([m] * k))
                                == normalize_answer(r.expected)) for m in models] for r in ok])
-    mean = dict(zip(models, counter.mean(axis=0), strict=True))
+    mean = dict(zip(models, counter.mean(axis=0), strict=True)) if len(ok) else {}
     early = {m: mean[m] for m in models if m != LATE}
-    v_before, v_after = lp_value(early, costs, budget), lp_value(mean, costs, budget)
+    v_before = lp_value(early, costs, budget) if ok else 0.0
+    v_after = lp_value(mean, costs, budget) if ok else 0.0
     t0 = ok[0].sent_at if ok else 0.0
     rows, regret = [], 0.0
     for r in ok:
@@ -120,28 +128,29 @@ def main() -> None:
         ran = r.stages[0].model if r.stages else ""
         rows.append({"t_s": round(r.sent_at - t0, 3), "model": ran, "reward": int(r.correct),
                      "cost_gpu_s": round(costs.get(ran, 0.0), 4), "regret": round(regret, 3)})
-    with open(os.path.join(a.out, "requests.csv"), "w", newline="", encoding="utf-8") as f:
+    with open(os.path.join(out_dir, "requests.csv"), "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["t_s"])
         w.writeheader()
         w.writerows(rows)
-    windows = _windows(rows, a.window, models)
-    with open(os.path.join(a.out, "windows.csv"), "w", newline="", encoding="utf-8") as f:
+    windows = _windows(rows, st.window_s, models)
+    with open(os.path.join(out_dir, "windows.csv"), "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(windows[0]) if windows else ["window"])
         w.writeheader()
         w.writerows(windows)
-    _plot(rows, windows, arrived - t0, os.path.join(a.out, "regret.png"), v_before, v_after)
+    _plot(rows, windows, arrived - t0, os.path.join(out_dir, "regret.png"), v_before, v_after)
     failed = len(records) - len(ok)
     lines = [
-        f"StageRoute on {a.workflow} (llama3 pool, EMULATED), {len(records)} requests over "
-        f"{a.duration:g} s at {a.rate:g}/s, window {a.window:g} s, M_max {a.m_max}, budget "
-        f"{a.budget:g} of the dearest model's cost; {LATE} loaded at "
+        f"StageRoute on {st.workflow} (llama3 pool, EMULATED), {len(records)} requests over "
+        f"{st.duration_s:g} s at {st.rate:g}/s, window {st.window_s:g} s, M_max {st.m_max}, "
+        f"budget {st.budget:g} of the dearest model's cost; {LATE} loaded at "
         f"{arrived - t0:.1f} s; {failed} requests not ok",
         "mean reward per model over the run's requests (what each would have answered): "
-        + ", ".join(f"{m} {mean[m]:.3f} (cost {costs[m]:.3f} GPU-s)" for m in models),
+        + ", ".join(f"{m} {mean.get(m, 0.0):.3f} (cost {costs[m]:.3f} GPU-s)" for m in models),
         f"best fixed deployment in hindsight: {v_before:.3f} per request before the arrival, "
         f"{v_after:.3f} after",
-        f"obtained: {np.mean([r['reward'] for r in rows]):.3f} per request; cumulative regret "
-        f"{regret:.1f} over {len(rows)} requests ({regret / max(len(rows), 1):.3f} per request)",
+        f"obtained: {np.mean([r['reward'] for r in rows]) if rows else 0.0:.3f} per request; "
+        f"cumulative regret {regret:.1f} over {len(rows)} requests "
+        f"({regret / max(len(rows), 1):.3f} per request)",
         "", "| window | requests | reward | GPU-s per request | " + " | ".join(models) + " |",
         "|---|---|---|---|" + "---|" * len(models),
     ]
@@ -149,10 +158,12 @@ def main() -> None:
               + " | ".join(f"{w[m]:.0%}" for m in models) + " |" for w in windows]
     lines += ["", "pool changes: " + "; ".join(
         f"{c.at - t0:+.1f}s {c.action} {c.model} ({c.by or 'scheduler'})" for c in changes)]
-    text = "\n".join(lines)
-    with open(os.path.join(a.out, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    print(text)
+    with open(os.path.join(out_dir, "summary.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    for line in lines:
+        say(line)
+    return {"requests": len(records), "failed": failed, "regret": regret,
+            "best_before": v_before, "best_after": v_after}
 
 
 def _windows(rows: list[dict], window: float, models: list[str]) -> list[dict]:
@@ -196,5 +207,3 @@ def _plot(rows, windows, arrived_s, path, v_before, v_after) -> None:
     fig.savefig(path, dpi=110)
 
 
-if __name__ == "__main__":
-    main()
