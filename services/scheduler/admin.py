@@ -39,14 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="aragog-models", description=__doc__.split("\n\n")[0])
     ap.add_argument("--scheduler", default=os.environ.get("ARAGOG_SCHEDULER_ADDR",
                                                           "127.0.0.1:50052").split(",")[0])
-    ap.add_argument("--by", default=getpass.getuser(), help="who asks (recorded)")
-    ap.add_argument("--wait", action="store_true", help="until the change is complete")
-    ap.add_argument("--timeout", type=float, default=600.0, help="of --wait, seconds")
+    change = argparse.ArgumentParser(add_help=False)  # the options of every change
+    change.add_argument("--by", default=getpass.getuser(), help="who asks (recorded)")
+    change.add_argument("--wait", action="store_true", help="until the change is complete")
+    change.add_argument("--timeout", type=float, default=600.0, help="of --wait, seconds")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("state", help="each model's state and the newest changes")
     for cmd in ("unload", "load"):
-        sub.add_parser(cmd, help=f"{cmd} a model of the pool").add_argument("model")
-    sub.add_parser("add", help="add a model (a pool-file entry)").add_argument("file")
+        sub.add_parser(cmd, parents=[change], help=f"{cmd} a model of the pool"
+                       ).add_argument("model")
+    sub.add_parser("add", parents=[change], help="add a model (a pool-file entry)"
+                   ).add_argument("file")
     args = ap.parse_args(argv)
     creds = channel_credentials(SchedulerSettings.from_env())
     channel = (grpc.secure_channel(args.scheduler, creds) if creds

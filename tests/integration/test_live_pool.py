@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -142,7 +145,11 @@ def test_models_unloaded_loaded_and_added_under_load_fail_no_request(own_stack):
                                  timeout=10).state == "draining"
         gone = wait_state(sched, BIG, "unloaded")
         assert not triton.is_model_ready(BIG), "the model server has unloaded it"
-        time.sleep(4)  # requests go on without it
+        # requests go on without it: wait until some that started after it left have ended
+        deadline = time.monotonic() + 90
+        while sum(start > gone for start, *_ in list(load.done)) < 4:
+            assert time.monotonic() < deadline, "no request ended while the 70B was away"
+            time.sleep(0.2)
         assert sched.LoadModel(scheduler_pb2.LoadModelRequest(model=BIG, by="test"),
                                timeout=10).state == "loading"
         back = wait_state(sched, BIG, "serving")
@@ -227,3 +234,26 @@ def test_a_restarted_scheduler_keeps_the_pool_as_it_was_changed(own_stack):
     status = events[-1].completed
     assert status.state == common_pb2.REQUEST_STATE_SUCCEEDED
     assert [st.model for st in status.stages] == [NEW]
+
+
+def test_aragog_models_changes_the_pool_from_the_command_line(own_stack, tls_env):
+    """`aragog-models` as the README gives it, with the services' TLS settings if any."""
+    s = own_stack
+    env = {**os.environ, **tls_env}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "aragog.scheduler.admin", "--scheduler",
+                               s.scheduler_addr, *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert cli("unload", "llama3-3b", "--wait", "--by", "cli").strip() == "llama3-3b: unloaded"
+    assert cli("load", "llama3-3b", "--wait").strip() == "llama3-3b: serving"
+    state = cli("state")
+    assert "llama3-3b: serving" in state and f"{NEW}: serving" in state
+    assert "unload llama3-3b -> draining by cli" in state
+    bad = subprocess.run([sys.executable, "-m", "aragog.scheduler.admin", "--scheduler",
+                          s.scheduler_addr, "unload", "no-such-model"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "NOT_FOUND" in bad.stderr
