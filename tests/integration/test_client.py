@@ -93,3 +93,7 @@ def test_the_aragog_command(stack, tmp_path):
     assert done.returncode == 0 and "cli-1: succeeded" in done.stdout
     gone = aragog("cancel", "no-such-request", stack=stack)
     assert gone.returncode == 2 and gone.stderr.startswith("aragog: NOT_FOUND")
+    told = aragog("outcome", "cli-1", "1", stack=stack)  # the outcome hook
+    assert told.returncode == 0 and "credited to llama3-3b" in told.stdout, told.stderr
+    again = aragog("outcome", "cli-1", "0", stack=stack)
+    assert again.returncode == 2 and again.stderr.startswith("aragog: ALREADY_EXISTS")

@@ -46,6 +46,12 @@ def test_json_front_door_registers_submits_and_streams(stack):
     assert [s["model"] for s in status["stages"]] == ["llama3-3b"] * 3
     code, text = call(stack, "GET", "/v1/requests/http-1")
     assert code == 200 and json.loads(text)["answer"] == status["answer"]
+    code, text = call(stack, "POST", "/v1/requests/http-1/outcome", {"reward": "yes"})
+    assert code == 400 and "reward" in json.loads(text)["error"]["message"]
+    code, text = call(stack, "POST", "/v1/requests/http-1/outcome", {"reward": 1})
+    assert code == 200 and json.loads(text) == {"request_id": "http-1", "model": "llama3-3b"}
+    code, text = call(stack, "POST", "/v1/requests/http-1/outcome", {"reward": 0})
+    assert code == 409 and json.loads(text)["error"]["code"] == "already_exists"
     code, text = call(
         stack,
         "POST",
