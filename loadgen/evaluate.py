@@ -775,12 +775,14 @@ def main(argv: list[str] | None = None) -> None:
         from aragog.loadgen import stageroute_eval
 
         st = stageroute_eval.Settings()
-        overrides = {"workflow": args.workflows, "rate": args.rates, "duration_s": args.step_s,
-                     "time_scale": args.time_scale}
-        for field, value in overrides.items():
-            if value is not None:
-                value = value.split(",")[0] if isinstance(value, str) else value
-                setattr(st, field, type(getattr(st, field))(value))
+        if args.workflows:
+            st.workflow = args.workflows.split(",")[0]
+        if args.rates:
+            st.rate = float(args.rates.split(",")[0])
+        if args.step_s is not None:
+            st.duration_s = args.step_s
+        if args.time_scale is not None:
+            st.time_scale = args.time_scale
         stageroute_eval.evaluate_stageroute(st, args.out,
                                             lambda m: print(m, file=sys.stderr, flush=True))
         print(os.path.join(args.out, "summary.md"))

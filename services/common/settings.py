@@ -19,6 +19,8 @@ from typing import Any, TypeVar, get_type_hints
 PREFIX = "ARAGOG_"
 T = TypeVar("T", bound="BaseSettings")
 LISTEN_DOC = "gRPC address the service listens on (host:port; port 0 picks a free one)."
+TRITON_ACCESS_TOKEN_DOC = ("Access token of Triton's model-repository API (the embedded "
+                           "pool's: aragog-pool takes it, or generates one if empty).")
 
 
 OTHER_VARIABLES = frozenset({
@@ -260,9 +262,7 @@ class SchedulerSettings(ServiceSettings):
         "(explicit model control; the embedded pool's takes ARAGOG_TRITON_ACCESS_TOKEN).",
         choices=("none", "triton"))
     triton_url: str = setting("127.0.0.1:8001", "Triton gRPC address (host:port).")
-    triton_access_token: str = setting(
-        "", "Access token of Triton's model-repository API (the embedded pool's: aragog-pool "
-        "takes it, or generates one if empty).", secret=True)
+    triton_access_token: str = setting("", TRITON_ACCESS_TOKEN_DOC, secret=True)
     deployment_window_s: float = setting(
         0.0, "StageRoute's maintenance window: at the start of each, the scheduler keeps "
         "ARAGOG_MAX_DEPLOYED models deployed, chosen from the outcomes reported so far, and "
@@ -330,9 +330,7 @@ class PoolSettings(BaseSettings):
     batches_per_instance: int = setting(
         2, "Triton instances per emulated engine: batches one engine decodes at once.", at_least=1
     )
-    triton_access_token: str = setting(
-        "", "Access token of Triton's model-repository API (the embedded pool's: aragog-pool "
-        "takes it, or generates one if empty).", secret=True)
+    triton_access_token: str = setting("", TRITON_ACCESS_TOKEN_DOC, secret=True)
 
 
 ALL_SETTINGS: tuple[type[BaseSettings], ...] = (

@@ -175,35 +175,29 @@ def check_ports_free(settings: PoolSettings) -> None:
                                    f"set ARAGOG_TRITON_{api.upper()}_PORT") from e
 
 
-def bind_model(triton: Triton, profile: ModelProfile, settings: PoolSettings, scale: float) -> None:
-    """Bind one pool model (loaded at once if Triton runs): `instances` engines, served by
-    `batches_per_instance` Triton instances each (so a new batch starts while earlier ones
-    decode)."""
-    engines = [Engine(profile, scale) for _ in range(profile.instances)]
-    slots = profile.instances * settings.batches_per_instance
-    choosing = threading.Lock()
-    triton.bind(
-        model_name=profile.name,
-        infer_func=[make_infer(engines, choosing) for _ in range(slots)],
-        inputs=INPUTS,
-        outputs=OUTPUTS,
-        config=ModelConfig(
-            max_batch_size=profile.saturation_batch,
-            batcher=DynamicBatcher(max_queue_delay_microseconds=settings.max_queue_delay_us),
-        ),
-        strict=True,
-    )
-
-
 def bind_models(triton: Triton, settings: PoolSettings) -> tuple[list[str], list[str]]:
-    """Bind every pool model and every reserve model (unloaded once Triton runs); return
-    the names of both."""
+    """Bind every pool model and every reserve model (unloaded once Triton runs):
+    `instances` engines, served by `batches_per_instance` Triton instances each (so a new
+    batch starts while earlier ones decode); return the names of both."""
     data = pool_file(settings.pool_file or None)
     spec = PoolSpec.from_mapping(data)
     reserve = PoolSpec.from_mapping({"models": data.get("reserve") or []})
     scale = settings.time_scale or spec.time_scale
     for profile in (*spec.models, *reserve.models):
-        bind_model(triton, profile, settings, scale)
+        engines = [Engine(profile, scale) for _ in range(profile.instances)]
+        slots = profile.instances * settings.batches_per_instance
+        choosing = threading.Lock()
+        triton.bind(
+            model_name=profile.name,
+            infer_func=[make_infer(engines, choosing) for _ in range(slots)],
+            inputs=INPUTS,
+            outputs=OUTPUTS,
+            config=ModelConfig(
+                max_batch_size=profile.saturation_batch,
+                batcher=DynamicBatcher(max_queue_delay_microseconds=settings.max_queue_delay_us),
+            ),
+            strict=True,
+        )
     return spec.names, reserve.names
 
 
@@ -307,7 +301,8 @@ def serve(settings: PoolSettings) -> None:
     triton = None
     try:
         triton, names, reserve = _start(settings)
-        log.info("pool_ready", emulated=True, models=names, grpc_port=settings.triton_grpc_port,
+        log.info("pool_ready", emulated=True, models=names, reserve=reserve,
+                 grpc_port=settings.triton_grpc_port,
                  http_port=settings.triton_http_port, metrics_port=settings.triton_metrics_port,
                  startup_s=round(time.monotonic() - t0, 2))
         while triton.is_alive():

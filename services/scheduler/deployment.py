@@ -29,6 +29,7 @@ from aragog.common.bounds import clip
 from aragog.common.pool import ModelProfile, PoolSpec
 from aragog.common.settings import SchedulerSettings
 from aragog.common.store import Store
+from aragog.policies.stageroute import PROMPT_TOKENS, choose_deployment
 from aragog.scheduler.placement import Unplaceable
 from tritonclient.utils import InferenceServerException
 
@@ -285,8 +286,6 @@ class WindowDeployer:
     async def window(self) -> list[str]:
         """Decide this window's deployment and start its changes; the models chosen (none
         when nothing was decided)."""
-        from aragog.policies.stageroute import PROMPT_TOKENS, choose_deployment
-
         pool = self._pool()
         outcomes: dict[str, tuple[int, float]] = {}
         for wf in await self.store.list_workflows():

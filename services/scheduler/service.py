@@ -667,7 +667,7 @@ class Scheduler:
                                 f"pool ({', '.join(self.pool.names)})")
         return name
 
-    async def unload_model(self, name: str, by: str) -> str:
+    async def unload_model(self, name: str, by: str) -> tuple[str, str]:
         """Drain `name` and unload it (deployment.py); refused if a registered workflow
         would be left with an LLM stage no serving model can take."""
         name = self._model(name)
@@ -682,10 +682,11 @@ class Scheduler:
                             f"unloading {name} would leave stage {stage.name!r} of workflow "
                             f"{wf.id!r} no serving model ({', '.join(stage.candidates)}): "
                             "load or add one of them first")
-        return await self.deployment.unload(name, by)
+        return name, await self.deployment.unload(name, by)
 
-    async def load_model(self, name: str, by: str) -> str:
-        return await self.deployment.load(self._model(name), by)
+    async def load_model(self, name: str, by: str) -> tuple[str, str]:
+        name = self._model(name)
+        return name, await self.deployment.load(name, by)
 
     async def add_model(self, profile_json: str, by: str) -> tuple[str, str]:
         """Add a model to the pool (`profile_json`: one pool-file entry); (name, state)."""

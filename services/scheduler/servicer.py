@@ -54,22 +54,19 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         return state
 
     async def UnloadModel(self, request, context):  # noqa: N802
-        try:
-            state = await self.s.unload_model(request.model, request.by)
-        except StageRejected as e:
-            await context.abort(e.code, e.message)
-        return scheduler_pb2.ModelStateResponse(model=request.model, state=state)
+        return await _model_state(self.s.unload_model(request.model, request.by), context)
 
     async def LoadModel(self, request, context):  # noqa: N802
-        try:
-            state = await self.s.load_model(request.model, request.by)
-        except StageRejected as e:
-            await context.abort(e.code, e.message)
-        return scheduler_pb2.ModelStateResponse(model=request.model, state=state)
+        return await _model_state(self.s.load_model(request.model, request.by), context)
 
     async def AddModel(self, request, context):  # noqa: N802
-        try:
-            name, state = await self.s.add_model(request.profile_json, request.by)
-        except StageRejected as e:
-            await context.abort(e.code, e.message)
-        return scheduler_pb2.ModelStateResponse(model=name, state=state)
+        return await _model_state(self.s.add_model(request.profile_json, request.by), context)
+
+
+async def _model_state(change, context) -> scheduler_pb2.ModelStateResponse:  # type: ignore[no-untyped-def]
+    """A pool change's answer: the model's state after it, or its refusal's status."""
+    try:
+        name, state = await change
+    except StageRejected as e:
+        await context.abort(e.code, e.message)
+    return scheduler_pb2.ModelStateResponse(model=name, state=state)
