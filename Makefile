@@ -1,7 +1,7 @@
 # Named tasks; `make demo` and `make test` are the two set-up commands of the README.
 VENV := .venv/bin
 
-.PHONY: demo up test test-tls test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check deploy-check lint-imports lint-errors routing-eval eval eval-smoke eval-mixed eval-published eval-stageroute eval-mixed-smoke
+.PHONY: demo up test test-tls test-unit bootstrap gen-protos build-ext lint bench-control bench-round bench-sched compose-check deploy-check lint-imports lint-errors routing-eval eval eval-smoke eval-mixed eval-published eval-stageroute eval-moma eval-mixed-smoke
 
 demo: bootstrap        ## start Redis, Triton (emulated pool) and the services; answer a few requests
 	$(VENV)/aragog-stack demo
@@ -73,6 +73,9 @@ eval-published: bootstrap  ## routellm, agentrouter, flowcompile beside aragog, 
 
 eval-stageroute: bootstrap  ## StageRoute while a better model arrives: regret curve (~5 min); reports/stageroute
 	$(VENV)/aragog-eval --stageroute --out reports/stageroute
+
+eval-moma: bootstrap  ## requests naming no workflow, routed by intent: accuracy and cost (~4 min); reports/moma
+	$(VENV)/aragog-eval --moma --out reports/moma
 
 eval-mixed-smoke: bootstrap  ## the mixed evaluation in a minute or two; report in reports/mixed-smoke
 	$(VENV)/aragog-eval --mixed --smoke --out reports/mixed-smoke

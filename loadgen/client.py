@@ -67,6 +67,7 @@ class RequestRecord:
     index: int = -1
     send_lag_s: float = 0.0
     admission_s: float = 0.0  # from sending to the `admitted` event: the policy's overhead
+    route: str = ""  # submitted without a workflow: the front door's route (agent, llm)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -167,6 +168,8 @@ class RouterClient:
                     rec.admission_s = time.perf_counter() - t0
                     rec.policy = event.admitted.policy
                     rec.admitted_configurations = event.admitted.configurations
+                    rec.workflow = event.admitted.workflow_id or rec.workflow
+                    rec.route = event.admitted.intent.route
                 elif kind == "stage_started":
                     seen[event.stage_started.stage] = StageRecord(
                         event.stage_started.stage, event.stage_started.model, 0, 0, 0,

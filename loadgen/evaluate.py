@@ -755,6 +755,9 @@ def main(argv: list[str] | None = None) -> None:
                     "(routellm, agentrouter, flowcompile) beside aragog, one pool")
     ap.add_argument("--stageroute", action="store_true", help="StageRoute while a better "
                     "model arrives: regret, reward and cost per window (~5 min)")
+    ap.add_argument("--moma", action="store_true", help="requests that name no workflow, "
+                    "routed by the front door: intent accuracy, accuracy and cost against "
+                    "the largest model (~4 min; with --smoke, under a minute)")
     ap.add_argument("--mixed", action="store_true", help="every workflow on one stack, "
                     "interleaved on windows of the Azure trace, repeated over seeds")
     ap.add_argument("--seeds", type=int, help="mixed: how many seeds")
@@ -785,6 +788,17 @@ def main(argv: list[str] | None = None) -> None:
             st.time_scale = args.time_scale
         stageroute_eval.evaluate_stageroute(st, args.out,
                                             lambda m: print(m, file=sys.stderr, flush=True))
+        print(os.path.join(args.out, "summary.md"))
+        return
+    if args.moma:
+        from aragog.loadgen import moma_eval
+
+        mo = moma_eval.Settings(per_workflow=4, mmlu=8) if args.smoke else moma_eval.Settings()
+        if args.families:
+            mo.family = args.families.split(",")[0]
+        if args.time_scale is not None:
+            mo.time_scale = args.time_scale
+        moma_eval.evaluate_moma(mo, args.out, lambda m: print(m, file=sys.stderr, flush=True))
         print(os.path.join(args.out, "summary.md"))
         return
     if args.mixed:

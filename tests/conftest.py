@@ -143,6 +143,7 @@ def stack(request: pytest.FixtureRequest, redis_url: str, artifacts_dir: str,
             "ARAGOG_LOG_LEVEL": "info",
             "ARAGOG_ARTIFACTS_DIR": artifacts_dir,
             "ARAGOG_DEFAULT_POLICY": "largest",
+            "ARAGOG_LLM_WORKFLOW": "chat",  # the front door's single-model route
             **tls_env,
         },
     )

@@ -172,6 +172,10 @@ class RouterSettings(ServiceSettings):
 
     listen: str = setting("127.0.0.1:50051", LISTEN_DOC)
     default_policy: str = setting("aragog", "Policy for requests that name none.")
+    llm_workflow: str = setting(
+        "", "Workflow (one LLM stage, typically) that runs a request naming no workflow when "
+        "no registered workflow's intent fits it (the front door's single-model route); "
+        "empty: such a request is refused.")
     auth_tokens_file: str = setting(
         "",
         "File of `<token> <tenant>` lines: every router call then needs `authorization: "

@@ -653,6 +653,17 @@ class Store:
     async def deprecated_workflows(self) -> set[str]:
         return {w.decode() for w in await self.r.hkeys(self.k.deprecated)}
 
+    async def front_door_state(self) -> tuple[list[WorkflowDef], set[str], dict[str, str]]:
+        """Registered workflows, the deprecated ones and the models' states, in one round
+        trip: what the front door masks by."""
+        async with self.r.pipeline(transaction=False) as p:
+            p.hgetall(self.k.workflows)
+            p.hkeys(self.k.deprecated)
+            p.hgetall(self.k.pool_state)
+            wfs, dep, states = await p.execute()
+        return (sorted((self._parse(v) for v in wfs.values()), key=lambda w: w.id),
+                {w.decode() for w in dep}, {k.decode(): v.decode() for k, v in states.items()})
+
     async def workflow_for_admission(self, wid: str) -> tuple[WorkflowDef | None, bool]:
         """The workflow and whether it is deprecated, in one round trip."""
         async with self.r.pipeline(transaction=False) as p:

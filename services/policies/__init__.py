@@ -7,6 +7,7 @@ from aragog.policies import (  # noqa: F401
     baselines,
     flowcompile,
     jit,
+    moma,
     routellm,
     stageroute,
 )

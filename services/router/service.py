@@ -34,7 +34,8 @@ from aragog.common.bounds import clip, id_error, quote
 from aragog.common.pool import PoolSpec
 from aragog.common.settings import RouterSettings
 from aragog.common.store import ROUTING_PENDING, TERMINAL, QueueFull, Store, encode_configs
-from aragog.common.workflow import WorkflowError, parse_workflow
+from aragog.common.workflow import WorkflowDef, WorkflowError, parse_workflow
+from aragog.router import front_door
 from aragog.router.auth import Tokens
 from aragog.router.events import EventHub, RequestGone
 from aragog.routing.context import Routing
@@ -74,6 +75,8 @@ REJECTED = Counter("aragog_router_rejected_total", "Requests rejected", ["reason
 F_SIZE = Histogram(
     "aragog_router_f_size", "|F(r)|: configurations a request is admitted with, once final",
     ["workflow"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 65536, 1 << 20))
+INTENT_ROUTED = Counter("aragog_router_intent_routed_total",
+                        "Requests without a workflow_id, by the front door's route", ["route"])
 CANCELLED = Counter("aragog_router_cancelled_total", "Requests cancelled", ["reason"])
 ROUTING_SECONDS = Histogram(
     "aragog_router_routing_seconds", "Time from arrival until F(r) is final (admission + routing)",
@@ -326,20 +329,6 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         """Admit the request; False if a concurrent submission of its id admitted it first
         (the caller then follows that one). `client` is the submitting stream's token."""
         t0 = time.perf_counter()
-        if not request.workflow_id:
-            await self._reject(context, "workflow", "workflow_id is required")
-        wf, deprecated = await self.store.workflow_for_admission(request.workflow_id)
-        if wf is None:
-            known = ", ".join(w.id for w in await self.store.list_workflows()) or "none"
-            await self._reject(
-                context, "workflow",
-                f"unknown workflow {request.workflow_id!r}; registered: {known}",
-            )
-        assert wf is not None
-        if deprecated:
-            REJECTED.labels("deprecated").inc()
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"workflow {wf.id} is deprecated: submit to its successor")
         size = len(request.input.encode())
         if size == 0:
             await self._reject(context, "input", "input is empty")
@@ -349,8 +338,24 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                 f"input is {size} bytes; the limit is {self.settings.max_input_bytes} "
                 "(ARAGOG_MAX_INPUT_BYTES)",
             )
-        policy_name = request.policy or self.settings.default_policy
         pool = await self._pool(context)
+        intent = None
+        if not request.workflow_id:
+            wf, intent = await self._front_door(request.input, pool, context)
+        else:
+            wf, deprecated = await self.store.workflow_for_admission(request.workflow_id)
+            if wf is None:
+                known = ", ".join(w.id for w in await self.store.list_workflows()) or "none"
+                await self._reject(
+                    context, "workflow",
+                    f"unknown workflow {request.workflow_id!r}; registered: {known}",
+                )
+            assert wf is not None
+            if deprecated:
+                REJECTED.labels("deprecated").inc()
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"workflow {wf.id} is deprecated: submit to its successor")
+        policy_name = request.policy or self.settings.default_policy
         routed_later = False
         if not self.routing.loaded(wf, pool):
             await asyncio.to_thread(self.routing.artifacts, wf, pool)
@@ -383,7 +388,8 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         admitted = wf.num_configurations if f_r is None else len(f_r)
         first = router_pb2.SubmitRequestResponse(
             request_id=rid,
-            admitted=router_pb2.Admitted(policy=policy_name, configurations=admitted),
+            admitted=router_pb2.Admitted(policy=policy_name, configurations=admitted,
+                                         workflow_id=wf.id, intent=intent),
         )
         fields = {
             **({"traceparent": tp} if (tp := tracing.traceparent()) else {}),
@@ -416,8 +422,25 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             ROUTING_SECONDS.observe(time.perf_counter() - t0)
             F_SIZE.labels(wf.id).observe(admitted)
         log.info("admitted", workflow=wf.id, policy=policy_name, configurations=admitted,
-                 routing="pending" if routed_later else "done")
+                 routing="pending" if routed_later else "done",
+                 **({"intent": intent.route} if intent else {}))
         return True
+
+    async def _front_door(self, text: str, pool: PoolSpec, context
+                          ) -> tuple[WorkflowDef, router_pb2.IntentRoute]:
+        """The workflow for a request that names none (front_door.py), or a refusal:
+        FAILED_PRECONDITION, since what is missing is the deployment's (a workflow for
+        such inputs, or ARAGOG_LLM_WORKFLOW), not the request's."""
+        workflows, deprecated, states = await self.store.front_door_state()
+        try:
+            wf, how = await asyncio.to_thread(
+                front_door.route, text, workflows, deprecated, states, pool, self.routing,
+                self.settings.llm_workflow)
+        except front_door.NoRoute as e:
+            REJECTED.labels("no_route").inc()
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, clip(str(e)))
+        INTENT_ROUTED.labels(how.route).inc()
+        return wf, how
 
     async def _refuse_full(self, context: grpc.aio.ServicerContext, e: QueueFull,
                            tenant: str) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from aragog.common.pool import PoolSpec
 from aragog.common.workflow import WorkflowDef
-from aragog.routing import artifacts, lexical
+from aragog.routing import artifacts, intent, lexical
 from aragog.routing.artifacts import Artifacts, Profile, router_input
 from aragog.routing.embedding import Embedder
 from aragog.routing.model import RouterModel
@@ -53,6 +53,7 @@ def training_digest() -> str:
         served, ("lexicon", lexical.DIM, lexical.MIN_DF),
         ("routellm", routellm.MF_DIM, routellm.EPOCHS, routellm.CLF_L2), "flowcompile proxy 1",
         ("agentrouter", agentrouter.FOLDS, agentrouter.EPOCHS, agentrouter.L2),
+        ("intent", intent.EXAMPLES, intent.K, intent.ACCEPT),
     )).encode()).hexdigest()[:16]
 
 
@@ -158,13 +159,15 @@ def build(root: str, space: Space, records: Sequence[Record], prof: Profile, gra
     pw, pw_figures = per_workflow_config(space, prof, train_rows)
     texts = [r.input for r in records]
     lexicon = lexical.Lexicon.fit([texts[i] for i in train_rows])
-    x = router_input(embeddings(root, embedder, texts), lexicon, texts)
+    e = embeddings(root, embedder, texts)
+    x = router_input(e, lexicon, texts)
     say(f"{pool.family}/{wf.id}: training the router on {len(train_rows)} requests "
         f"({FOLDS} folds x {len(WEIGHT_DECAYS)} weight decays)")
     router, val_figures = train_router(space, x, prof, train_rows, progress=progress)
     published = routellm.fit(space, prof, x, train_rows)
     front = flowcompile.compile_front(space, prof, train_rows)
     tiers = agentrouter.fit(space, prof, x, texts, train_rows)
+    intents = intent.fit(e[train_rows])  # what MoMA's front door knows the workflow by
     lam = router.risk_weight
     summary = {
         "workflow": wf.id,
@@ -178,6 +181,7 @@ def build(root: str, space: Space, records: Sequence[Record], prof: Profile, gra
         **{f"per_workflow_{k}": v for k, v in pw_figures.items()},
         "risk_weight": lam if math.isfinite(lam) else None,
         "flowcompile": {"pareto_set": len(front.configs), "measured": front.measured},
+        "intent": {"examples": len(intents.vectors), "threshold": intents.threshold},
         "validation": val_figures,
         "profiling": {
             "requests": len(train_rows),
@@ -194,7 +198,7 @@ def build(root: str, space: Space, records: Sequence[Record], prof: Profile, gra
     prof.save(os.path.join(d, "profile.npz"))
     for name, obj in (("router.npz", router), ("lexicon.npz", lexicon),
                       (routellm.FILENAME, published), (flowcompile.FILENAME, front),
-                      (agentrouter.FILENAME, tiers)):
+                      (agentrouter.FILENAME, tiers), (intent.FILENAME, intents)):
         tmp = os.path.join(d, f".{os.getpid()}.{name}")
         obj.save(tmp)
         os.replace(tmp, os.path.join(d, name))

@@ -1,0 +1,35 @@
+"""MoMA (Guo et al., "Towards Generalized Routing: Model and Agent Orchestration for Adaptive
+and Efficient Inference", arXiv 2509.07571): route a query to an agent that fits it, else to
+the LLM with the best predicted performance for its cost.
+
+In Aragog the agents are the registered workflows, and the agent routing is the router's
+front door (aragog.router.front_door: intent by example inputs, a state machine that masks
+workflows that cannot serve now), which serves a request without a workflow_id whatever its
+policy. What `moma` adds is MoMA's LLM selection, on the workflow the front door chose (a
+single-model workflow on its llm route): the configuration with the best predicted accuracy
+against its cost, bound at arrival. The router's model predicts, per configuration, the risk
+of losing the largest configuration's answer, and its risk weight prices that risk in cost
+(aragog.routing.model), so the pick is its best-scored configuration. A workflow with no
+routing artifacts has no prediction: it runs on its largest configuration (the safe choice,
+logged), where `per-input:router` would refuse.
+"""
+
+from __future__ import annotations
+
+import structlog
+from aragog.policies.base import Policy
+from aragog.policies.baselines import LargestPolicy
+from aragog.routing.model import cheapest_of
+
+log = structlog.get_logger("policies")
+
+
+class MomaPolicy(Policy, name="moma"):
+    learned = True
+
+    def admit(self, workflow, pool, request_input="", routing=None, load=None):
+        art = routing.artifacts(workflow, pool) if routing else None
+        if art is None:
+            log.info("moma_no_prediction", workflow=workflow.id)
+            return LargestPolicy().admit(workflow, pool)
+        return self.one(cheapest_of(art.space, routing.route(art, request_input)))

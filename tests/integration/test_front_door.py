@@ -1,0 +1,73 @@
+"""Requests that name no workflow, through the live stack: the router's front door sends each
+to the workflow its input belongs to, or to the single-model workflow, and says so in the
+Admitted event (real MiniLM embeddings and routing artifacts; EMULATED model answers)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from aragog.common.pool import load_pool
+from aragog.emulation import recorded
+from aragog.emulation.generate import benchmark
+from aragog.router.http import CHAT_WORKFLOW, chat_workflow
+from aragog.stack import shipped_workflow
+from aragog.v1 import common_pb2, router_pb2
+
+from tests.conftest import ROUTED
+
+pytestmark = pytest.mark.integration
+FAMILY, VOTING = ROUTED
+
+
+@pytest.fixture(scope="module")
+def registered(stack):
+    stack.register(shipped_workflow(VOTING))
+    try:
+        stack.register(chat_workflow(list(load_pool(FAMILY).names)))
+    except grpc.RpcError as e:  # another module's chat completions registered it first
+        assert e.code() == grpc.StatusCode.ALREADY_EXISTS
+    return stack
+
+
+def admitted_and_final(events):
+    assert events[0].WhichOneof("event") == "admitted"
+    assert events[-1].WhichOneof("event") == "completed"
+    return events[0].admitted, events[-1].completed
+
+
+@pytest.mark.parametrize("policy", ["moma", "largest"])
+def test_an_input_like_a_workflows_goes_to_it(registered, policy):
+    item = benchmark(VOTING).split("test")[3]
+    events, _ = registered.submit("", item.input, policy=policy, timeout_s=60)
+    adm, final = admitted_and_final(events)
+    assert adm.workflow_id == VOTING and adm.intent.route == "agent"
+    assert adm.intent.score >= adm.intent.threshold > 0
+    assert final.state == common_pb2.REQUEST_STATE_SUCCEEDED, final.error
+    assert final.workflow_id == VOTING and len(final.stages) == 5
+
+
+def test_an_input_like_none_takes_the_single_model_route(registered):
+    prompt = recorded.records()[1234].prompt  # a real MMLU question
+    events, _ = registered.submit("", prompt, policy="moma", timeout_s=60)
+    adm, final = admitted_and_final(events)
+    assert adm.workflow_id == CHAT_WORKFLOW and adm.intent.route == "llm"
+    assert adm.intent.nearest == VOTING
+    assert final.state == common_pb2.REQUEST_STATE_SUCCEEDED, final.error
+    # chat has no routing artifacts: moma has no prediction there and takes the largest
+    assert [s.model for s in final.stages] == ["llama3-70b"]
+
+
+def test_a_named_workflow_is_not_second_guessed(registered):
+    prompt = recorded.records()[1234].prompt
+    events, _ = registered.submit(VOTING, prompt, policy="largest", timeout_s=60)
+    adm, final = admitted_and_final(events)
+    assert adm.workflow_id == VOTING and not adm.intent.route
+    assert final.state == common_pb2.REQUEST_STATE_SUCCEEDED
+
+
+def test_bad_input_is_refused_before_the_front_door(registered):
+    with registered.router() as r:
+        with pytest.raises(grpc.RpcError) as e:
+            list(r.SubmitRequest(router_pb2.SubmitRequestRequest(input=""), timeout=10))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input is empty" in e.value.details()
