@@ -7,10 +7,11 @@ everything to the largest model.
 The stack (embedded llama3 pool, EMULATED models, latencies x0.15 as aragog-eval's) has the
 four benchmarked workflows registered (the agents; their intent examples are their routing
 artifacts' training inputs) and the one-stage `chat` workflow as the single-model route
-(ARAGOG_LLM_WORKFLOW=chat). The held-out mix: each benchmark's first `per_workflow` test
-inputs (never among its examples), which belong to their workflow, and `mmlu` REAL MMLU
-prompts (RouteLLM's recorded set, spread over its subjects), which belong to no workflow:
-their right route is the single model.
+(ARAGOG_LLM_WORKFLOW=chat). The held-out mix: `per_workflow` test inputs of each benchmark
+(never among its examples, nor among the inputs the intent's settings were chosen on), which
+belong to their workflow, and `mmlu` REAL MMLU prompts (RouteLLM's recorded set, spread over
+its subjects), which belong to no workflow: their right route is the single model (voting
+answers multiple-choice questions too, but it was built for its own benchmark's).
 
 Each input is sent three ways: `moma` with no workflow named (the front door picks, MoMA's
 LLM selection binds a configuration), `moma` naming the right workflow (what the intent
@@ -59,13 +60,18 @@ class Settings:
     family: str = "llama3"
 
 
+TUNED_ON = 200
+"""The intent's settings were chosen on each benchmark's first 200 test inputs
+(aragog.routing.intent): the mix starts after them."""
+
+
 def held_out_mix(st: Settings) -> list[tuple[str, str, str | None]]:
     """(right workflow, input, expected answer or None) for every input of the mix."""
     mix = [(wid, it.input, it.answer) for wid in workflows.BENCHMARKED
-           for it in benchmark(wid).split("test")[:st.per_workflow]]
+           for it in benchmark(wid).split("test")[TUNED_ON:TUNED_ON + st.per_workflow]]
     recs = recorded.records()
     step = max(1, len(recs) // max(st.mmlu, 1))
-    mix += [(CHAT_WORKFLOW, r.prompt, None) for r in recs[::step][:st.mmlu]]
+    mix += [(CHAT_WORKFLOW, r.prompt, None) for r in recs[step // 2::step][:st.mmlu]]
     return mix
 
 

@@ -4,6 +4,8 @@ Admitted event (real MiniLM embeddings and routing artifacts; EMULATED model ans
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 from aragog.common.pool import load_pool
@@ -14,6 +16,7 @@ from aragog.stack import shipped_workflow
 from aragog.v1 import common_pb2, router_pb2
 
 from tests.conftest import ROUTED
+from tests.integration.test_http import call
 
 pytestmark = pytest.mark.integration
 FAMILY, VOTING = ROUTED
@@ -71,3 +74,14 @@ def test_bad_input_is_refused_before_the_front_door(registered):
             list(r.SubmitRequest(router_pb2.SubmitRequestRequest(input=""), timeout=10))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "input is empty" in e.value.details()
+
+
+def test_the_http_door_takes_requests_without_a_workflow(registered):
+    item = benchmark(VOTING).split("test")[5]
+    code, text = call(registered, "POST", "/v1/requests",
+                      {"input": item.input, "policy": "largest"}, accept="text/event-stream")
+    assert code == 200, text
+    first = next(line for line in text.splitlines() if line.startswith("data: "))
+    admitted = json.loads(first[len("data: "):])["admitted"]
+    assert admitted["workflow_id"] == VOTING and admitted["intent"]["route"] == "agent"
+    assert '"REQUEST_STATE_SUCCEEDED"' in text

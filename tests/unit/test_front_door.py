@@ -50,10 +50,11 @@ def go(setup, text, deprecated=(), states=None, llm="chat", only=None):
 def test_fit_accepts_its_own_inputs_and_refuses_far_ones():
     rng = np.random.default_rng(0)
     centre = rng.normal(size=32)
-    own = centre + 0.3 * rng.normal(size=(300, 32))
+    own = centre + 0.3 * rng.normal(size=(intent.EXAMPLES + 300, 32))
     own /= np.linalg.norm(own, axis=1, keepdims=True)
     ex = intent.fit(own)
     assert len(ex.vectors) == intent.EXAMPLES  # evenly thinned to the cap
+    assert intent.fit(own[:300]).vectors.shape == (300, 32)
     fresh = centre + 0.3 * rng.normal(size=(200, 32))
     fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
     accepted = np.mean([ex.score(v) >= ex.threshold for v in fresh])
