@@ -27,10 +27,11 @@ def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def _submit_request(
-    workflow_id: str, text: str, policy: str, tenant: str, request_id: str
+    workflow_id: str, text: str, policy: str, tenant: str, request_id: str, session_id: str
 ) -> router_pb2.SubmitRequestRequest:
     return router_pb2.SubmitRequestRequest(
-        workflow_id=workflow_id, input=text, policy=policy, tenant=tenant, request_id=request_id
+        workflow_id=workflow_id, input=text, policy=policy, tenant=tenant, request_id=request_id,
+        session_id=session_id,
     )
 
 
@@ -128,10 +129,11 @@ class Client(_RouterClient):
         policy: str = "",
         tenant: str = "",
         request_id: str = "",
+        session_id: str = "",
     ) -> Iterator[Event]:
         """Stream the request's events until `completed`. Submitting an id again re-attaches."""
         stream = self._stub.SubmitRequest(
-            _submit_request(workflow_id, text, policy, tenant, request_id),
+            _submit_request(workflow_id, text, policy, tenant, request_id, session_id),
             timeout=self.request_timeout_s,
             metadata=self._md,
         )
@@ -224,9 +226,10 @@ class AsyncClient(_RouterClient):
         policy: str = "",
         tenant: str = "",
         request_id: str = "",
+        session_id: str = "",
     ) -> AsyncIterator[Event]:
         call = self._stub.SubmitRequest(
-            _submit_request(workflow_id, text, policy, tenant, request_id),
+            _submit_request(workflow_id, text, policy, tenant, request_id, session_id),
             timeout=self.request_timeout_s,
             metadata=self._md,
         )

@@ -3,6 +3,7 @@
     aragog register my-workflow.yaml
     aragog workflows
     aragog submit my-workflow "How many orders shipped in May?" --watch [--policy largest]
+    aragog submit "" "How many orders shipped in May?" --session s1   # the front door picks
     aragog status <request id>
     aragog cancel <request id>
     aragog requests [--tenant T] [--limit N]
@@ -46,7 +47,10 @@ def _print_status(s: common_pb2.RequestStatus) -> None:
 def _event_line(e) -> str:
     kind = e.WhichOneof("event")
     if kind == "admitted":
-        return f"admitted {e.request_id}: policy {e.admitted.policy}, |F(r)| {e.admitted.configurations}"
+        a = e.admitted
+        how = f" ({a.intent.route} route)" if a.intent.route else ""
+        return (f"admitted {e.request_id}: workflow {a.workflow_id}{how}, policy {a.policy}, "
+                f"|F(r)| {a.configurations}")
     if kind == "stage_started":
         return f"stage {e.stage_started.stage} started on {e.stage_started.model}"
     if kind == "stage_finished":
@@ -66,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     sub.add_parser("workflows", help="list the registered workflows")
     p = sub.add_parser("submit", help="submit a request and wait for its answer")
-    p.add_argument("workflow")
+    p.add_argument("workflow", help="a registered workflow; '' lets the router's front door "
+                   "choose one by the input's intent")
     p.add_argument("input", help="the request's input ('-': read it from stdin)")
+    p.add_argument("--session", default="", help="the conversation it belongs to (the front "
+                   "door keeps a session on its workflow)")
     p.add_argument("--policy", default="")
     p.add_argument("--tenant", default="")
     p.add_argument("--request-id", default="")
@@ -128,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                     policy=args.policy,
                     tenant=args.tenant,
                     request_id=args.request_id,
+                    session_id=args.session,
                 ):
                     if args.watch:
                         print(

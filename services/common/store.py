@@ -267,6 +267,9 @@ class Keys:
     def outcomes(self, workflow_id: str) -> str:
         return f"{self.ns}:outcomes:{workflow_id}"
 
+    def session(self, tenant: str, session_id: str) -> str:
+        return f"{self.ns}:session:{tenant}:{session_id}"
+
     def tenant_requests(self, tenant: str) -> str:
         return f"{self.ns}:tenant-requests:{tenant}"
 
@@ -653,16 +656,25 @@ class Store:
     async def deprecated_workflows(self) -> set[str]:
         return {w.decode() for w in await self.r.hkeys(self.k.deprecated)}
 
-    async def front_door_state(self) -> tuple[list[WorkflowDef], set[str], dict[str, str]]:
-        """Registered workflows, the deprecated ones and the models' states, in one round
-        trip: what the front door masks by."""
+    async def front_door_state(self, tenant: str = "", session_id: str = ""
+                               ) -> tuple[list[WorkflowDef], set[str], dict[str, str], str]:
+        """Registered workflows, the deprecated ones, the models' states and the session's
+        workflow ('' without one), in one round trip: what the front door decides by."""
         async with self.r.pipeline(transaction=False) as p:
             p.hgetall(self.k.workflows)
             p.hkeys(self.k.deprecated)
             p.hgetall(self.k.pool_state)
-            wfs, dep, states = await p.execute()
+            if session_id:
+                p.get(self.k.session(tenant, session_id))
+            wfs, dep, states, *session = await p.execute()
         return (sorted((self._parse(v) for v in wfs.values()), key=lambda w: w.id),
-                {w.decode() for w in dep}, {k.decode(): v.decode() for k, v in states.items()})
+                {w.decode() for w in dep}, {k.decode(): v.decode() for k, v in states.items()},
+                session[0].decode() if session and session[0] else "")
+
+    async def set_session_workflow(self, tenant: str, session_id: str, workflow_id: str,
+                                   ttl_s: int) -> None:
+        """The workflow a session's last admitted request runs (kept `ttl_s` after it)."""
+        await self.r.set(self.k.session(tenant, session_id), workflow_id, ex=max(1, ttl_s))
 
     async def workflow_for_admission(self, wid: str) -> tuple[WorkflowDef | None, bool]:
         """The workflow and whether it is deprecated, in one round trip."""

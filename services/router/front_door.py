@@ -1,13 +1,17 @@
 """The front door for a request that names no workflow (MoMA's agent routing).
 
-A small state machine, run once per such request, on what the deployment is now:
+A small state machine, run once per such request, on what the deployment is now and on
+the request's conversation (its session: the workflow the session's last request ran):
 
     CLASSIFY  score the input against every registered workflow's intent (its example
               inputs, aragog.routing.intent), best first
     MASK      drop the workflows that cannot serve it now: deprecated ones, ones with a stage
               none of whose candidate models is serving (an operator or StageRoute unloaded
               them), ones with no intent examples (no routing artifacts built)
-    AGENT     the best workflow left whose score reaches its threshold runs the request
+    SESSION   the session's workflow, if it is not masked, keeps the request when the input
+              still fits it or fits no other workflow (a follow-up such as "and last year?"
+              looks like nothing; it belongs to its conversation)
+    AGENT     else the best workflow left whose score reaches its threshold runs it
     LLM       none does: the single-model workflow (ARAGOG_LLM_WORKFLOW) runs it, if it is
               set and can serve; otherwise the request is refused, saying why
 
@@ -79,11 +83,14 @@ def classify(text: str, workflows: list[WorkflowDef], pool: PoolSpec,
 
 def route(text: str, workflows: list[WorkflowDef], deprecated: set[str],
           states: dict[str, str], pool: PoolSpec, routing: Routing,
-          llm_workflow: str) -> tuple[WorkflowDef, router_pb2.IntentRoute]:
-    """The workflow the request runs and how it was chosen (blocking: call it off the event
-    loop)."""
+          llm_workflow: str, session: str = "") -> tuple[WorkflowDef, router_pb2.IntentRoute]:
+    """The workflow the request runs and how it was chosen; `session`: the workflow the
+    request's session is on ('' if none). Blocking: call it off the event loop."""
     masked = masks(workflows, deprecated, states, pool)
-    llm = next((w for w in workflows if w.id == llm_workflow), None)
+    by_id = {w.id: w for w in workflows}
+    llm = by_id.get(llm_workflow)
+    # a session stays on a workflow that can serve, intent examples or not (it was named)
+    kept = by_id.get(session) if session not in masked else None
     candidates, missing = classify(
         text, [w for w in workflows if w.id not in masked and w.id != llm_workflow], pool,
         routing)
@@ -91,12 +98,21 @@ def route(text: str, workflows: list[WorkflowDef], deprecated: set[str],
     why = sorted(f"{k}: {v}" for k, v in masked.items())
     best = candidates[0] if candidates else None
     nearest = best.workflow.id if best else ""
-    if best is not None and best.score >= best.threshold:
+    fits = best is not None and best.score >= best.threshold
+    if kept is not None:
+        own = next((c for c in candidates if c.workflow.id == session), None)
+        if not fits or (own is not None and own.score >= own.threshold):
+            return kept, router_pb2.IntentRoute(
+                route="session", score=own.score if own else 0.0,
+                threshold=own.threshold if own else 0.0, nearest=nearest, masked=why,
+                session_workflow=session)
+    if fits:
         return best.workflow, router_pb2.IntentRoute(
             route="agent", score=best.score, threshold=best.threshold, nearest=nearest,
-            masked=why)
+            masked=why, session_workflow=session)
     if llm is not None and llm.id not in masked:
-        return llm, router_pb2.IntentRoute(route="llm", nearest=nearest, masked=why)
+        return llm, router_pb2.IntentRoute(route="llm", nearest=nearest, masked=why,
+                                           session_workflow=session)
     near = (f"the nearest, {best.workflow.id}, scored {best.score:.3f} under its threshold "
             f"{best.threshold:.3f}" if best else "none has intent examples to compare with")
     if not llm_workflow:

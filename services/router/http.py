@@ -5,7 +5,8 @@ API through the Python SDK, so both doors admit, refuse and answer alike.
 
     POST /v1/workflows              {"yaml": "..."}                       register a workflow
     GET  /v1/workflows                                                    list them
-    POST /v1/requests               {"workflow_id"?, "input", "policy"?, "tenant"?, "request_id"?}
+    POST /v1/requests               {"workflow_id"?, "input", "policy"?, "tenant"?, "request_id"?,
+                                     "session_id"?}
                                     the final status; with `"stream": true` or
                                     `Accept: text/event-stream`, every event as server-sent events
     GET  /v1/requests/{id}                                                a request's status
@@ -210,7 +211,7 @@ class FrontDoor:
             workflow_id=_str(body, "workflow_id"),  # empty: the router's front door picks
             text=_str(body, "input", required=True),
         )
-        kw = {k: _str(body, k) for k in ("policy", "tenant", "request_id")}
+        kw = {k: _str(body, k) for k in ("policy", "tenant", "request_id", "session_id")}
         stream = body.get("stream") is True or "text/event-stream" in request.headers.get(
             "Accept", ""
         )

@@ -235,7 +235,8 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
     ) -> AsyncIterator[router_pb2.SubmitRequestResponse]:
         caller = await self._caller(context)
         for what, value in (("request_id", request.request_id),
-                            ("workflow_id", request.workflow_id), ("tenant", request.tenant)):
+                            ("workflow_id", request.workflow_id), ("tenant", request.tenant),
+                            ("session_id", request.session_id)):
             bad_id = id_error(what, value, optional=True)
             if bad_id:
                 await self._reject(context, what, bad_id)
@@ -341,7 +342,8 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         pool = await self._pool(context)
         intent = None
         if not request.workflow_id:
-            wf, intent = await self._front_door(request.input, pool, context)
+            wf, intent = await self._front_door(request.input, pool, request.tenant,
+                                                request.session_id, context)
         else:
             wf, deprecated = await self.store.workflow_for_admission(request.workflow_id)
             if wf is None:
@@ -416,6 +418,9 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         except QueueFull as e:
             await self._refuse_full(context, e, request.tenant)
         ADMITTED.labels(wf.id, policy_name).inc()
+        if request.session_id:  # the conversation's context for its next request
+            await self.store.set_session_workflow(request.tenant, request.session_id, wf.id,
+                                                  s.request_ttl_s)
         if routed_later:
             self._spawn(self._route(rid, policy, wf, pool, request.input, t0))
         else:
@@ -426,16 +431,17 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
                  **({"intent": intent.route} if intent else {}))
         return True
 
-    async def _front_door(self, text: str, pool: PoolSpec, context
-                          ) -> tuple[WorkflowDef, router_pb2.IntentRoute]:
+    async def _front_door(self, text: str, pool: PoolSpec, tenant: str, session_id: str,
+                          context) -> tuple[WorkflowDef, router_pb2.IntentRoute]:
         """The workflow for a request that names none (front_door.py), or a refusal:
         FAILED_PRECONDITION, since what is missing is the deployment's (a workflow for
         such inputs, or ARAGOG_LLM_WORKFLOW), not the request's."""
-        workflows, deprecated, states = await self.store.front_door_state()
+        workflows, deprecated, states, session = await self.store.front_door_state(
+            tenant, session_id)
         try:
             wf, how = await asyncio.to_thread(
                 front_door.route, text, workflows, deprecated, states, pool, self.routing,
-                self.settings.llm_workflow)
+                self.settings.llm_workflow, session)
         except front_door.NoRoute as e:
             REJECTED.labels("no_route").inc()
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, clip(str(e)))

@@ -14,7 +14,10 @@ Same code where it matters:
 
 What it leaves out, so where it may differ from the live stack: the control path (an
 executor's AcquireStage, the group commit, Redis: `control_s` per stage stands for it, 0 by
-default), the router's placeholder F(r) while it routes (F(r) is ready at admission here),
+default: half between placement and the model call, drawn within +-`control_jitter` of it,
+as two live calls placed in one round reach Triton a few ms apart, not together; half between
+the answer and the stages it unblocks asking for a model, as an executor releases the lease,
+records the stage and only then asks for the next: the lease is free at once), the router's placeholder F(r) while it routes (F(r) is ready at admission here),
 the admission queue bounds, failures and retries. A policy's admission costs simulated time
 zero, whatever it costs in real time.
 """
@@ -129,14 +132,26 @@ class Simulator:
     def __init__(self, pool: PoolSpec, workflows: Iterable[WorkflowDef], *, routing: Any = None,
                  scheduler: SchedulerSettings | None = None,
                  pool_settings: PoolSettings | None = None, time_scale: float | None = None,
-                 control_s: float = 0.0, timeout_s: float = 120.0,
-                 occupancy_timeline: bool = True):
+                 control_s: float = 0.0, control_jitter: float = 0.5,
+                 timeout_s: float = 120.0, occupancy_timeline: bool = True):
         """`routing`: an aragog.routing.context.Routing for the policies that need artifacts;
         `scheduler`, `pool_settings`: the services' settings simulated (placement, beam
         width; Triton slots and batcher delay), their defaults unless given; `time_scale`:
         the pool's own unless given (0 too, as the emulated pool reads it); `timeout_s`:
         how long a client waits for its request (the load generator's default): a request
-        not ended by then is recorded as a timeout, and runs on."""
+        not ended by then is recorded as a timeout, and runs on. `control_s`: a stage's
+        control path, half before its model call and half after its answer (the lease is
+        freed at the answer; the stages the answer unblocks ask for a model after that half,
+        so the round that hands out the freed lease runs before they ask, as live);
+        `control_jitter`: each half is uniform in (control_s / 2) x [1 - j, 1 + j] (seeded:
+        a run is reproducible). Why both, measured on voting at saturation (llama3, largest,
+        benchmarks/README.md, "Simulator"): with one fixed delay, the calls a round places on
+        a model reach its dynamic batcher at the same instant and always share a batch,
+        which runs to its longest call (live they arrive a few ms apart, more than the
+        batcher's 2 ms wait, and mostly run apart): the 16-token aggregator, paired with the
+        next request's 128-token voter, held its slot for 395 ms against 66 ms live; and
+        with the unblocked stages queued before the round, an aggregator took the lease its
+        voter freed, which live goes to the next request's voters first."""
         scheduler = scheduler or SchedulerSettings()
         pool_settings = pool_settings or PoolSettings()
         self.pool = pool
@@ -146,13 +161,16 @@ class Simulator:
         self.round = Round(pool, cost_first=scheduler.placement == "cost-first",
                            beam_width=scheduler.beam_width)
         self.scale = time_scale or pool_settings.time_scale or pool.time_scale
-        if not self.scale > 0 or control_s < 0 or not timeout_s > 0:
+        if not self.scale > 0 or control_s < 0 or not timeout_s > 0 \
+                or not 0 <= control_jitter <= 1:
             raise ValueError(f"time scale must be > 0 (got {self.scale}), control_s >= 0 (got "
-                             f"{control_s}) and timeout_s > 0 (got {timeout_s})")
+                             f"{control_s}), control_jitter within [0, 1] (got "
+                             f"{control_jitter}) and timeout_s > 0 (got {timeout_s})")
         self.timeout_s = timeout_s
         self.batches_per_instance = pool_settings.batches_per_instance
         self.queue_delay_s = pool_settings.max_queue_delay_us / 1e6
         self.control_s = control_s
+        self.control_jitter = control_jitter
         self.capacity = np.array([m.capacity for m in pool.models], dtype=np.int32)
         self.keep_timeline = occupancy_timeline
 
@@ -168,6 +186,7 @@ class Simulator:
         self._policy_name = policy
         self._heap: list[tuple[float, int, Callable[..., None], tuple]] = []
         self._seq = itertools.count()
+        self._jitter = np.random.default_rng(0)
         self._now = 0.0
         self._queue: dict[str, Entry] = {}  # requests with a stage waiting, by id
         self._requests: dict[str, _Request] = {}
@@ -383,9 +402,16 @@ class Simulator:
             self._occupancy[pl.model] += 1
             call = _Call(req, st, pl.model, st.render(req.arrival.input, req.outputs),
                          queued_at, self._now)
-            self._at(self._now + self.control_s, self._submit, call)
+            self._at(self._now + self._control(), self._submit, call)
         self._note_occupancy()
         return 1
+
+    def _control(self) -> float:
+        """Half a stage's control path (the other half is drawn apart; see __init__)."""
+        half = self.control_s / 2
+        if not half or not self.control_jitter:
+            return half
+        return half * (1.0 + self.control_jitter * (2.0 * self._jitter.random() - 1.0))
 
     def _load(self) -> dict[str, common_pb2.ModelLoad]:
         """The load snapshot a load-aware policy reads (leases held; in the live stack it is
@@ -480,4 +506,7 @@ class Simulator:
                           started_at=call.placed_at, finished_at=self._now,
                           gpu_seconds=model.gpu_seconds(PROMPT_TOKENS, call.stage.output_tokens))
         req.record.stages.append(rec)
-        self._progress(req)
+        if self.control_s:  # the rest of the control path: the stages it unblocks ask later
+            self._at(self._now + self._control(), self._progress, req)
+        else:
+            self._progress(req)

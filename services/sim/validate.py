@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from aragog.common.pool import PoolSpec, load_pool
 from aragog.loadgen import report
 from aragog.loadgen.arrivals import poisson
@@ -30,21 +31,34 @@ FIGURES = ("throughput", "latency_p50_s", "latency_p95_s")
 
 def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
             offsets: Sequence[float], routing: Any = None, control_s: float = 0.0,
-            timeout_s: float = 120.0, root_certificates: bytes | None = None) -> dict[str, Any]:
+            control_jitter: float = 0.5, timeout_s: float = 120.0, root_certificates: bytes | None = None,
+            scheduler_addr: str = "") -> dict[str, Any]:
     """Serve arrivals at `offsets` of `workflow`'s held-out requests live (through the router
     at `router_addr`, with the workflow registered) and simulated; both summaries and the
-    simulator's relative difference per figure."""
+    simulator's relative difference per figure. With `scheduler_addr` (a plaintext one), the
+    host's CPU is sampled while the live side runs (`live_cpu`: busy share p50, p95): a live
+    stack that used the whole host was limited by it, which the simulator does not model."""
     from aragog import workflows as shipped
     from aragog.emulation.generate import benchmark
+    from aragog.loadgen.evaluate import Sampler
     from aragog.loadgen.runner import run_schedule
 
     held = benchmark(workflow).split("test")
     items = [held[i % len(held)] for i in range(len(offsets))]
-    live = run_schedule(router_addr, list(offsets), [(workflow, it.input, it.answer)
-                                                     for it in items],
-                        policy=policy, timeout_s=timeout_s, root_certificates=root_certificates)
+    sampler = Sampler(scheduler_addr) if scheduler_addr else None
+    if sampler:
+        sampler.start()
+    try:
+        live = run_schedule(router_addr, list(offsets), [(workflow, it.input, it.answer)
+                                                         for it in items],
+                            policy=policy, timeout_s=timeout_s,
+                            root_certificates=root_certificates)
+    finally:
+        if sampler:
+            sampler.stop()
     sim = Simulator(pool, [shipped.load(workflow, pool.names)], routing=routing,
-                    control_s=control_s, occupancy_timeline=False)
+                    control_s=control_s, control_jitter=control_jitter,
+                    occupancy_timeline=False)
     simulated = sim.run([Arrival(float(t), workflow, it.input, it.answer, i % len(held))
                          for i, (t, it) in enumerate(zip(offsets, items, strict=True))],
                         policy).records
@@ -56,6 +70,10 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
         run = report.Run(pool.family, workflow, policy, "poisson", rate, duration, records)
         out[side] = report.summarize(run, settings)
     out["difference"] = {k: _relative(out["sim"][k], out["live"][k]) for k in FIGURES}
+    if sampler and sampler.cpu:
+        busy = [v for _, v in sampler.cpu]
+        out["live_cpu"] = {"p50": float(np.percentile(busy, 50)),
+                           "p95": float(np.percentile(busy, 95))}
     return out
 
 
@@ -75,6 +93,11 @@ def render(result: dict[str, Any]) -> str:
     lines.append("  stages per model: " + ", ".join(
         f"{m} live {live['model_shares'].get(m, 0):.0%} / sim {sim['model_shares'].get(m, 0):.0%}"
         for m in models))
+    if "live_cpu" in result:
+        cpu = result["live_cpu"]
+        lines.append(f"  host CPU busy during the live run: p50 {cpu['p50']:.0%}, p95 "
+                     f"{cpu['p95']:.0%}" + (" (the host, not the pool, may limit the live side)"
+                                            if cpu["p50"] >= 0.9 else ""))
     return "\n".join(lines)
 
 
@@ -97,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--control-ms", type=float, default=0.0)
+    ap.add_argument("--control-jitter", type=float, default=0.5,
+                    help="the simulator's control path per call within +- this share of "
+                    "--control-ms")
     a = ap.parse_args(argv)
     if not (a.rate > 0 and a.duration > 0):
         ap.error("--rate and --duration must be positive")
@@ -121,7 +147,9 @@ def main(argv: list[str] | None = None) -> None:
             stack.register(shipped_workflow(wid))
             for pol in a.policy or ["largest", "cheapest"]:
                 print(render(compare(stack.router_addr, pool, wid, pol, offsets,
-                                     control_s=a.control_ms / 1000.0)), flush=True)
+                                     control_s=a.control_ms / 1000.0,
+                                     control_jitter=a.control_jitter,
+                                     scheduler_addr=stack.scheduler_addr)), flush=True)
 
 
 if __name__ == "__main__":

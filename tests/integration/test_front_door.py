@@ -85,3 +85,29 @@ def test_the_http_door_takes_requests_without_a_workflow(registered):
     admitted = json.loads(first[len("data: "):])["admitted"]
     assert admitted["workflow_id"] == VOTING and admitted["intent"]["route"] == "agent"
     assert '"REQUEST_STATE_SUCCEEDED"' in text
+
+
+def submit(stack, text, session="", tenant=""):
+    with stack.router() as r:
+        return list(r.SubmitRequest(router_pb2.SubmitRequestRequest(
+            input=text, policy="largest", session_id=session, tenant=tenant), timeout=60))
+
+
+def test_a_session_keeps_a_follow_up_on_its_conversations_workflow(registered):
+    question = benchmark(VOTING).split("test")[7].input
+    follow_up = recorded.records()[99].prompt  # alone, it fits no workflow
+    assert admitted_and_final(submit(registered, follow_up))[0].workflow_id == CHAT_WORKFLOW
+    adm, _ = admitted_and_final(submit(registered, question, session="conv-1", tenant="acme"))
+    assert adm.workflow_id == VOTING and adm.intent.route == "agent"
+    adm, final = admitted_and_final(submit(registered, follow_up, session="conv-1",
+                                           tenant="acme"))
+    assert adm.workflow_id == VOTING and adm.intent.route == "session"
+    assert adm.intent.session_workflow == VOTING
+    assert final.state == common_pb2.REQUEST_STATE_SUCCEEDED, final.error
+    # sessions are the tenant's own: another tenant's "conv-1" has no context
+    adm, _ = admitted_and_final(submit(registered, follow_up, session="conv-1", tenant="bravo"))
+    assert adm.workflow_id == CHAT_WORKFLOW and not adm.intent.session_workflow
+    with pytest.raises(grpc.RpcError) as e:
+        submit(registered, follow_up, session="bad id!")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "session_id" in e.value.details()

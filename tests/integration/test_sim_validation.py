@@ -17,7 +17,8 @@ def test_the_simulator_serves_as_the_live_stack_does(stack):
     stack.register(shipped_workflow("self-refine"))
     offsets = poisson(1.5, 8.0, seed=5).tolist()
     result = compare(stack.router_addr, load_pool(), "self-refine", "largest", offsets,
-                     root_certificates=stack.root_certificates)
+                     root_certificates=stack.root_certificates,
+                     scheduler_addr=stack.scheduler_addr)
     print(render(result))
     live, sim = result["live"], result["sim"]
     assert live["by_status"]["ok"] == sim["by_status"]["ok"] == len(offsets)
@@ -25,3 +26,5 @@ def test_the_simulator_serves_as_the_live_stack_does(stack):
     # well under saturation, a request's latency is its stages' model time plus, live, the
     # control path (a few ms per stage on an idle host; more on a busy CI machine)
     assert -0.3 < result["difference"]["latency_p50_s"] < 0.05, render(result)
+    # the host's CPU was sampled while the live side ran (a share of both cores)
+    assert 0.0 <= result["live_cpu"]["p50"] <= result["live_cpu"]["p95"] <= 1.0

@@ -41,10 +41,11 @@ def setup(artifacts_dir):
     return pool, routing, wfs
 
 
-def go(setup, text, deprecated=(), states=None, llm="chat", only=None):
+def go(setup, text, deprecated=(), states=None, llm="chat", only=None, session=""):
     pool, routing, wfs = setup
     chosen = [w for k, w in wfs.items() if only is None or k in only]
-    return front_door.route(text, chosen, set(deprecated), states or {}, pool, routing, llm)
+    return front_door.route(text, chosen, set(deprecated), states or {}, pool, routing, llm,
+                            session)
 
 
 def test_fit_accepts_its_own_inputs_and_refuses_far_ones():
@@ -107,3 +108,23 @@ def test_a_stage_without_a_serving_model_masks_its_workflow(setup):
     for state in ("draining", "unloaded", "failed"):
         assert front_door.masks([big], set(), {"llama3-70b": state}, pool) == {
             "big-only": "stage think has no serving model"}
+
+
+def test_a_session_keeps_its_workflow_while_nothing_else_fits(setup):
+    mcq = benchmark(VOTING).split("test")[1].input
+    follow_up = recorded.records()[7].prompt  # fits no workflow (alone: the llm route)
+    assert go(setup, follow_up)[0].id == "chat"
+    wf, how = go(setup, follow_up, session=VOTING)  # a follow-up in a voting conversation
+    assert wf.id == VOTING and how.route == "session" and how.session_workflow == VOTING
+    assert how.score < how.threshold  # kept by the context, not by the intent
+    wf, how = go(setup, mcq, session=VOTING)
+    assert wf.id == VOTING and how.route == "session" and how.score >= how.threshold
+    # an input that fits another workflow leaves the conversation's (here: the llm route's)
+    wf, how = go(setup, mcq, session="chat")
+    assert wf.id == VOTING and how.route == "agent" and how.session_workflow == "chat"
+    # a session on a workflow without intent examples (it was named) keeps it too
+    assert go(setup, follow_up, session="chain3")[0].id == "chain3"
+    # the session's workflow masked: the context cannot hold the request there
+    wf, how = go(setup, follow_up, session=VOTING, deprecated=[VOTING])
+    assert wf.id == "chat" and how.route == "llm" and how.session_workflow == VOTING
+    assert go(setup, follow_up, session="gone")[0].id == "chat"  # unknown: no context

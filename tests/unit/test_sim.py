@@ -73,6 +73,22 @@ def test_an_idle_request_takes_its_stages_latencies_one_after_another():
     assert [s.model for s in rec.stages] == [largest.name] * 3
 
 
+def test_each_calls_control_path_is_drawn_around_the_mean_and_reproducible():
+    """Calls placed together must not reach the batcher together (core.py, control_jitter):
+    each stage's control path is drawn within +-jitter of control_s, the same every run."""
+    wf = shipped.load("self-refine", POOL.names)
+    item = benchmark("self-refine").split("test")[0]
+    arr = [Arrival(0.0, "self-refine", item.input, item.answer)]
+    base = Simulator(POOL, [wf]).run(arr, "largest").records[0].latency_s
+    c = 0.012
+    fixed = Simulator(POOL, [wf], control_s=c, control_jitter=0).run(arr, "largest")
+    assert fixed.records[0].latency_s == pytest.approx(base + 3 * c)
+    drawn = [Simulator(POOL, [wf], control_s=c, control_jitter=0.5).run(arr, "largest")
+             .records[0].latency_s - base for _ in range(2)]
+    assert drawn[0] == drawn[1] and 3 * c * 0.5 <= drawn[0] <= 3 * c * 1.5
+    assert drawn[0] != pytest.approx(3 * c)
+
+
 def test_every_arrival_has_one_record_and_no_model_exceeds_its_capacity():
     wf = shipped.load("voting", POOL.names)
     sim = Simulator(POOL, [wf])
@@ -225,7 +241,8 @@ def test_a_client_that_waits_past_its_timeout_is_recorded_as_one():
 def test_settings_that_would_stall_the_clock_are_refused():
     wf = shipped.load("voting", POOL.names)
     assert Simulator(POOL, [wf], time_scale=0).scale == POOL.time_scale  # 0: the pool's own
-    for bad in ({"time_scale": -1.0}, {"control_s": -0.001}, {"timeout_s": 0}):
+    for bad in ({"time_scale": -1.0}, {"control_s": -0.001}, {"timeout_s": 0},
+                {"control_jitter": 1.5}, {"control_jitter": -0.1}):
         with pytest.raises(ValueError):
             Simulator(POOL, [wf], **bad)
 
