@@ -83,7 +83,7 @@ def test_the_aragog_command(stack, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("admitted cli-1: policy cheapest")
+    assert lines[0].startswith("admitted cli-1: workflow cli-chain, policy cheapest")
     assert sum(line.startswith("stage ") for line in lines) == 6
     assert "cli-1: succeeded" in out.stdout and "answer: " in out.stdout
     assert "succeeded" in aragog("status", "cli-1", stack=stack).stdout
