@@ -1,9 +1,10 @@
 """Run the whole stack on one machine: Redis, Triton with the emulated pool, four services.
 
 `aragog-stack demo` starts everything on loopback (fixed ports: router 50051, Triton gRPC
-8001; `--random-ports` for free ones), registers the shipped workflows, sends a handful of
-requests and prints, per request, the model chosen for each stage, the latency and the
-answer; then stops everything. `aragog-stack up` keeps it running until Ctrl-C or SIGTERM,
+8001; `--random-ports` for free ones), registers the shipped workflows (and `chat`, the
+front door's single-model route: ARAGOG_LLM_WORKFLOW), sends a handful of requests and
+prints, per request, the model chosen for each stage, the latency and the answer, then one
+naming no workflow (the front door's choice); then stops everything. `aragog-stack up` keeps it running until Ctrl-C or SIGTERM,
 which stop every child. Given ARAGOG_REDIS_URL or ARAGOG_TRITON_URL (or --redis-url /
 --triton-url) it uses those servers instead of starting its own. Tests and benchmarks use
 `Stack` directly.
@@ -41,6 +42,7 @@ from aragog import workflows
 from aragog.common.pool import load_pool
 from aragog.common.rpc import channel_credentials
 from aragog.emulation.generate import benchmark
+from aragog.router.http import CHAT_WORKFLOW, chat_workflow
 from aragog.routing.artifacts import default_dir as default_artifacts_dir
 from aragog.v1 import common_pb2, router_pb2, router_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -543,6 +545,9 @@ def demo(stack: Stack, n: int, policy: str, concurrency: int) -> int:
         reg = stack.register(shipped_workflow(wid))
         print(f"registered {wid}: {' -> '.join(s.name for s in reg.workflow.stages)} "
               f"({reg.configurations} configurations)")
+    stack.register(chat_workflow(list(load_pool(os.environ.get("ARAGOG_POOL_FILE") or None)
+                                      .names)))
+    print(f"registered {CHAT_WORKFLOW}: the front door's single-model route")
     items = []
     for i in range(n):
         wid = workflows.BENCHMARKED[i % len(workflows.BENCHMARKED)]
@@ -567,6 +572,15 @@ def demo(stack: Stack, n: int, policy: str, concurrency: int) -> int:
             verdict = "correct" if final.answer == item.answer else f"wrong (truth {item.answer})"
             print(f"{'':19} A: {final.answer if ok else 'FAILED: ' + final.error}  [{verdict}]")
     print(f"\n{n - failures}/{n} requests answered, {correct} correct")
+    if items:  # the same input again, naming no workflow: the front door picks one
+        events, latency = stack.submit("", items[0].input, policy=policy)
+        adm, final = events[0].admitted, events[-1].completed
+        ok = final.state == common_pb2.REQUEST_STATE_SUCCEEDED
+        failures += not ok
+        print(f"front door (no workflow named): {latency * 1000:.0f} ms, routed to "
+              f"{adm.workflow_id} ({adm.intent.route} route, intent score "
+              f"{adm.intent.score:.3f} >= {adm.intent.threshold:.3f}), "
+              + (f"answer {final.answer}" if ok else f"FAILED: {final.error}"))
     return 1 if failures else 0
 
 
@@ -607,7 +621,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"routing artifacts for pool {pool_spec.family} ...", flush=True)
     prepare_routing(pool_spec.family, lambda m: print("  " + m, flush=True))
     stack = Stack(redis_url=args.redis_url, triton_url=args.triton_url, executors=args.executors,
-                  time_scale=args.time_scale, ports=ports, redis_dir=args.redis_dir)
+                  time_scale=args.time_scale, ports=ports, redis_dir=args.redis_dir,
+                  extra_env={"ARAGOG_LLM_WORKFLOW":  # the front door's single-model route
+                             os.environ.get("ARAGOG_LLM_WORKFLOW", CHAT_WORKFLOW)})
     print(f"starting the stack (logs in {stack.log_dir}) ...", flush=True)
     t0 = time.monotonic()
     with stack:
@@ -626,6 +642,9 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"registered {wid}", flush=True)
                 except grpc.RpcError as e:  # a shipped workflow that names another pool's models
                     print(f"not registered {wid}: {e.details()}", flush=True)
+            stack.register(chat_workflow(list(pool_spec.names)))
+            print(f"registered {CHAT_WORKFLOW} (requests naming no workflow that fit none go "
+                  "there)", flush=True)
             print("Ctrl-C stops the stack; a service that exits is started again", flush=True)
             stop = threading.Event()
             watcher = threading.Thread(target=stack.supervise, args=(stop,),
