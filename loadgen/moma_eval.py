@@ -87,7 +87,8 @@ def evaluate_moma(st: Settings, out_dir: str, say: Callable[[str], None] = print
     mix = held_out_mix(st)
     rows = []
     with Stack(executors=2, time_scale=st.time_scale,
-               extra_env={"ARAGOG_LLM_WORKFLOW": CHAT_WORKFLOW}) as stack:
+               extra_env={"ARAGOG_LLM_WORKFLOW": CHAT_WORKFLOW,
+                          "ARAGOG_POOL_FILE": st.family}) as stack:
         for wid in workflows.BENCHMARKED:
             stack.register(shipped_workflow(wid))
         stack.register(chat_workflow(list(pool.names)))
@@ -176,6 +177,9 @@ def report_lines(s: dict, st: Settings) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for name, w in s["ways"].items():
+        if w["accuracy_benchmarks"] is None or w["gpu_s_mmlu"] is None:
+            lines.append(f"| {name} | (no benchmark or no MMLU inputs in the mix) |||||")
+            continue
         vs = (f"{w['gpu_s_vs_largest']:.2f}x, {w['accuracy_points_vs_largest']:+.1f}"
               if "gpu_s_vs_largest" in w else "1.00x (reference)")
         lines.append(

@@ -642,9 +642,12 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"registered {wid}", flush=True)
                 except grpc.RpcError as e:  # a shipped workflow that names another pool's models
                     print(f"not registered {wid}: {e.details()}", flush=True)
-            stack.register(chat_workflow(list(pool_spec.names)))
-            print(f"registered {CHAT_WORKFLOW} (requests naming no workflow that fit none go "
-                  "there)", flush=True)
+            try:
+                stack.register(chat_workflow(list(pool_spec.names)))
+                print(f"registered {CHAT_WORKFLOW} (the front door's single-model route when "
+                      f"ARAGOG_LLM_WORKFLOW names it)", flush=True)
+            except grpc.RpcError as e:  # e.g. a durable Redis holding another pool's `chat`
+                print(f"not registered {CHAT_WORKFLOW}: {e.details()}", flush=True)
             print("Ctrl-C stops the stack; a service that exits is started again", flush=True)
             stop = threading.Event()
             watcher = threading.Thread(target=stack.supervise, args=(stop,),

@@ -9,7 +9,8 @@ policy. What `moma` adds is MoMA's LLM selection, on the workflow the front door
 single-model workflow on its llm route): the configuration with the best predicted accuracy
 against its cost, bound at arrival. The router's model predicts, per configuration, the risk
 of losing the largest configuration's answer, and its risk weight prices that risk in cost
-(aragog.routing.model), so the pick is its best-scored configuration. A workflow with no
+(aragog.routing.model), so the pick is its best-scored configuration: `per-input:router`'s.
+A workflow with no
 routing artifacts has no prediction: it runs on its largest configuration (the safe choice,
 logged), where `per-input:router` would refuse.
 """
@@ -18,8 +19,7 @@ from __future__ import annotations
 
 import structlog
 from aragog.policies.base import Policy
-from aragog.policies.baselines import LargestPolicy
-from aragog.routing.model import cheapest_of
+from aragog.policies.baselines import LargestPolicy, PerInputPolicy
 
 log = structlog.get_logger("policies")
 
@@ -28,8 +28,7 @@ class MomaPolicy(Policy, name="moma"):
     learned = True
 
     def admit(self, workflow, pool, request_input="", routing=None, load=None):
-        art = routing.artifacts(workflow, pool) if routing else None
-        if art is None:
+        if routing is None or routing.artifacts(workflow, pool) is None:
             log.info("moma_no_prediction", workflow=workflow.id)
             return LargestPolicy().admit(workflow, pool)
-        return self.one(cheapest_of(art.space, routing.route(art, request_input)))
+        return PerInputPolicy("router").admit(workflow, pool, request_input, routing)

@@ -46,6 +46,16 @@ class Candidate:
     threshold: float
 
 
+MAX_MASKED = 16
+"""Masked workflows an IntentRoute lists at most (it is stored with every admitted event)."""
+
+
+def _bounded(why: list[str]) -> list[str]:
+    if len(why) <= MAX_MASKED:
+        return why
+    return [*why[:MAX_MASKED - 1], f"... and {len(why) - MAX_MASKED + 1} more"]
+
+
 def masks(workflows: list[WorkflowDef], deprecated: set[str], states: dict[str, str],
           pool: PoolSpec) -> dict[str, str]:
     """Workflow id -> why it cannot serve now (MASK, without the intent examples)."""
@@ -95,7 +105,9 @@ def route(text: str, workflows: list[WorkflowDef], deprecated: set[str],
         text, [w for w in workflows if w.id not in masked and w.id != llm_workflow], pool,
         routing)
     masked.update(missing)
-    why = sorted(f"{k}: {v}" for k, v in masked.items())
+    if kept is not None:  # named before, it serves without intent examples
+        masked.pop(kept.id, None)
+    why = _bounded(sorted(f"{k}: {v}" for k, v in masked.items()))
     best = candidates[0] if candidates else None
     nearest = best.workflow.id if best else ""
     fits = best is not None and best.score >= best.threshold

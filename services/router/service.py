@@ -361,6 +361,11 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         routed_later = False
         if not self.routing.loaded(wf, pool):
             await asyncio.to_thread(self.routing.artifacts, wf, pool)
+        if intent is not None and not request.policy and self.routing.artifacts(wf, pool) is None:
+            # the front door chose a workflow nobody profiled (its single-model route, or a
+            # session's named workflow): the default policy may need artifacts there, MoMA's
+            # own selection does not (it takes the largest configuration)
+            policy_name = "moma"
         try:
             policy = policies.make(policy_name)
             learned = policy.learned and self.routing.artifacts(wf, pool) is not None
@@ -419,8 +424,11 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
             await self._refuse_full(context, e, request.tenant)
         ADMITTED.labels(wf.id, policy_name).inc()
         if request.session_id:  # the conversation's context for its next request
-            await self.store.set_session_workflow(request.tenant, request.session_id, wf.id,
-                                                  s.request_ttl_s)
+            try:
+                await self.store.set_session_workflow(request.tenant, request.session_id,
+                                                      wf.id, s.request_ttl_s)
+            except Exception:  # admitted and running: the session only loses its context
+                log.exception("session_not_recorded", session=request.session_id)
         if routed_later:
             self._spawn(self._route(rid, policy, wf, pool, request.input, t0))
         else:

@@ -23,11 +23,15 @@ import hashlib
 import os
 import threading
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MAX_TOKENS = 64
+RECENT = 64
+"""Single texts whose embeddings are kept: the router embeds a request's input in its front
+door and again when its policy admits it; the second is a lookup."""
 EXPORT_VERSION = "1"
 """Bump when the exported graph changes, so cached exports are remade."""
 
@@ -81,6 +85,7 @@ class Embedder:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(onnx_file, opts, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()
+        self._recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.dim = int(self.encode(["warm up"]).shape[1])
 
     @classmethod
@@ -101,7 +106,24 @@ class Embedder:
 
         One text per forward, never a padded batch: int8 dynamic quantization scales the
         activations over the whole batch, so a text's embedding would depend on its batch
-        mates, and the router would serve other embeddings than it trained on."""
+        mates, and the router would serve other embeddings than it trained on. A single text
+        is looked up among the RECENT ones first."""
+        if len(texts) != 1:
+            return self._encode(texts)
+        key = hashlib.blake2b(texts[0].encode(), digest_size=16).digest()
+        with self._lock:
+            hit = self._recent.get(key)
+            if hit is not None:
+                self._recent.move_to_end(key)
+                return hit[None].copy()
+        out = self._encode(texts)
+        with self._lock:
+            self._recent[key] = out[0].copy()
+            if len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+        return out
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         rows = []
         for enc in self._tok.encode_batch(texts):
             ids = np.asarray([enc.ids], dtype=np.int64)

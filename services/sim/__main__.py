@@ -205,8 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-scale", type=float, default=None,
                     help="play the pool's latencies at this scale (default: the pool's own)")
     ap.add_argument("--control-ms", type=float, default=0.0,
-                    help="control-path time per stage (acquire + commit) added before each "
-                         "model call")
+                    help="control-path time per stage (acquire, commit, release): half before "
+                         "each model call, half before the stages its answer unblocks ask for "
+                         "a model")
     ap.add_argument("--control-jitter", type=float, default=0.5,
                     help="each call's control path is drawn within +- this share of "
                          "--control-ms (0: all alike)")

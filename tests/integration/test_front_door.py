@@ -111,3 +111,19 @@ def test_a_session_keeps_a_follow_up_on_its_conversations_workflow(registered):
         submit(registered, follow_up, session="bad id!")
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "session_id" in e.value.details()
+
+
+def test_naming_no_policy_on_a_workflow_without_artifacts_runs_moma(registered):
+    """The single-model route has no routing artifacts, where the default policy may need
+    them (`aragog` does): a request naming neither workflow nor policy runs `moma` there."""
+    with registered.router() as r:
+        events = list(r.SubmitRequest(router_pb2.SubmitRequestRequest(
+            input=recorded.records()[4321].prompt), timeout=60))
+    adm, final = admitted_and_final(events)
+    assert adm.workflow_id == CHAT_WORKFLOW and adm.policy == "moma"
+    assert final.state == common_pb2.REQUEST_STATE_SUCCEEDED, final.error
+    # where the workflow has artifacts, the default policy stands
+    with registered.router() as r:
+        events = list(r.SubmitRequest(router_pb2.SubmitRequestRequest(
+            input=benchmark(VOTING).split("test")[9].input), timeout=60))
+    assert events[0].admitted.workflow_id == VOTING and events[0].admitted.policy == "largest"

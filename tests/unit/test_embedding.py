@@ -54,6 +54,29 @@ def test_a_text_embeds_the_same_whatever_it_is_encoded_with(int8):
     np.testing.assert_array_equal(bulk, single)
 
 
+def test_a_recent_text_is_looked_up_not_embedded_again(int8):
+    """The router embeds a request's input twice (front door, then the policy): the second
+    call returns the same vector without a forward, and a caller cannot alter the kept one."""
+    from aragog.routing import embedding
+
+    text = "How many orders shipped in May from the Oslo warehouse?"
+    first = int8.encode([text])
+    runs = []
+    real = int8._session.run
+    int8._session = type("Counting", (), {"run": lambda self, *a: runs.append(1) or real(*a)})()
+    try:
+        again = int8.encode([text])
+        first[0, 0] = 99.0  # the caller's copy, not the kept vector
+        np.testing.assert_array_equal(int8.encode([text])[0, 1:], again[0, 1:])
+        assert int8.encode([text])[0, 0] != 99.0 and runs == []
+        for k in range(embedding.RECENT):  # pushed out by newer texts: embedded again
+            int8.encode([f"filler {k}"])
+        int8.encode([text])
+        assert len(runs) == embedding.RECENT + 1
+    finally:
+        int8._session = type("Real", (), {"run": lambda self, *a: real(*a)})()
+
+
 def test_inputs_are_cut_at_max_tokens(int8):
     long = " ".join(["supplier"] * 500)
     assert int8.tokens(long) == MAX_TOKENS

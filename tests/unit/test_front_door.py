@@ -71,9 +71,8 @@ def test_a_workflows_own_held_out_inputs_go_to_it(setup):
     items = benchmark(VOTING).split("test")[:20]
     routes = [go(setup, it.input) for it in items]
     assert sum(wf.id == VOTING for wf, _ in routes) >= 18
-    wf, how = routes[0]
-    if wf.id == VOTING:
-        assert how.route == "agent" and how.score >= how.threshold and how.nearest == VOTING
+    wf, how = next(r for r in routes if r[0].id == VOTING)
+    assert how.route == "agent" and how.score >= how.threshold and how.nearest == VOTING
     # chain3 has no routing artifacts in this directory: masked, and said why
     assert any(m.startswith("chain3: no intent examples") for m in how.masked)
 

@@ -89,6 +89,28 @@ def test_each_calls_control_path_is_drawn_around_the_mean_and_reproducible():
     assert drawn[0] != pytest.approx(3 * c)
 
 
+TOOL_SINK = """\
+id: fan-in
+description: two parallel calls joined by a tool stage
+stages:
+  - {name: a, prompt: "{input}", candidates: [llama3-3b], output_tokens: 8}
+  - {name: b, prompt: "{input}", candidates: [llama3-3b], output_tokens: 8}
+  - {name: join, kind: tool, depends_on: [a, b], prompt: "{a} {b}"}
+"""
+
+
+def test_a_request_ends_once_when_its_parallel_answers_each_move_it_on():
+    """With a control path, each answer moves its request on later (core.py, _answered):
+    two parallel stages feeding a tool sink must end the request once, not twice."""
+    from aragog.common.workflow import parse_workflow
+
+    wf = parse_workflow(TOOL_SINK, POOL.names)
+    arr = [Arrival(0.01 * i, "fan-in", f"q{i}", None) for i in range(20)]
+    res = Simulator(POOL, [wf], control_s=0.012).run(arr, "largest")
+    assert sorted(r.status for r in res.records) == ["ok"] * 20
+    assert all(len(r.stages) == 3 for r in res.records)
+
+
 def test_every_arrival_has_one_record_and_no_model_exceeds_its_capacity():
     wf = shipped.load("voting", POOL.names)
     sim = Simulator(POOL, [wf])
