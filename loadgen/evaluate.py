@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 import numpy as np
@@ -52,6 +52,7 @@ import yaml
 from aragog import policies, workflows
 from aragog.common.pool import load_pool
 from aragog.common.settings import RouterSettings
+from aragog.common.workflow import WorkflowDef
 from aragog.emulation.generate import benchmark
 from aragog.loadgen import arrivals, azure_trace, capacity, report
 from aragog.loadgen.runner import run_schedule
@@ -267,15 +268,13 @@ def scaled_pool_file(family: str, capacity_scale: float, directory: str) -> str:
     return path
 
 
-def gpu_seconds_fn(family: str) -> Callable:
+def gpu_seconds_fn(family: str, more: Sequence[WorkflowDef] = ()) -> Callable:
     """Per-request GPU-seconds: each stage priced as the router prices it (the model's
-    GPU-seconds per request at its saturation batch), so the report and F(r) agree."""
+    GPU-seconds per request at its saturation batch), so the report and F(r) agree. Stages
+    of the benchmarked workflows and of `more` are priced at their own output lengths."""
     pool = load_pool(family)
-    tokens = {
-        (wid, s.name): s.output_tokens
-        for wid in workflows.BENCHMARKED
-        for s in workflows.load(wid, pool.names).llm_stages
-    }
+    defs = [workflows.load(wid, pool.names) for wid in workflows.BENCHMARKED] + list(more)
+    tokens = {(wf.id, s.name): s.output_tokens for wf in defs for s in wf.llm_stages}
 
     def price(records) -> None:
         for rec in records:

@@ -36,10 +36,11 @@ from collections.abc import Callable
 import numpy as np
 from aragog import workflows
 from aragog.common.pool import load_pool
+from aragog.common.workflow import parse_workflow
 from aragog.emulation import recorded
 from aragog.emulation.generate import benchmark
 from aragog.loadgen.client import RouterClient
-from aragog.loadgen.evaluate import PROMPT_TOKENS
+from aragog.loadgen.evaluate import gpu_seconds_fn
 from aragog.router.http import CHAT_WORKFLOW, chat_workflow
 from aragog.stack import Stack, prepare_routing, shipped_workflow
 
@@ -81,9 +82,8 @@ def evaluate_moma(st: Settings, out_dir: str, say: Callable[[str], None] = print
     os.makedirs(out_dir, exist_ok=True)
     pool = load_pool(st.family)
     prepare_routing(st.family, say)
-    defs = {wid: workflows.load(wid, pool.names) for wid in workflows.BENCHMARKED}
-    tokens = {(wid, s.name): s.output_tokens for wid, wf in defs.items() for s in wf.llm_stages}
-    tokens[(CHAT_WORKFLOW, "reply")] = 256
+    chat = chat_workflow(list(pool.names))
+    price = gpu_seconds_fn(st.family, [parse_workflow(chat, pool.names)])
     mix = held_out_mix(st)
     rows = []
     with Stack(executors=2, time_scale=st.time_scale,
@@ -91,7 +91,7 @@ def evaluate_moma(st: Settings, out_dir: str, say: Callable[[str], None] = print
                           "ARAGOG_POOL_FILE": st.family}) as stack:
         for wid in workflows.BENCHMARKED:
             stack.register(shipped_workflow(wid))
-        stack.register(chat_workflow(list(pool.names)))
+        stack.register(chat)
         with RouterClient(stack.router_addr, timeout_s=120) as client:
             for policy, named in WAYS:
                 say(f"[moma] {len(mix)} requests, policy {policy}, "
@@ -104,13 +104,11 @@ def evaluate_moma(st: Settings, out_dir: str, say: Callable[[str], None] = print
 
                 with concurrent.futures.ThreadPoolExecutor(st.concurrency) as ex:
                     for k, rec in ex.map(one, range(len(mix))):
-                        gpu = sum(pool.model(s.model).gpu_seconds(
-                            PROMPT_TOKENS, tokens.get((rec.workflow, s.stage), 128))
-                            for s in rec.stages if s.model in pool.names)
+                        price([rec])
                         rows.append({"way": way_name(policy, named), "named": named, "item": k,
                                      "right_workflow": mix[k][0], "routed": rec.workflow,
                                      "route": rec.route, "status": rec.status,
-                                     "correct": rec.correct, "gpu_seconds": round(gpu, 5),
+                                     "correct": rec.correct, "gpu_seconds": round(rec.gpu_seconds, 5),
                                      "models": " ".join(s.model for s in rec.stages),
                                      "error": rec.error[:200]})
     summary = summarise(rows, mix)

@@ -537,7 +537,7 @@ def prepare_routing(family: str, say=print, wids: list[str] | None = None) -> No
     ensure(root, [family], wids or list(workflows.BENCHMARKED), settings, say)
 
 
-def demo(stack: Stack, n: int, policy: str, concurrency: int) -> int:
+def demo(stack: Stack, pool_models: list[str], n: int, policy: str, concurrency: int) -> int:
     """Register the shipped workflows and answer held-out benchmark requests of each."""
     print("model pool: EMULATED models served by a real Triton server (latency profiles, "
           "answers from the generated benchmarks; no weights)\n")
@@ -545,8 +545,7 @@ def demo(stack: Stack, n: int, policy: str, concurrency: int) -> int:
         reg = stack.register(shipped_workflow(wid))
         print(f"registered {wid}: {' -> '.join(s.name for s in reg.workflow.stages)} "
               f"({reg.configurations} configurations)")
-    stack.register(chat_workflow(list(load_pool(os.environ.get("ARAGOG_POOL_FILE") or None)
-                                      .names)))
+    stack.register(chat_workflow(pool_models))
     print(f"registered {CHAT_WORKFLOW}: the front door's single-model route")
     items = []
     for i in range(n):
@@ -634,7 +633,8 @@ def main(argv: list[str] | None = None) -> None:
               + ("" if stack.external_redis else f" (append-only file in {stack.redis_dir})")
               + "\n", flush=True)
         if args.command == "demo":
-            code = demo(stack, args.requests, args.policy, args.concurrency)
+            code = demo(stack, list(pool_spec.names), args.requests, args.policy,
+                        args.concurrency)
         else:
             for wid in ("chain3", *workflows.BENCHMARKED):
                 try:
