@@ -63,6 +63,7 @@ OUTPUTS = [
     Tensor(name="completion_tokens", dtype=np.int32, shape=(1,)),
 ]
 UNLOAD_WAIT_S = 30.0
+UNLOAD_RETRY_S = 1.0  # an unload asked again while the model still shows READY
 POLL_S = 1.0
 START_ATTEMPTS = 5
 # Statistics stay readable without pytriton's access token (monitoring reads them); loading,
@@ -239,15 +240,32 @@ def patient_handshake(model_store: pathlib.Path) -> None:
 
 def unload(settings: PoolSettings, names: list[str], token: str) -> None:
     """Unload `names` through Triton's model-repository API, as any client with the access
-    token would (the reserve: in the repository, not loaded)."""
+    token would (the reserve: in the repository, not loaded).
+
+    Waits on the repository index, not on readiness: a model Triton is still loading is not
+    ready either, and an unload sent then was seen to be lost (the model served afterwards).
+    So each model is asked again while the index shows it READY, until every one is unloaded;
+    raises if that takes longer than UNLOAD_WAIT_S (the start is then retried)."""
     address = settings.triton_address
     host = "127.0.0.1" if address in ("0.0.0.0", "") else address
     headers = create_auth_headers(token, "grpc")
     with grpcclient.InferenceServerClient(f"{host}:{settings.triton_grpc_port}") as c:
-        for name in names:
-            c.unload_model(name, headers=headers)
         deadline = time.monotonic() + UNLOAD_WAIT_S
-        while any(c.is_model_ready(n) for n in names) and time.monotonic() < deadline:
+        asked: dict[str, float] = {}
+        while True:
+            index = c.get_model_repository_index(headers=headers, as_json=True)
+            states = {m["name"]: m.get("state", "") for m in index.get("models", [])}
+            pending = [n for n in names if states.get(n) in ("READY", "LOADING", "UNLOADING")]
+            if not pending:
+                return
+            now = time.monotonic()
+            if now > deadline:
+                raise RuntimeError(f"reserve models still loaded after {UNLOAD_WAIT_S:g} s: "
+                                   + ", ".join(f"{n} {states[n]}" for n in pending))
+            for n in pending:
+                if states[n] == "READY" and now - asked.get(n, -1e9) > UNLOAD_RETRY_S:
+                    c.unload_model(n, headers=headers)
+                    asked[n] = now
             time.sleep(0.05)
 
 
