@@ -146,9 +146,11 @@ class RequestRunner:
                     with tracing.tracer.start_as_current_span(
                             "Triton infer", kind=tracing.trace.SpanKind.CLIENT,
                             attributes={"aragog.model": grant.model}):
+                        call_started_at = time.time()
                         output = await self.ex.models.generate(
                             grant.model, st.name, prompt, st.output_tokens, s.stage_timeout_s,
                             self.rid)
+                        call_ended_at = time.time()
                 except ModelCallError:
                     model_failed = True  # the scheduler's health of the model counts it
                     raise
@@ -160,6 +162,7 @@ class RequestRunner:
             result = common_pb2.StageResult(
                 stage=st.name, model=grant.model, output=output, schedule_ms=schedule_ms,
                 service_ms=service_ms, executor_id=self.ex.id,
+                call_started_at=call_started_at, call_ended_at=call_ended_at,
             )
             success = True
         finally:

@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--control-jitter", type=float, default=0.5,
                     help="each call's control path is drawn within +- this share of "
                          "--control-ms (0: all alike)")
+    ap.add_argument("--control-before", type=float, default=0.5,
+                    help="the share of --control-ms between placement and the model call "
+                         "(the rest runs between the answer and the next stage's ask)")
     ap.add_argument("--artifacts", default=None,
                     help="routing artifacts root (default: the router's default) for the "
                          "policies that need a router")
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         return Simulator(p, [shipped.load(w, p.names) for w in wids], routing=routing,
                          scheduler=dataclasses.replace(SchedulerSettings(), placement=a.placement),
                          time_scale=a.time_scale, control_s=a.control_ms / 1000.0,
-                         control_jitter=a.control_jitter,
+                         control_jitter=a.control_jitter, control_before=a.control_before,
                          occupancy_timeline=False)
 
     sim = make_sim(pool)

@@ -133,7 +133,7 @@ class Simulator:
                  scheduler: SchedulerSettings | None = None,
                  pool_settings: PoolSettings | None = None, time_scale: float | None = None,
                  control_s: float = 0.0, control_jitter: float = 0.5,
-                 timeout_s: float = 120.0, occupancy_timeline: bool = True):
+                 control_before: float = 0.5, timeout_s: float = 120.0, occupancy_timeline: bool = True):
         """`routing`: an aragog.routing.context.Routing for the policies that need artifacts;
         `scheduler`, `pool_settings`: the services' settings simulated (placement, beam
         width; Triton slots and batcher delay), their defaults unless given; `time_scale`:
@@ -143,8 +143,9 @@ class Simulator:
         control path, half before its model call and half after its answer (the lease is
         freed at the answer; the stages the answer unblocks ask for a model after that half,
         so the round that hands out the freed lease runs before they ask, as live);
-        `control_jitter`: each half is uniform in (control_s / 2) x [1 - j, 1 + j] (seeded:
-        a run is reproducible). Why both, measured on voting at saturation (llama3, largest,
+        `control_before`: the share of it before the call (the rest is after the answer);
+        `control_jitter`: each part is uniform in its mean x [1 - j, 1 + j] (seeded: a run
+        is reproducible). Why both, measured on voting at saturation (llama3, largest,
         benchmarks/README.md, "Simulator"): with one fixed delay, the calls a round places on
         a model reach its dynamic batcher at the same instant and always share a batch,
         which runs to its longest call (live they arrive a few ms apart, more than the
@@ -162,15 +163,16 @@ class Simulator:
                            beam_width=scheduler.beam_width)
         self.scale = time_scale or pool_settings.time_scale or pool.time_scale
         if not self.scale > 0 or control_s < 0 or not timeout_s > 0 \
-                or not 0 <= control_jitter <= 1:
+                or not 0 <= control_jitter <= 1 or not 0 <= control_before <= 1:
             raise ValueError(f"time scale must be > 0 (got {self.scale}), control_s >= 0 (got "
-                             f"{control_s}), control_jitter within [0, 1] (got "
-                             f"{control_jitter}) and timeout_s > 0 (got {timeout_s})")
+                             f"{control_s}), control_jitter and control_before within [0, 1] (got "
+                             f"{control_jitter}, {control_before}) and timeout_s > 0 (got {timeout_s})")
         self.timeout_s = timeout_s
         self.batches_per_instance = pool_settings.batches_per_instance
         self.queue_delay_s = pool_settings.max_queue_delay_us / 1e6
         self.control_s = control_s
         self.control_jitter = control_jitter
+        self.control_before = control_before
         self.capacity = np.array([m.capacity for m in pool.models], dtype=np.int32)
         self.keep_timeline = occupancy_timeline
 
@@ -402,16 +404,16 @@ class Simulator:
             self._occupancy[pl.model] += 1
             call = _Call(req, st, pl.model, st.render(req.arrival.input, req.outputs),
                          queued_at, self._now)
-            self._at(self._now + self._control(), self._submit, call)
+            self._at(self._now + self._control(self.control_before), self._submit, call)
         self._note_occupancy()
         return 1
 
-    def _control(self) -> float:
-        """Half a stage's control path (the other half is drawn apart; see __init__)."""
-        half = self.control_s / 2
-        if not half or not self.control_jitter:
-            return half
-        return half * (1.0 + self.control_jitter * (2.0 * self._jitter.random() - 1.0))
+    def _control(self, share: float) -> float:
+        """`share` of a stage's control path, drawn (the other part apart; see __init__)."""
+        part = self.control_s * share
+        if not part or not self.control_jitter:
+            return part
+        return part * (1.0 + self.control_jitter * (2.0 * self._jitter.random() - 1.0))
 
     def _load(self) -> dict[str, common_pb2.ModelLoad]:
         """The load snapshot a load-aware policy reads (leases held; in the live stack it is
@@ -504,9 +506,10 @@ class Simulator:
         rec = StageRecord(call.stage.name, model.name, (call.placed_at - call.queued_at) * 1000,
                           (self._now - call.placed_at) * 1000, 0.0, "sim",
                           started_at=call.placed_at, finished_at=self._now,
-                          gpu_seconds=model.gpu_seconds(PROMPT_TOKENS, call.stage.output_tokens))
+                          gpu_seconds=model.gpu_seconds(PROMPT_TOKENS, call.stage.output_tokens),
+                          call_started_at=call.submitted_at, call_ended_at=self._now)
         req.record.stages.append(rec)
         if self.control_s:  # the rest of the control path: the stages it unblocks ask later
-            self._at(self._now + self._control(), self._progress, req)
+            self._at(self._now + self._control(1.0 - self.control_before), self._progress, req)
         else:
             self._progress(req)

@@ -15,12 +15,14 @@ stage's AcquireStage, group commit and release, which `--control-ms` can stand f
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from aragog.common.pool import PoolSpec, load_pool
+from aragog.common.settings import PoolSettings
 from aragog.loadgen import report
 from aragog.loadgen.arrivals import poisson
 from aragog.sim.core import Arrival, Simulator
@@ -31,8 +33,8 @@ FIGURES = ("throughput", "latency_p50_s", "latency_p95_s")
 
 def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
             offsets: Sequence[float], routing: Any = None, control_s: float = 0.0,
-            control_jitter: float = 0.5, timeout_s: float = 120.0, root_certificates: bytes | None = None,
-            scheduler_addr: str = "") -> dict[str, Any]:
+            control_jitter: float = 0.5, control_before: float = 0.5, timeout_s: float = 120.0,
+            root_certificates: bytes | None = None, scheduler_addr: str = "") -> dict[str, Any]:
     """Serve arrivals at `offsets` of `workflow`'s held-out requests live (through the router
     at `router_addr`, with the workflow registered) and simulated; both summaries and the
     simulator's relative difference per figure. With `scheduler_addr` (a plaintext one), the
@@ -58,6 +60,7 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
             sampler.stop()
     sim = Simulator(pool, [shipped.load(workflow, pool.names)], routing=routing,
                     control_s=control_s, control_jitter=control_jitter,
+                    control_before=control_before,
                     occupancy_timeline=False)
     simulated = sim.run([Arrival(float(t), workflow, it.input, it.answer, i % len(held))
                          for i, (t, it) in enumerate(zip(offsets, items, strict=True))],
@@ -70,11 +73,35 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
         run = report.Run(pool.family, workflow, policy, "poisson", rate, duration, records)
         out[side] = report.summarize(run, settings)
     out["difference"] = {k: _relative(out["sim"][k], out["live"][k]) for k in FIGURES}
+    window_s = PoolSettings().max_queue_delay_us / 1e6
+    out["batch_window"] = {side: within_batch_window(records, window_s)
+                           for side, records in (("live", live), ("sim", simulated))}
     if sampler and sampler.cpu:
         busy = [v for _, v in sampler.cpu]
         out["live_cpu"] = {"p50": float(np.percentile(busy, 50)),
                            "p95": float(np.percentile(busy, 95))}
     return out
+
+
+def within_batch_window(records: Sequence[Any], window_s: float) -> dict[str, float]:
+    """Per stage, the share of its model calls that reached their model within `window_s`
+    (the dynamic batcher's wait) of another call on that model: how often a call may share
+    a batch, which then runs to its longest call. Read from the calls' start times as the
+    executor (or the simulator) timed them; stages without them are left out."""
+    by_model: dict[str, list[tuple[float, str]]] = {}
+    for rec in records:
+        for st in rec.stages:
+            if st.model and st.call_started_at:
+                by_model.setdefault(st.model, []).append((st.call_started_at, st.stage))
+    near: dict[str, list[bool]] = {}
+    for calls in by_model.values():
+        calls.sort()
+        times = [t for t, _ in calls]
+        for i, (t, stage) in enumerate(calls):
+            gap = min(t - times[i - 1] if i else math.inf,
+                      times[i + 1] - t if i + 1 < len(times) else math.inf)
+            near.setdefault(stage, []).append(gap <= window_s)
+    return {stage: sum(v) / len(v) for stage, v in sorted(near.items())}
 
 
 def _relative(sim: float | None, live: float | None) -> float | None:
@@ -93,6 +120,11 @@ def render(result: dict[str, Any]) -> str:
     lines.append("  stages per model: " + ", ".join(
         f"{m} live {live['model_shares'].get(m, 0):.0%} / sim {sim['model_shares'].get(m, 0):.0%}"
         for m in models))
+    window = result.get("batch_window", {})
+    if window.get("live") or window.get("sim"):
+        lines.append("  calls within the batcher's wait of another on their model: " + ", ".join(
+            f"{st} live {window['live'].get(st, 0):.0%} / sim {window['sim'].get(st, 0):.0%}"
+            for st in sorted(set(window["live"]) | set(window["sim"]))))
     if "live_cpu" in result:
         cpu = result["live_cpu"]
         lines.append(f"  host CPU busy during the live run: p50 {cpu['p50']:.0%}, p95 "
@@ -123,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--control-jitter", type=float, default=0.5,
                     help="the simulator's control path per call within +- this share of "
                     "--control-ms")
+    ap.add_argument("--control-before", type=float, default=0.5,
+                    help="the simulator's share of --control-ms between placement and call")
     a = ap.parse_args(argv)
     if not (a.rate > 0 and a.duration > 0):
         ap.error("--rate and --duration must be positive")
@@ -149,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(render(compare(stack.router_addr, pool, wid, pol, offsets,
                                      control_s=a.control_ms / 1000.0,
                                      control_jitter=a.control_jitter,
+                                     control_before=a.control_before,
                                      scheduler_addr=stack.scheduler_addr)), flush=True)
 
 

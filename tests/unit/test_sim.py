@@ -384,3 +384,33 @@ def test_square_waves_and_bursts_keep_their_mean_rate(pattern, monkeypatch):
         assert "square wave" in how
     else:
         assert per_10s.max() > 2 * per_10s.min() and "bursts" in how
+
+
+def test_calls_near_enough_to_share_a_batch_are_counted_per_stage():
+    """validate.within_batch_window: a call counts when another call reached the same model
+    within the batcher's wait, whichever came first; other models' calls do not count."""
+    from aragog.loadgen.client import RequestRecord, StageRecord
+    from aragog.sim.validate import within_batch_window
+
+    def rec(*stages: tuple[str, str, float]) -> RequestRecord:
+        return RequestRecord("r", "voting", "largest", 0.0, 0.0, 0.0, 0.0, "ok", stages=[
+            StageRecord(name, model, 0, 0, 0, "e", call_started_at=t) for name, model, t in stages])
+
+    records = [rec(("vote", "m", 10.000), ("aggregate", "m", 10.0015)),  # 1.5 ms apart
+               rec(("vote", "m", 11.000), ("aggregate", "other", 11.0001)),
+               rec(("vote", "m", 12.000), ("aggregate", "m", 12.003)),  # 3 ms: apart
+               rec(("tool", "", 0.0))]
+    assert within_batch_window(records, 0.002) == {"aggregate": 1 / 3, "vote": 1 / 3}
+
+
+def test_the_simulator_times_each_model_call_after_its_control_path():
+    """A stage's record carries when its call reached the model and when it answered (as
+    the executor's StageResult does live): after the placement by the first half of the
+    control path, before the answer."""
+    wf = shipped.load("self-refine", POOL.names)
+    item = benchmark("self-refine").split("test")[0]
+    arr = [Arrival(0.0, "self-refine", item.input, item.answer)]
+    rec = Simulator(POOL, [wf], control_s=0.012, control_jitter=0).run(arr, "largest").records[0]
+    for st in rec.stages:
+        assert st.call_started_at == pytest.approx(st.started_at + 0.006)
+        assert st.call_ended_at == pytest.approx(st.finished_at) and st.call_ended_at > st.call_started_at
