@@ -39,6 +39,7 @@ class StageRecord:
     gpu_seconds: float = 0.0
     call_started_at: float = 0.0  # the model call, as the executor timed it (StageResult)
     call_ended_at: float = 0.0
+    placed_at: float = 0.0  # when the scheduler placed it (its clock)
 
 
 @dataclasses.dataclass
@@ -211,7 +212,8 @@ class RouterClient:
     def _stage(res: common_pb2.StageResult, started: StageRecord | None) -> StageRecord:
         return StageRecord(res.stage, res.model, res.schedule_ms, res.service_ms, res.release_ms,
                            res.executor_id, started_at=started.started_at if started else 0.0,
-                           call_started_at=res.call_started_at, call_ended_at=res.call_ended_at)
+                           call_started_at=res.call_started_at, call_ended_at=res.call_ended_at,
+                           placed_at=res.placed_at)
 
     def _complete(self, rec: RequestRecord, status: common_pb2.RequestStatus,
                   seen: dict[str, StageRecord]) -> None:

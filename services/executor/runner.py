@@ -163,6 +163,7 @@ class RequestRunner:
                 stage=st.name, model=grant.model, output=output, schedule_ms=schedule_ms,
                 service_ms=service_ms, executor_id=self.ex.id,
                 call_started_at=call_started_at, call_ended_at=call_ended_at,
+                placed_at=grant.placed_at,
             )
             success = True
         finally:

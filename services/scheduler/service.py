@@ -549,13 +549,14 @@ class Scheduler:
         t0 = time.perf_counter()
         placed = self.round.run(entries, free, self.leases.occupancy)
         ROUND_SECONDS.observe(time.perf_counter() - t0)
-        expires = time.time() + self.settings.lease_ttl_s
+        placed_at = time.time()
+        expires = placed_at + self.settings.lease_ttl_s
         for placement in placed:
-            self._take(placement, expires)
+            self._take(placement, placed_at, expires)
         if placed:
             self._publish_gauges()
 
-    def _take(self, placement: Placement, expires: float) -> None:
+    def _take(self, placement: Placement, placed_at: float, expires: float) -> None:
         """A placed stage's lease, recorded with its choice; its caller answered once Redis
         has them."""
         entry = placement.entry
@@ -577,7 +578,7 @@ class Scheduler:
             model=model, lease_id=lease.lease_id,
             lease_ttl_ms=int(self.settings.lease_ttl_s * 1000),
             queued_ms=(time.monotonic() - waiter.enqueued) * 1000.0,
-            viable_configurations=viable,
+            viable_configurations=viable, placed_at=placed_at,
         )
         self.commit.then(functools.partial(self._grant, waiter.future, response,
                                            entry.request_id))

@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--control-before", type=float, default=0.5,
                     help="the share of --control-ms between placement and the model call "
                          "(the rest runs between the answer and the next stage's ask)")
+    ap.add_argument("--release-ms", type=float, default=0.0,
+                    help="from a model's answer to its lease's release at the scheduler")
     ap.add_argument("--artifacts", default=None,
                     help="routing artifacts root (default: the router's default) for the "
                          "policies that need a router")
@@ -264,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
                          scheduler=dataclasses.replace(SchedulerSettings(), placement=a.placement),
                          time_scale=a.time_scale, control_s=a.control_ms / 1000.0,
                          control_jitter=a.control_jitter, control_before=a.control_before,
-                         occupancy_timeline=False)
+                         release_s=a.release_ms / 1000.0, occupancy_timeline=False)
 
     sim = make_sim(pool)
     idle = {(pool.family, w): sim.idle_latency(w, benchmark(w).split("test")[0].input)

@@ -13,11 +13,15 @@ Same code where it matters:
   the same answer function, from prompts rendered as the executor renders them.
 
 What it leaves out, so where it may differ from the live stack: the control path (an
-executor's AcquireStage, the group commit, Redis: `control_s` per stage stands for it, 0 by
-default: half between placement and the model call, drawn within +-`control_jitter` of it,
-as two live calls placed in one round reach Triton a few ms apart, not together; half between
-the answer and the stages it unblocks asking for a model, as an executor releases the lease,
-records the stage and only then asks for the next: the lease is free at once), the router's placeholder F(r) while it routes (F(r) is ready at admission here),
+executor's AcquireStage, the group commit, Redis), which three settings stand for, 0 by
+default: `control_s` per stage on a request's critical path, split by `control_before`
+between placement and the model call (live: the group commit, the grant, the executor's
+start) and between the answer and the stages it unblocks asking for a model (the executor
+records the stage, then asks); `release_s` from the answer to the lease's release at the
+scheduler. Each part is drawn within +-`control_jitter` of its mean, seeded: two calls
+placed close together reach Triton's batcher a few ms apart, not together, and whether
+they share a batch decides how long the shorter one holds its slot. Also left out: the
+router's placeholder F(r) while it routes (F(r) is ready at admission here),
 the admission queue bounds, failures and retries. A policy's admission costs simulated time
 zero, whatever it costs in real time.
 """
@@ -133,7 +137,8 @@ class Simulator:
                  scheduler: SchedulerSettings | None = None,
                  pool_settings: PoolSettings | None = None, time_scale: float | None = None,
                  control_s: float = 0.0, control_jitter: float = 0.5,
-                 control_before: float = 0.5, timeout_s: float = 120.0, occupancy_timeline: bool = True):
+                 control_before: float = 0.5, release_s: float = 0.0, timeout_s: float = 120.0,
+                 occupancy_timeline: bool = True):
         """`routing`: an aragog.routing.context.Routing for the policies that need artifacts;
         `scheduler`, `pool_settings`: the services' settings simulated (placement, beam
         width; Triton slots and batcher delay), their defaults unless given; `time_scale`:
@@ -144,6 +149,7 @@ class Simulator:
         freed at the answer; the stages the answer unblocks ask for a model after that half,
         so the round that hands out the freed lease runs before they ask, as live);
         `control_before`: the share of it before the call (the rest is after the answer);
+        `release_s`: from the answer to the lease's release at the scheduler (0: at once);
         `control_jitter`: each part is uniform in its mean x [1 - j, 1 + j] (seeded: a run
         is reproducible). Why both, measured on voting at saturation (llama3, largest,
         benchmarks/README.md, "Simulator"): with one fixed delay, the calls a round places on
@@ -163,9 +169,10 @@ class Simulator:
                            beam_width=scheduler.beam_width)
         self.scale = time_scale or pool_settings.time_scale or pool.time_scale
         if not self.scale > 0 or control_s < 0 or not timeout_s > 0 \
-                or not 0 <= control_jitter <= 1 or not 0 <= control_before <= 1:
-            raise ValueError(f"time scale must be > 0 (got {self.scale}), control_s >= 0 (got "
-                             f"{control_s}), control_jitter and control_before within [0, 1] (got "
+                or not 0 <= control_jitter <= 1 or not 0 <= control_before <= 1 \
+                or release_s < 0:
+            raise ValueError(f"time scale must be > 0 (got {self.scale}), control_s, release_s >= 0 (got "
+                             f"{control_s}, {release_s}), control_jitter and control_before within [0, 1] (got "
                              f"{control_jitter}, {control_before}) and timeout_s > 0 (got {timeout_s})")
         self.timeout_s = timeout_s
         self.batches_per_instance = pool_settings.batches_per_instance
@@ -173,6 +180,7 @@ class Simulator:
         self.control_s = control_s
         self.control_jitter = control_jitter
         self.control_before = control_before
+        self.release_s = release_s
         self.capacity = np.array([m.capacity for m in pool.models], dtype=np.int32)
         self.keep_timeline = occupancy_timeline
 
@@ -408,9 +416,9 @@ class Simulator:
         self._note_occupancy()
         return 1
 
-    def _control(self, share: float) -> float:
-        """`share` of a stage's control path, drawn (the other part apart; see __init__)."""
-        part = self.control_s * share
+    def _control(self, share: float, total: float | None = None) -> float:
+        """`share` of a stage's control path (or of `total`), drawn (see __init__)."""
+        part = (self.control_s if total is None else total) * share
         if not part or not self.control_jitter:
             return part
         return part * (1.0 + self.control_jitter * (2.0 * self._jitter.random() - 1.0))
@@ -495,11 +503,17 @@ class Simulator:
         self._wake_engine(m, e)
         self._batch(m)
 
-    def _answered(self, call: _Call) -> None:
-        """The model answered: release the lease, record the stage, move the request on."""
-        self._occupancy[call.model] -= 1
+    def _release(self, model: int) -> None:
+        self._occupancy[model] -= 1
         self._note_occupancy()
         self._dirty = True
+
+    def _answered(self, call: _Call) -> None:
+        """The model answered: release the lease, record the stage, move the request on."""
+        if self.release_s:
+            self._at(self._now + self._control(1.0, self.release_s), self._release, call.model)
+        else:
+            self._release(call.model)
         req = call.request
         model = self.pool.models[call.model]
         req.outputs[call.stage.name] = answer(model.name, call.stage.name, call.prompt)
@@ -507,7 +521,8 @@ class Simulator:
                           (self._now - call.placed_at) * 1000, 0.0, "sim",
                           started_at=call.placed_at, finished_at=self._now,
                           gpu_seconds=model.gpu_seconds(PROMPT_TOKENS, call.stage.output_tokens),
-                          call_started_at=call.submitted_at, call_ended_at=self._now)
+                          call_started_at=call.submitted_at, call_ended_at=self._now,
+                          placed_at=call.placed_at)
         req.record.stages.append(rec)
         if self.control_s:  # the rest of the control path: the stages it unblocks ask later
             self._at(self._now + self._control(1.0 - self.control_before), self._progress, req)

@@ -29,11 +29,19 @@ from aragog.sim.core import Arrival, Simulator
 from aragog.workflows import BENCHMARKED
 
 FIGURES = ("throughput", "latency_p50_s", "latency_p95_s")
+# The live stack's control path as measured on it (2-core host, 2 executors, llama3 voting
+# near saturation, 2026-12-01; benchmarks/README.md, "Simulator"): ~12 ms a stage on the
+# critical path, of which placement to model call p50 2.5-4.7 ms over five runs, and ~3 ms
+# from an answer to the lease's release at the scheduler.
+CONTROL_MS = 12.0
+CONTROL_BEFORE = 0.25
+RELEASE_MS = 3.0
 
 
 def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
             offsets: Sequence[float], routing: Any = None, control_s: float = 0.0,
-            control_jitter: float = 0.5, control_before: float = 0.5, timeout_s: float = 120.0,
+            control_jitter: float = 0.5, control_before: float = 0.5, release_s: float = 0.0,
+            timeout_s: float = 120.0,
             root_certificates: bytes | None = None, scheduler_addr: str = "") -> dict[str, Any]:
     """Serve arrivals at `offsets` of `workflow`'s held-out requests live (through the router
     at `router_addr`, with the workflow registered) and simulated; both summaries and the
@@ -60,7 +68,7 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
             sampler.stop()
     sim = Simulator(pool, [shipped.load(workflow, pool.names)], routing=routing,
                     control_s=control_s, control_jitter=control_jitter,
-                    control_before=control_before,
+                    control_before=control_before, release_s=release_s,
                     occupancy_timeline=False)
     simulated = sim.run([Arrival(float(t), workflow, it.input, it.answer, i % len(held))
                          for i, (t, it) in enumerate(zip(offsets, items, strict=True))],
@@ -76,6 +84,8 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
     window_s = PoolSettings().max_queue_delay_us / 1e6
     out["batch_window"] = {side: within_batch_window(records, window_s)
                            for side, records in (("live", live), ("sim", simulated))}
+    out["placement_to_call_ms"] = {side: placement_to_call_ms(records)
+                                   for side, records in (("live", live), ("sim", simulated))}
     if sampler and sampler.cpu:
         busy = [v for _, v in sampler.cpu]
         out["live_cpu"] = {"p50": float(np.percentile(busy, 50)),
@@ -104,6 +114,16 @@ def within_batch_window(records: Sequence[Any], window_s: float) -> dict[str, fl
     return {stage: sum(v) / len(v) for stage, v in sorted(near.items())}
 
 
+def placement_to_call_ms(records: Sequence[Any]) -> dict[str, float]:
+    """p5/p50/p95 of the time from a stage's placement to its model call (live: the group
+    commit, the grant, the executor's start; what `--control-before` stands for)."""
+    ms = [(st.call_started_at - st.placed_at) * 1000.0 for rec in records for st in rec.stages
+          if st.placed_at and st.call_started_at]
+    if not ms:
+        return {}
+    return dict(zip(("p5", "p50", "p95"), np.percentile(ms, [5, 50, 95]).tolist(), strict=True))
+
+
 def _relative(sim: float | None, live: float | None) -> float | None:
     return None if sim is None or not live else sim / live - 1.0
 
@@ -125,11 +145,32 @@ def render(result: dict[str, Any]) -> str:
         lines.append("  calls within the batcher's wait of another on their model: " + ", ".join(
             f"{st} live {window['live'].get(st, 0):.0%} / sim {window['sim'].get(st, 0):.0%}"
             for st in sorted(set(window["live"]) | set(window["sim"]))))
+    to_call = result.get("placement_to_call_ms", {})
+    if to_call.get("live"):
+        lines.append("  placement to model call, ms p5/p50/p95: " + ", ".join(
+            f"{side} " + "/".join(f"{v:.1f}" for v in to_call[side].values())
+            for side in ("live", "sim") if to_call.get(side)))
     if "live_cpu" in result:
         cpu = result["live_cpu"]
         lines.append(f"  host CPU busy during the live run: p50 {cpu['p50']:.0%}, p95 "
                      f"{cpu['p95']:.0%}" + (" (the host, not the pool, may limit the live side)"
                                             if cpu["p50"] >= 0.9 else ""))
+    return "\n".join(lines)
+
+
+def render_seeds(runs: dict[int, dict[str, Any]]) -> str:
+    """Over seeds: each figure's simulated/live ratio, paired by seed (geometric mean, 95%
+    interval), and how many seeds fall within 10%."""
+    first = next(iter(runs.values()))
+    lines = [f"{first['workflow']} / {first['policy']}, {len(runs)} seeds, simulated / live:"]
+    for k in FIGURES:
+        r = report.ratio_ci({s: x["sim"][k] for s, x in runs.items()},
+                            {s: x["live"][k] for s, x in runs.items()})
+        if r["ratio"] is None:
+            continue
+        ci = "" if r["ci"] is None else f" [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
+        near = sum(abs(v - 1.0) <= 0.10 for v in r["by_seed"].values())
+        lines.append(f"  {k:>14}: {r['ratio']:.3f}{ci}, within 10% on {near} of {r['n']} seeds")
     return "\n".join(lines)
 
 
@@ -151,15 +192,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=float, default=2.0)
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--control-ms", type=float, default=0.0)
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="arrival seeds --seed, --seed+1, ...: each served both ways; with 2 "
+                    "or more, the sim/live ratios' geometric means with 95%% intervals")
+    ap.add_argument("--control-ms", type=float, default=CONTROL_MS,
+                    help="the simulator's control path per stage on a request's critical path "
+                    "(default: measured on the live stack, see CONTROL_MS)")
     ap.add_argument("--control-jitter", type=float, default=0.5,
                     help="the simulator's control path per call within +- this share of "
                     "--control-ms")
-    ap.add_argument("--control-before", type=float, default=0.5,
+    ap.add_argument("--control-before", type=float, default=CONTROL_BEFORE,
                     help="the simulator's share of --control-ms between placement and call")
+    ap.add_argument("--release-ms", type=float, default=RELEASE_MS,
+                    help="the simulator's time from an answer to its lease's release")
     a = ap.parse_args(argv)
-    if not (a.rate > 0 and a.duration > 0):
-        ap.error("--rate and --duration must be positive")
+    if not (a.rate > 0 and a.duration > 0 and a.seeds >= 1):
+        ap.error("--rate, --duration and --seeds must be positive")
     from aragog.stack import Stack, shipped_workflow
 
     import dataclasses
@@ -174,17 +222,23 @@ def main(argv: list[str] | None = None) -> None:
     pool = load_pool(pool_file or None)
     if a.time_scale:
         pool = dataclasses.replace(pool, time_scale=a.time_scale)
-    offsets = poisson(a.rate, a.duration, a.seed).tolist()
     with Stack(executors=2, time_scale=a.time_scale,
                extra_env={"ARAGOG_POOL_FILE": pool_file} if pool_file else None) as stack:
         for wid in a.workflow or ["self-refine"]:
             stack.register(shipped_workflow(wid))
             for pol in a.policy or ["largest", "cheapest"]:
-                print(render(compare(stack.router_addr, pool, wid, pol, offsets,
-                                     control_s=a.control_ms / 1000.0,
-                                     control_jitter=a.control_jitter,
-                                     control_before=a.control_before,
-                                     scheduler_addr=stack.scheduler_addr)), flush=True)
+                runs = {}
+                for seed in range(a.seed, a.seed + a.seeds):
+                    runs[seed] = compare(stack.router_addr, pool, wid, pol,
+                                         poisson(a.rate, a.duration, seed).tolist(),
+                                         control_s=a.control_ms / 1000.0,
+                                         control_jitter=a.control_jitter,
+                                         control_before=a.control_before,
+                                         release_s=a.release_ms / 1000.0,
+                                         scheduler_addr=stack.scheduler_addr)
+                    print(f"seed {seed}: " + render(runs[seed]), flush=True)
+                if len(runs) > 1:
+                    print(render_seeds(runs), flush=True)
 
 
 if __name__ == "__main__":

@@ -28,3 +28,9 @@ def test_the_simulator_serves_as_the_live_stack_does(stack):
     assert -0.3 < result["difference"]["latency_p50_s"] < 0.05, render(result)
     # the host's CPU was sampled while the live side ran (a share of both cores)
     assert 0.0 <= result["live_cpu"]["p50"] <= result["live_cpu"]["p95"] <= 1.0
+    # every live stage carries its placement and its model call as the scheduler and the
+    # executor timed them: placement before the call, within the control path's few ms
+    to_call = result["placement_to_call_ms"]["live"]
+    assert 0.0 < to_call["p5"] <= to_call["p50"] <= to_call["p95"] < 1000.0, to_call
+    assert set(result["batch_window"]["live"]) == set(result["batch_window"]["sim"]) \
+        == {"generate", "critique", "refine"}

@@ -414,3 +414,20 @@ def test_the_simulator_times_each_model_call_after_its_control_path():
     for st in rec.stages:
         assert st.call_started_at == pytest.approx(st.started_at + 0.006)
         assert st.call_ended_at == pytest.approx(st.finished_at) and st.call_ended_at > st.call_started_at
+
+
+def test_a_lease_is_held_until_its_release_reaches_the_scheduler():
+    """release_s: the lease stays taken from the answer until the release arrives (live, the
+    executor's ReleaseStage), without delaying the request itself."""
+    wf = shipped.load("self-refine", POOL.names)
+    item = benchmark("self-refine").split("test")[0]
+    arr = [Arrival(0.0, "self-refine", item.input, item.answer)]
+    at_once = Simulator(POOL, [wf]).run(arr, "largest")
+    held = Simulator(POOL, [wf], release_s=0.003, control_jitter=0).run(arr, "largest")
+    assert held.records[0].latency_s == pytest.approx(at_once.records[0].latency_s)
+    largest = POOL.models[-1].name
+    last_call = held.records[0].stages[-1].call_ended_at
+    freed = [t for t, occ in held.occupancy if occ[largest] == 0 and t > 0]
+    assert freed[-1] == pytest.approx(last_call + 0.003)
+    assert [t for t, occ in at_once.occupancy if occ[largest] == 0 and t > 0][-1] \
+        == pytest.approx(at_once.records[0].stages[-1].call_ended_at)
