@@ -145,20 +145,17 @@ class Simulator:
         the pool's own unless given (0 too, as the emulated pool reads it); `timeout_s`:
         how long a client waits for its request (the load generator's default): a request
         not ended by then is recorded as a timeout, and runs on. `control_s`: a stage's
-        control path, half before its model call and half after its answer (the lease is
-        freed at the answer; the stages the answer unblocks ask for a model after that half,
-        so the round that hands out the freed lease runs before they ask, as live);
-        `control_before`: the share of it before the call (the rest is after the answer);
-        `release_s`: from the answer to the lease's release at the scheduler (0: at once);
-        `control_jitter`: each part is uniform in its mean x [1 - j, 1 + j] (seeded: a run
-        is reproducible). Why both, measured on voting at saturation (llama3, largest,
-        benchmarks/README.md, "Simulator"): with one fixed delay, the calls a round places on
-        a model reach its dynamic batcher at the same instant and always share a batch,
-        which runs to its longest call (live they arrive a few ms apart, more than the
-        batcher's 2 ms wait, and mostly run apart): the 16-token aggregator, paired with the
-        next request's 128-token voter, held its slot for 395 ms against 66 ms live; and
-        with the unblocked stages queued before the round, an aggregator took the lease its
-        voter freed, which live goes to the next request's voters first."""
+        control path on its request's critical path, `control_before` of it between the
+        placement and the model call, the rest between the answer and the stages it unblocks
+        asking for a model (so the round that hands out a freed lease runs before they ask,
+        as live); `release_s`: from the answer to the lease's release at the scheduler (0:
+        at once); `control_jitter`: each part is uniform in its mean x [1 - j, 1 + j]
+        (seeded: a run is reproducible). Why drawn, measured on voting near saturation
+        (llama3, largest; benchmarks/README.md, "Simulator"): calls that reach a model's
+        batcher within its 2 ms wait share a batch, which runs to its longest call; with one
+        fixed delay every such pair meets, and voting's 16-token aggregator, paired with the
+        next request's 128-token voter, holds its slot as long as a voter. How often calls
+        meet there decides whether a run settles into that paired pace, live as simulated."""
         scheduler = scheduler or SchedulerSettings()
         pool_settings = pool_settings or PoolSettings()
         self.pool = pool
@@ -171,9 +168,11 @@ class Simulator:
         if not self.scale > 0 or control_s < 0 or not timeout_s > 0 \
                 or not 0 <= control_jitter <= 1 or not 0 <= control_before <= 1 \
                 or release_s < 0:
-            raise ValueError(f"time scale must be > 0 (got {self.scale}), control_s, release_s >= 0 (got "
-                             f"{control_s}, {release_s}), control_jitter and control_before within [0, 1] (got "
-                             f"{control_jitter}, {control_before}) and timeout_s > 0 (got {timeout_s})")
+            raise ValueError(
+                f"time scale must be > 0 (got {self.scale}), control_s and release_s >= 0 "
+                f"(got {control_s}, {release_s}), control_jitter and control_before within "
+                f"[0, 1] (got {control_jitter}, {control_before}) and timeout_s > 0 (got "
+                f"{timeout_s})")
         self.timeout_s = timeout_s
         self.batches_per_instance = pool_settings.batches_per_instance
         self.queue_delay_s = pool_settings.max_queue_delay_us / 1e6

@@ -264,7 +264,8 @@ def test_settings_that_would_stall_the_clock_are_refused():
     wf = shipped.load("voting", POOL.names)
     assert Simulator(POOL, [wf], time_scale=0).scale == POOL.time_scale  # 0: the pool's own
     for bad in ({"time_scale": -1.0}, {"control_s": -0.001}, {"timeout_s": 0},
-                {"control_jitter": 1.5}, {"control_jitter": -0.1}):
+                {"control_jitter": 1.5}, {"control_jitter": -0.1}, {"control_before": 1.2},
+                {"release_s": -0.001}):
         with pytest.raises(ValueError):
             Simulator(POOL, [wf], **bad)
 
