@@ -46,6 +46,7 @@ from pytriton.triton import (
     TritonLifecyclePolicy,
     TritonSecurityConfig,
 )
+from tritonclient.utils import InferenceServerException
 
 from aragog.common.logs import configure_logging
 from aragog.common.pool import ModelProfile, PoolSpec, pool_file
@@ -62,7 +63,7 @@ OUTPUTS = [
     Tensor(name="text", dtype=bytes, shape=(1,)),
     Tensor(name="completion_tokens", dtype=np.int32, shape=(1,)),
 ]
-UNLOAD_WAIT_S = 30.0
+UNLOAD_WAIT_S = 60.0
 UNLOAD_RETRY_S = 1.0  # an unload asked again while the model still shows READY
 POLL_S = 1.0
 START_ATTEMPTS = 5
@@ -252,20 +253,30 @@ def unload(settings: PoolSettings, names: list[str], token: str) -> None:
     with grpcclient.InferenceServerClient(f"{host}:{settings.triton_grpc_port}") as c:
         deadline = time.monotonic() + UNLOAD_WAIT_S
         asked: dict[str, float] = {}
+        error = ""
         while True:
-            index = c.get_model_repository_index(headers=headers, as_json=True)
-            states = {m["name"]: m.get("state", "") for m in index.get("models", [])}
-            pending = [n for n in names if states.get(n) in ("READY", "LOADING", "UNLOADING")]
-            if not pending:
-                return
             now = time.monotonic()
-            if now > deadline:
-                raise RuntimeError(f"reserve models still loaded after {UNLOAD_WAIT_S:g} s: "
-                                   + ", ".join(f"{n} {states[n]}" for n in pending))
-            for n in pending:
-                if states[n] == "READY" and now - asked.get(n, -1e9) > UNLOAD_RETRY_S:
-                    c.unload_model(n, headers=headers)
-                    asked[n] = now
+            try:
+                # a model is listed once per version; one with no state was never loaded
+                # (Triton tried every start-up load before it reported ready)
+                index = c.get_model_repository_index(
+                    headers=headers, as_json=True, client_timeout=max(0.1, deadline - now))
+                pending = sorted({m["name"] for m in index.get("models", [])
+                                  if m["name"] in names
+                                  and m.get("state") in ("READY", "LOADING", "UNLOADING")})
+                if not pending:
+                    return
+                ready = {m["name"] for m in index.get("models", []) if m.get("state") == "READY"}
+                for n in pending:
+                    if n in ready and now - asked.get(n, -1e9) > UNLOAD_RETRY_S:
+                        asked[n] = now
+                        c.unload_model(n, headers=headers, client_timeout=max(0.1, deadline - now))
+                error = "still loaded: " + ", ".join(pending)
+            except InferenceServerException as e:  # e.g. a deadline, or a model changing state
+                error = str(e)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"reserve models not unloaded after {UNLOAD_WAIT_S:g} s "
+                                   f"({error})")
             time.sleep(0.05)
 
 

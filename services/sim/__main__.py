@@ -37,7 +37,7 @@ from aragog.loadgen import (
     report,
 )
 from aragog.loadgen.evaluate import item_draws
-from aragog.sim.core import Arrival, Simulator
+from aragog.sim.core import Arrival, Simulator, check_control
 from aragog.sim.planning import plan_instances, served
 from aragog.workflows import BENCHMARKED
 
@@ -205,9 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-scale", type=float, default=None,
                     help="play the pool's latencies at this scale (default: the pool's own)")
     ap.add_argument("--control-ms", type=float, default=0.0,
-                    help="control-path time per stage (acquire, commit, release): half before "
-                         "each model call, half before the stages its answer unblocks ask for "
-                         "a model")
+                    help="control-path time per stage on a request's critical path (acquire, "
+                         "commit, record): --control-before of it before each model call, the "
+                         "rest before the stages its answer unblocks ask for a model")
     ap.add_argument("--control-jitter", type=float, default=0.5,
                     help="each call's control path is drawn within +- this share of "
                          "--control-ms (0: all alike)")
@@ -238,8 +238,9 @@ def main(argv: list[str] | None = None) -> None:
         pool = scaled(load_pool(a.pool), a.instances_scale)
         if not (min(a.rate) > 0 and a.duration > 0 and a.seeds >= 1 and a.period > 0):
             raise ValueError("--rate, --duration, --seeds and --period must be positive")
-        if a.control_ms < 0 or (a.time_scale is not None and a.time_scale < 0):
-            raise ValueError("--control-ms and --time-scale must be >= 0")
+        if a.time_scale is not None and a.time_scale < 0:
+            raise ValueError("--time-scale must be >= 0")
+        check_control(a.control_ms, a.control_jitter, a.control_before, a.release_ms)
         if a.gpus_for_slo is not None and not 0 < a.gpus_for_slo <= 1:
             raise ValueError("--gpus-for-slo is a share of the arrivals, in (0, 1]")
         if not 0 < a.slo_share <= 1 or (a.plan_instances is not None and a.plan_instances < 1):

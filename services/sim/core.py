@@ -132,6 +132,16 @@ class Result:
     events: int
 
 
+def check_control(control_s: float, jitter: float, before: float, release_s: float) -> None:
+    """Raise ValueError, naming the setting, on a control path the simulator cannot play."""
+    if control_s < 0 or release_s < 0:
+        raise ValueError(f"the control path and the release take >= 0 s (got {control_s:g}, "
+                         f"{release_s:g})")
+    if not (0 <= jitter <= 1 and 0 <= before <= 1):
+        raise ValueError(f"control jitter and the share before the call are within [0, 1] "
+                         f"(got {jitter:g}, {before:g})")
+
+
 class Simulator:
     def __init__(self, pool: PoolSpec, workflows: Iterable[WorkflowDef], *, routing: Any = None,
                  scheduler: SchedulerSettings | None = None,
@@ -149,8 +159,8 @@ class Simulator:
         placement and the model call, the rest between the answer and the stages it unblocks
         asking for a model (so the round that hands out a freed lease runs before they ask,
         as live); `release_s`: from the answer to the lease's release at the scheduler (0:
-        at once); `control_jitter`: each part is uniform in its mean x [1 - j, 1 + j]
-        (seeded: a run is reproducible). Why drawn, measured on voting near saturation
+        at once; the unblocked stages ask no sooner); `control_jitter`: each part is uniform
+        in its mean x [1 - j, 1 + j] (seeded: a run is reproducible). Why drawn, measured on voting near saturation
         (llama3, largest; benchmarks/README.md, "Simulator"): calls that reach a model's
         batcher within its 2 ms wait share a batch, which runs to its longest call; with one
         fixed delay every such pair meets, and voting's 16-token aggregator, paired with the
@@ -165,14 +175,10 @@ class Simulator:
         self.round = Round(pool, cost_first=scheduler.placement == "cost-first",
                            beam_width=scheduler.beam_width)
         self.scale = time_scale or pool_settings.time_scale or pool.time_scale
-        if not self.scale > 0 or control_s < 0 or not timeout_s > 0 \
-                or not 0 <= control_jitter <= 1 or not 0 <= control_before <= 1 \
-                or release_s < 0:
-            raise ValueError(
-                f"time scale must be > 0 (got {self.scale}), control_s and release_s >= 0 "
-                f"(got {control_s}, {release_s}), control_jitter and control_before within "
-                f"[0, 1] (got {control_jitter}, {control_before}) and timeout_s > 0 (got "
-                f"{timeout_s})")
+        if not self.scale > 0 or not timeout_s > 0:
+            raise ValueError(f"time scale must be > 0 (got {self.scale}) and timeout_s > 0 "
+                             f"(got {timeout_s})")
+        check_control(control_s, control_jitter, control_before, release_s)
         self.timeout_s = timeout_s
         self.batches_per_instance = pool_settings.batches_per_instance
         self.queue_delay_s = pool_settings.max_queue_delay_us / 1e6
@@ -509,8 +515,9 @@ class Simulator:
 
     def _answered(self, call: _Call) -> None:
         """The model answered: release the lease, record the stage, move the request on."""
-        if self.release_s:
-            self._at(self._now + self._control(1.0, self.release_s), self._release, call.model)
+        release = self._control(1.0, self.release_s) if self.release_s else 0.0
+        if release:
+            self._at(self._now + release, self._release, call.model)
         else:
             self._release(call.model)
         req = call.request
@@ -523,7 +530,10 @@ class Simulator:
                           call_started_at=call.submitted_at, call_ended_at=self._now,
                           placed_at=call.placed_at)
         req.record.stages.append(rec)
-        if self.control_s:  # the rest of the control path: the stages it unblocks ask later
-            self._at(self._now + self._control(1.0 - self.control_before), self._progress, req)
+        # the rest of the control path: the stages it unblocks ask later, and never before
+        # the release has reached the scheduler (live, the executor waits for ReleaseStage)
+        after = max(self._control(1.0 - self.control_before) if self.control_s else 0.0, release)
+        if after:
+            self._at(self._now + after, self._progress, req)
         else:
             self._progress(req)
