@@ -261,14 +261,14 @@ def unload(settings: PoolSettings, names: list[str], token: str) -> None:
                 # (Triton tried every start-up load before it reported ready)
                 index = c.get_model_repository_index(
                     headers=headers, as_json=True, client_timeout=max(0.1, deadline - now))
-                pending = sorted({m["name"] for m in index.get("models", [])
-                                  if m["name"] in names
-                                  and m.get("state") in ("READY", "LOADING", "UNLOADING")})
+                states = {(m["name"], m.get("state")) for m in index.get("models", [])
+                          if m["name"] in names}
+                pending = sorted({n for n, state in states
+                                  if state in ("READY", "LOADING", "UNLOADING")})
                 if not pending:
                     return
-                ready = {m["name"] for m in index.get("models", []) if m.get("state") == "READY"}
                 for n in pending:
-                    if n in ready and now - asked.get(n, -1e9) > UNLOAD_RETRY_S:
+                    if (n, "READY") in states and now - asked.get(n, -1e9) > UNLOAD_RETRY_S:
                         asked[n] = now
                         c.unload_model(n, headers=headers, client_timeout=max(0.1, deadline - now))
                 error = "still loaded: " + ", ".join(pending)

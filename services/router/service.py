@@ -361,14 +361,15 @@ class RouterService(router_pb2_grpc.RouterServiceServicer):
         routed_later = False
         if not self.routing.loaded(wf, pool):
             await asyncio.to_thread(self.routing.artifacts, wf, pool)
-        if intent is not None and not request.policy and self.routing.artifacts(wf, pool) is None:
+        profiled = self.routing.artifacts(wf, pool) is not None
+        if intent is not None and not request.policy and not profiled:
             # the front door chose a workflow nobody profiled (its single-model route, or a
             # session's named workflow): the default policy may need artifacts there, MoMA's
             # own selection does not (it takes the largest configuration)
             policy_name = "moma"
         try:
             policy = policies.make(policy_name)
-            learned = policy.learned and self.routing.artifacts(wf, pool) is not None
+            learned = policy.learned and profiled
             load = await self.store.get_load() if policy.wants_load else None
             if learned and policy.overlap and self.settings.routing_overlap:
                 # F(r) is computed while the request waits for its first stage; until then the

@@ -160,12 +160,13 @@ class Simulator:
         asking for a model (so the round that hands out a freed lease runs before they ask,
         as live); `release_s`: from the answer to the lease's release at the scheduler (0:
         at once; the unblocked stages ask no sooner); `control_jitter`: each part is uniform
-        in its mean x [1 - j, 1 + j] (seeded: a run is reproducible). Why drawn, measured on voting near saturation
-        (llama3, largest; benchmarks/README.md, "Simulator"): calls that reach a model's
-        batcher within its 2 ms wait share a batch, which runs to its longest call; with one
-        fixed delay every such pair meets, and voting's 16-token aggregator, paired with the
-        next request's 128-token voter, holds its slot as long as a voter. How often calls
-        meet there decides whether a run settles into that paired pace, live as simulated."""
+        in its mean x [1 - j, 1 + j] (seeded: a run is reproducible). Why drawn, measured
+        on voting near saturation (llama3, largest; benchmarks/README.md, "Simulator"):
+        calls that reach a model's batcher within its 2 ms wait share a batch, which runs to
+        its longest call; with one fixed delay every such pair meets, and voting's 16-token
+        aggregator, paired with the next request's 128-token voter, holds its slot as long as
+        a voter. How often calls meet there decides whether a run settles into that paired
+        pace, live as simulated."""
         scheduler = scheduler or SchedulerSettings()
         pool_settings = pool_settings or PoolSettings()
         self.pool = pool

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,10 +31,10 @@ from aragog.sim.core import Arrival, Simulator, check_control
 from aragog.workflows import BENCHMARKED
 
 FIGURES = ("throughput", "latency_p50_s", "latency_p95_s")
-# The live stack's control path as measured on it (2-core host, 2 executors, llama3 voting
-# near saturation, 2026-12-01; benchmarks/README.md, "Simulator"): ~12 ms a stage on the
-# critical path, of which placement to model call p50 2.5-4.7 ms over five runs, and ~3 ms
-# from an answer to the lease's release at the scheduler.
+# The live stack's control path as measured on it (2-core host, 2 executors, 2026-12-01;
+# benchmarks/README.md, "Simulator"): ~12 ms a stage on the critical path, of which
+# placement to model call p50 2.0-2.7 ms on a quiet host, and ~3 ms from an answer to the
+# lease's release at the scheduler.
 CONTROL_MS = 12.0
 CONTROL_BEFORE = 0.25
 RELEASE_MS = 3.0
@@ -79,20 +79,25 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
     rate = len(offsets) / duration if duration else 0.0
     settings = report.Settings()
     out: dict[str, Any] = {"workflow": workflow, "policy": policy, "requests": len(offsets)}
+    window_s = PoolSettings().max_queue_delay_us / 1e6
+    out["batch_window"], out["placement_to_call_ms"] = {}, {}
     for side, records in (("live", live), ("sim", simulated)):
         run = report.Run(pool.family, workflow, policy, "poisson", rate, duration, records)
         out[side] = report.summarize(run, settings)
+        out["batch_window"][side] = within_batch_window(records, window_s)
+        out["placement_to_call_ms"][side] = placement_to_call_ms(records)
     out["difference"] = {k: _relative(out["sim"][k], out["live"][k]) for k in FIGURES}
-    window_s = PoolSettings().max_queue_delay_us / 1e6
-    out["batch_window"] = {side: within_batch_window(records, window_s)
-                           for side, records in (("live", live), ("sim", simulated))}
-    out["placement_to_call_ms"] = {side: placement_to_call_ms(records)
-                                   for side, records in (("live", live), ("sim", simulated))}
     if sampler and sampler.cpu:
         busy = [v for _, v in sampler.cpu]
         out["live_cpu"] = {"p50": float(np.percentile(busy, 50)),
                            "p95": float(np.percentile(busy, 95))}
     return out
+
+
+def _timed_calls(records: Sequence[Any]) -> Iterator[Any]:
+    """The stages whose model call was timed (an older executor's records, and tool stages,
+    carry 0)."""
+    return (st for rec in records for st in rec.stages if st.model and st.call_ended_at)
 
 
 def within_batch_window(records: Sequence[Any], window_s: float) -> dict[str, float]:
@@ -101,10 +106,8 @@ def within_batch_window(records: Sequence[Any], window_s: float) -> dict[str, fl
     a batch, which then runs to its longest call. Read from the calls' start times as the
     executor (or the simulator) timed them; stages without them are left out."""
     by_model: dict[str, list[tuple[float, str]]] = {}
-    for rec in records:
-        for st in rec.stages:
-            if st.model and st.call_ended_at:  # 0: not timed (an older executor's record)
-                by_model.setdefault(st.model, []).append((st.call_started_at, st.stage))
+    for st in _timed_calls(records):
+        by_model.setdefault(st.model, []).append((st.call_started_at, st.stage))
     near: dict[str, list[bool]] = {}
     for calls in by_model.values():
         calls.sort()
@@ -120,8 +123,7 @@ def placement_to_call_ms(records: Sequence[Any]) -> dict[str, float]:
     """p5/p50/p95 of the time from a stage's placement to its model call (live: the group
     commit, the grant, the executor's start; what `--control-before` stands for). Live, the
     scheduler's clock against the executor's: one host here; across hosts, their skew too."""
-    ms = [(st.call_started_at - st.placed_at) * 1000.0 for rec in records for st in rec.stages
-          if st.model and st.call_ended_at]
+    ms = [(st.call_started_at - st.placed_at) * 1000.0 for st in _timed_calls(records)]
     if not ms:
         return {}
     return dict(zip(("p5", "p50", "p95"), np.percentile(ms, [5, 50, 95]).tolist(), strict=True))
