@@ -39,7 +39,7 @@ from collections.abc import Iterator
 
 import grpc
 from aragog import workflows
-from aragog.common.pool import load_pool
+from aragog.common.pool import PoolSpec, load_pool, pool_file, reserve_of
 from aragog.common.rpc import channel_credentials
 from aragog.emulation.generate import benchmark
 from aragog.router.http import CHAT_WORKFLOW, chat_workflow
@@ -147,8 +147,10 @@ def wait_healthy(addr: str, timeout_s: float, proc: subprocess.Popen[bytes] | No
 
 
 def wait_triton(url: str, models: list[str], timeout_s: float,
-                proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Block until Triton at `url` serves every model of `models` (it loads them one by one)."""
+                proc: subprocess.Popen[bytes] | None = None, unloaded: list[str] = ()) -> None:
+    """Block until Triton at `url` serves every model of `models` (it loads them one by one)
+    and none of `unloaded` (the embedded pool's reserve: Triton loads it with the rest before
+    it reports ready, and the pool unloads it after, so not ready then means unloaded)."""
     import tritonclient.grpc as tgrpc
 
     deadline = time.monotonic() + timeout_s
@@ -158,7 +160,8 @@ def wait_triton(url: str, models: list[str], timeout_s: float,
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"Triton pool exited with {proc.returncode}")
             try:
-                if client.is_server_ready() and all(client.is_model_ready(m) for m in models):
+                if (client.is_server_ready() and all(client.is_model_ready(m) for m in models)
+                        and not any(client.is_model_ready(m) for m in unloaded)):
                     return
             except Exception:
                 pass
@@ -299,8 +302,10 @@ class Stack:
         for _ in range(self.n_executors):
             self.add_executor(wait=False)
         if pool is not None:
-            pool_file = self.extra_env.get("ARAGOG_POOL_FILE") or os.environ.get("ARAGOG_POOL_FILE")
-            wait_triton(self.triton_url, load_pool(pool_file or None).names, timeout_s, pool.popen)
+            path = self.extra_env.get("ARAGOG_POOL_FILE") or os.environ.get("ARAGOG_POOL_FILE")
+            data = pool_file(path or None)
+            wait_triton(self.triton_url, PoolSpec.from_mapping(data).names, timeout_s,
+                        pool.popen, unloaded=reserve_of(data).names)
         for p in [sched, mon, router, *self.executors]:
             wait_healthy(p.addr, timeout_s, p.popen, p.log_path, credentials=self.credentials)
         for i in range(1, self.n_schedulers):  # standbys: they wait for the active one's key

@@ -192,3 +192,9 @@ def pool_file(path: str | None = None) -> dict[str, Any]:
 def load_pool(path: str | None = None) -> PoolSpec:
     """The pool of `path` (pool_file says what it may be)."""
     return PoolSpec.from_mapping(pool_file(path))
+
+
+def reserve_of(data: Mapping[str, Any]) -> PoolSpec:
+    """A pool file's `reserve` (its mapping, from pool_file): models the embedded pool puts
+    in Triton's repository without serving them, for an operator to add while it serves."""
+    return PoolSpec.from_mapping({"models": data.get("reserve") or []})

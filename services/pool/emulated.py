@@ -49,7 +49,7 @@ from pytriton.triton import (
 from tritonclient.utils import InferenceServerException
 
 from aragog.common.logs import configure_logging
-from aragog.common.pool import ModelProfile, PoolSpec, pool_file
+from aragog.common.pool import ModelProfile, PoolSpec, pool_file, reserve_of
 from aragog.common.settings import PoolSettings
 from aragog.emulation.answer import answer
 from aragog.emulation.engine import ContinuousBatching, prompt_tokens
@@ -183,7 +183,7 @@ def bind_models(triton: Triton, settings: PoolSettings) -> tuple[list[str], list
     batch starts while earlier ones decode); return the names of both."""
     data = pool_file(settings.pool_file or None)
     spec = PoolSpec.from_mapping(data)
-    reserve = PoolSpec.from_mapping({"models": data.get("reserve") or []})
+    reserve = reserve_of(data)
     scale = settings.time_scale or spec.time_scale
     for profile in (*spec.models, *reserve.models):
         engines = [Engine(profile, scale) for _ in range(profile.instances)]
