@@ -37,7 +37,7 @@ from aragog.loadgen import (
     report,
 )
 from aragog.loadgen.evaluate import item_draws
-from aragog.sim.core import Arrival, Simulator, check_control
+from aragog.sim.core import Arrival, ControlPath, Simulator
 from aragog.sim.planning import plan_instances, served
 from aragog.workflows import BENCHMARKED
 
@@ -204,18 +204,7 @@ def main(argv: list[str] | None = None) -> None:
                     default="cost-first")
     ap.add_argument("--time-scale", type=float, default=None,
                     help="play the pool's latencies at this scale (default: the pool's own)")
-    ap.add_argument("--control-ms", type=float, default=0.0,
-                    help="control-path time per stage on a request's critical path (acquire, "
-                         "commit, record): --control-before of it before each model call, the "
-                         "rest before the stages its answer unblocks ask for a model")
-    ap.add_argument("--control-jitter", type=float, default=0.5,
-                    help="each call's control path is drawn within +- this share of "
-                         "--control-ms (0: all alike)")
-    ap.add_argument("--control-before", type=float, default=0.5,
-                    help="the share of --control-ms between placement and the model call "
-                         "(the rest runs between the answer and the next stage's ask)")
-    ap.add_argument("--release-ms", type=float, default=0.0,
-                    help="from a model's answer to its lease's release at the scheduler")
+    ControlPath().add_arguments(ap)
     ap.add_argument("--artifacts", default=None,
                     help="routing artifacts root (default: the router's default) for the "
                          "policies that need a router")
@@ -240,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError("--rate, --duration, --seeds and --period must be positive")
         if a.time_scale is not None and a.time_scale < 0:
             raise ValueError("--time-scale must be >= 0")
-        check_control(a.control_ms, a.control_jitter, a.control_before, a.release_ms)
+        control = ControlPath.from_arguments(a)
         if a.gpus_for_slo is not None and not 0 < a.gpus_for_slo <= 1:
             raise ValueError("--gpus-for-slo is a share of the arrivals, in (0, 1]")
         if not 0 < a.slo_share <= 1 or (a.plan_instances is not None and a.plan_instances < 1):
@@ -265,9 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     def make_sim(p: PoolSpec) -> Simulator:
         return Simulator(p, [shipped.load(w, p.names) for w in wids], routing=routing,
                          scheduler=dataclasses.replace(SchedulerSettings(), placement=a.placement),
-                         time_scale=a.time_scale, control_s=a.control_ms / 1000.0,
-                         control_jitter=a.control_jitter, control_before=a.control_before,
-                         release_s=a.release_ms / 1000.0, occupancy_timeline=False)
+                         time_scale=a.time_scale, control=control, occupancy_timeline=False)
 
     sim = make_sim(pool)
     idle = {(pool.family, w): sim.idle_latency(w, benchmark(w).split("test")[0].input)

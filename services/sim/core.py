@@ -12,22 +12,20 @@ Same code where it matters:
   loaded engine running aragog.emulation.engine's continuous batching; answers come from
   the same answer function, from prompts rendered as the executor renders them.
 
-What it leaves out, so where it may differ from the live stack: the control path (an
-executor's AcquireStage, the group commit, Redis), which three settings stand for, 0 by
-default: `control_s` per stage on a request's critical path, split by `control_before`
-between placement and the model call (live: the group commit, the grant, the executor's
-start) and between the answer and the stages it unblocks asking for a model (the executor
-records the stage, then asks); `release_s` from the answer to the lease's release at the
-scheduler. Each part is drawn within +-`control_jitter` of its mean, seeded: two calls
-placed close together reach Triton's batcher a few ms apart, not together, and whether
-they share a batch decides how long the shorter one holds its slot. Also left out: the
-router's placeholder F(r) while it routes (F(r) is ready at admission here),
-the admission queue bounds, failures and retries. A policy's admission costs simulated time
+What it leaves out, so where it may differ from the live stack: the time the live stack
+spends around each model call, which a ControlPath stands for (nothing by default): the
+control path per stage (an executor's AcquireStage, the group commit, recording the stage),
+the release of the lease, and the call's own way through Triton. Each part is drawn within
++-jitter of its mean, seeded: two calls placed close together reach Triton's batcher a few
+ms apart, not together, and whether they share a batch decides how long the shorter one
+holds its slot. Also left out: the router's placeholder F(r) while it routes (F(r) is ready
+at admission here), the admission queue bounds, failures and retries. A policy's admission costs simulated time
 zero, whatever it costs in real time.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import heapq
 import itertools
@@ -102,7 +100,8 @@ class _Call:
     prompt: str
     queued_at: float  # when it started to wait for a placement
     placed_at: float
-    submitted_at: float = 0.0  # when it reached Triton's queue
+    sent_at: float = 0.0  # when the executor sent it
+    reached_at: float = 0.0  # when it reached Triton's queue
 
 
 class _Model:
@@ -132,41 +131,81 @@ class Result:
     events: int
 
 
-def check_control(control_s: float, jitter: float, before: float, release_s: float) -> None:
-    """Raise ValueError, naming the setting, on a control path the simulator cannot play."""
-    if control_s < 0 or release_s < 0:
-        raise ValueError(f"the control path and the release take >= 0 s (got {control_s:g}, "
-                         f"{release_s:g})")
-    if not (0 <= jitter <= 1 and 0 <= before <= 1):
-        raise ValueError(f"control jitter and the share before the call are within [0, 1] "
-                         f"(got {jitter:g}, {before:g})")
+@dataclasses.dataclass(frozen=True)
+class ControlPath:
+    """What the live stack spends around each model call that the pool's latency model does
+    not (all 0 by default: the decisions alone). Why each part is placed where it is:
+    whether the lease is held during it decides how long a model's capacity stays taken.
+
+    - `stage_s`: per stage on its request's critical path, `before` of it between the
+      placement and the model call (live: the group commit, the grant, the executor's
+      start; lease held) and the rest between the answer and the stages it unblocks asking
+      for a model (the executor records the stage, then asks);
+    - `release_s`: from the answer to the lease's release at the scheduler (lease held; the
+      unblocked stages ask no sooner, as the executor waits for its ReleaseStage);
+    - `call_s`: the model call's own way, executor to Triton to the pool's handler and back
+      (lease held), half before the call reaches the batcher and half after the answer;
+    - `jitter`: each part is uniform in its mean x [1 - jitter, 1 + jitter].
+    """
+
+    stage_s: float = 0.0
+    before: float = 0.5
+    release_s: float = 0.0
+    call_s: float = 0.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if min(self.stage_s, self.release_s, self.call_s) < 0:
+            raise ValueError(f"the control path, the release and the call's way take >= 0 s "
+                             f"(got {self.stage_s:g}, {self.release_s:g}, {self.call_s:g})")
+        if not (0 <= self.jitter <= 1 and 0 <= self.before <= 1):
+            raise ValueError(f"control jitter and the share before the call are within [0, 1] "
+                             f"(got {self.jitter:g}, {self.before:g})")
+
+    def add_arguments(self, ap: argparse.ArgumentParser) -> None:
+        """The command-line settings of a ControlPath, with this one's values as defaults."""
+        ap.add_argument("--control-ms", type=float, default=self.stage_s * 1000.0,
+                        help="control-path time per stage on a request's critical path "
+                             "(acquire, commit, record): --control-before of it before each "
+                             "model call, the rest before the stages its answer unblocks ask "
+                             "for a model")
+        ap.add_argument("--control-before", type=float, default=self.before,
+                        help="the share of --control-ms between placement and the model call")
+        ap.add_argument("--release-ms", type=float, default=self.release_s * 1000.0,
+                        help="from a model's answer to its lease's release at the scheduler")
+        ap.add_argument("--call-way-ms", type=float, default=self.call_s * 1000.0,
+                        help="a model call's own way, executor to the model and back, beyond "
+                             "the model's time (the lease is held)")
+        ap.add_argument("--control-jitter", type=float, default=self.jitter,
+                        help="each part drawn within +- this share of its mean (0: all alike)")
+
+    @classmethod
+    def from_arguments(cls, a: argparse.Namespace) -> ControlPath:
+        """The ControlPath add_arguments' settings give; ValueError if they are out of range."""
+        return cls(stage_s=a.control_ms / 1000.0, before=a.control_before,
+                   release_s=a.release_ms / 1000.0, call_s=a.call_way_ms / 1000.0,
+                   jitter=a.control_jitter)
 
 
 class Simulator:
     def __init__(self, pool: PoolSpec, workflows: Iterable[WorkflowDef], *, routing: Any = None,
                  scheduler: SchedulerSettings | None = None,
                  pool_settings: PoolSettings | None = None, time_scale: float | None = None,
-                 control_s: float = 0.0, control_jitter: float = 0.5,
-                 control_before: float = 0.5, release_s: float = 0.0, timeout_s: float = 120.0,
+                 control: ControlPath = ControlPath(), timeout_s: float = 120.0,
                  occupancy_timeline: bool = True):
         """`routing`: an aragog.routing.context.Routing for the policies that need artifacts;
         `scheduler`, `pool_settings`: the services' settings simulated (placement, beam
         width; Triton slots and batcher delay), their defaults unless given; `time_scale`:
         the pool's own unless given (0 too, as the emulated pool reads it); `timeout_s`:
         how long a client waits for its request (the load generator's default): a request
-        not ended by then is recorded as a timeout, and runs on. `control_s`: a stage's
-        control path on its request's critical path, `control_before` of it between the
-        placement and the model call, the rest between the answer and the stages it unblocks
-        asking for a model (so the round that hands out a freed lease runs before they ask,
-        as live); `release_s`: from the answer to the lease's release at the scheduler (0:
-        at once; the unblocked stages ask no sooner); `control_jitter`: each part is uniform
-        in its mean x [1 - j, 1 + j] (seeded: a run is reproducible). Why drawn, measured
-        on voting near saturation (llama3, largest; benchmarks/README.md, "Simulator"):
-        calls that reach a model's batcher within its 2 ms wait share a batch, which runs to
-        its longest call; with one fixed delay every such pair meets, and voting's 16-token
-        aggregator, paired with the next request's 128-token voter, holds its slot as long as
-        a voter. How often calls meet there decides whether a run settles into that paired
-        pace, live as simulated."""
+        not ended by then is recorded as a timeout, and runs on. `control`: what the live
+        stack spends around each call (ControlPath). Why its parts are drawn, measured on
+        voting near saturation (llama3, largest; benchmarks/README.md, "Simulator"): calls
+        that reach a model's batcher within its 2 ms wait share a batch, which runs to its
+        longest call; with one fixed delay every such pair meets, and voting's 16-token
+        aggregator, paired with the next request's 128-token voter, holds its slot as long
+        as a voter. How often calls meet there decides whether a run settles into that
+        paired pace, live as simulated."""
         scheduler = scheduler or SchedulerSettings()
         pool_settings = pool_settings or PoolSettings()
         self.pool = pool
@@ -179,14 +218,10 @@ class Simulator:
         if not self.scale > 0 or not timeout_s > 0:
             raise ValueError(f"time scale must be > 0 (got {self.scale}) and timeout_s > 0 "
                              f"(got {timeout_s})")
-        check_control(control_s, control_jitter, control_before, release_s)
         self.timeout_s = timeout_s
         self.batches_per_instance = pool_settings.batches_per_instance
         self.queue_delay_s = pool_settings.max_queue_delay_us / 1e6
-        self.control_s = control_s
-        self.control_jitter = control_jitter
-        self.control_before = control_before
-        self.release_s = release_s
+        self.control = control
         self.capacity = np.array([m.capacity for m in pool.models], dtype=np.int32)
         self.keep_timeline = occupancy_timeline
 
@@ -403,6 +438,7 @@ class Simulator:
 
     # the scheduler ---------------------------------------------------------------------
     def _round(self) -> int:
+        c = self.control
         entries = [e for e in self._queue.values() if e.waiters]
         free = np.maximum(self.capacity - self._occupancy, 0).astype(np.int32)
         if not entries or not (free > 0).any():
@@ -418,16 +454,15 @@ class Simulator:
             self._occupancy[pl.model] += 1
             call = _Call(req, st, pl.model, st.render(req.arrival.input, req.outputs),
                          queued_at, self._now)
-            self._at(self._now + self._control(self.control_before), self._submit, call)
+            self._at(self._now + self._drawn(c.stage_s * c.before), self._send, call)
         self._note_occupancy()
         return 1
 
-    def _control(self, share: float, total: float | None = None) -> float:
-        """`share` of a stage's control path (or of `total`), drawn (see __init__)."""
-        part = (self.control_s if total is None else total) * share
-        if not part or not self.control_jitter:
-            return part
-        return part * (1.0 + self.control_jitter * (2.0 * self._jitter.random() - 1.0))
+    def _drawn(self, mean: float) -> float:
+        """A part of the control path whose mean is `mean`, drawn (ControlPath.jitter)."""
+        if not mean or not self.control.jitter:
+            return mean
+        return mean * (1.0 + self.control.jitter * (2.0 * self._jitter.random() - 1.0))
 
     def _load(self) -> dict[str, common_pb2.ModelLoad]:
         """The load snapshot a load-aware policy reads (leases held; in the live stack it is
@@ -444,10 +479,19 @@ class Simulator:
                                                        self._occupancy.tolist(), strict=True))))
 
     # the pool --------------------------------------------------------------------------
+    def _send(self, call: _Call) -> None:
+        """The executor sends the model call; it reaches Triton half its way later."""
+        call.sent_at = self._now
+        way = self._drawn(self.control.call_s / 2)
+        if way:
+            self._at(self._now + way, self._submit, call)
+        else:
+            self._submit(call)
+
     def _submit(self, call: _Call) -> None:
         """The model call reaches Triton: queue it for the model's dynamic batcher."""
         m = self._models[call.model]
-        call.submitted_at = self._now
+        call.reached_at = self._now
         m.queue.append(call)
         self._batch(m)
 
@@ -457,7 +501,7 @@ class Simulator:
         queue delay; else the batcher looks again then."""
         full = m.profile.saturation_batch
         while m.free_slots and m.queue:
-            due = m.queue[0].submitted_at + m.delay_s
+            due = m.queue[0].reached_at + m.delay_s
             if len(m.queue) < full and due > self._now:
                 if m.batch_due is None or m.batch_due > due:
                     m.batch_due = due
@@ -505,7 +549,11 @@ class Simulator:
             engine.load -= len(batch)
             m.free_slots += 1
             for call in batch:
-                self._answered(call)
+                way = self._drawn(self.control.call_s / 2)
+                if way:
+                    self._at(self._now + way, self._answered, call)
+                else:
+                    self._answered(call)
         self._wake_engine(m, e)
         self._batch(m)
 
@@ -516,7 +564,8 @@ class Simulator:
 
     def _answered(self, call: _Call) -> None:
         """The model answered: release the lease, record the stage, move the request on."""
-        release = self._control(1.0, self.release_s) if self.release_s else 0.0
+        c = self.control
+        release = self._drawn(c.release_s)
         if release:
             self._at(self._now + release, self._release, call.model)
         else:
@@ -528,12 +577,12 @@ class Simulator:
                           (self._now - call.placed_at) * 1000, 0.0, "sim",
                           started_at=call.placed_at, finished_at=self._now,
                           gpu_seconds=model.gpu_seconds(PROMPT_TOKENS, call.stage.output_tokens),
-                          call_started_at=call.submitted_at, call_ended_at=self._now,
+                          call_started_at=call.sent_at, call_ended_at=self._now,
                           placed_at=call.placed_at)
         req.record.stages.append(rec)
         # the rest of the control path: the stages it unblocks ask later, and never before
         # the release has reached the scheduler (live, the executor waits for ReleaseStage)
-        after = max(self._control(1.0 - self.control_before) if self.control_s else 0.0, release)
+        after = max(self._drawn(c.stage_s * (1.0 - c.before)), release)
         if after:
             self._at(self._now + after, self._progress, req)
         else:

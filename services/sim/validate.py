@@ -8,10 +8,11 @@ starts the stack (embedded EMULATED pool, its own Redis), sends each workflow's 
 requests open-loop at Poisson arrivals (aragog.loadgen.runner), replays the same arrivals
 in the simulator, and prints both sides' throughput, p50/p95 latency and share of stages per
 model, with the simulator's relative difference, and how the calls met at the models'
-batchers. Where they differ the live stack holds what the simulator leaves out (core.py's
-docstring): the control path above all, each stage's AcquireStage, group commit and
-release, which `--control-ms`, `--control-before` and `--release-ms` stand for (by default
-as measured on the live stack here: CONTROL_MS below).
+batchers, and per stage the wait for a lease and the call. Where they differ the live stack
+holds what the simulator leaves out (core.py's docstring): the time spent around each model
+call above all (AcquireStage, the group commit, the release, the call's way through
+Triton), which a ControlPath stands for (by default as measured on the live stack here:
+MEASURED below; `--control-ms`, `--control-before`, `--release-ms`, `--call-way-ms`).
 """
 
 from __future__ import annotations
@@ -27,23 +28,23 @@ from aragog.common.pool import PoolSpec, load_pool
 from aragog.common.settings import PoolSettings
 from aragog.loadgen import report
 from aragog.loadgen.arrivals import poisson
-from aragog.sim.core import Arrival, Simulator, check_control
+from aragog.sim.core import Arrival, ControlPath, Simulator
 from aragog.workflows import BENCHMARKED
 
 FIGURES = ("throughput", "latency_p50_s", "latency_p95_s")
-# The live stack's control path as measured on it (2-core host, 2 executors, 2026-12-01;
-# benchmarks/README.md, "Simulator"): ~12 ms a stage on the critical path, of which
-# placement to model call p50 2.0-2.7 ms on a quiet host, and ~3 ms from an answer to the
-# lease's release at the scheduler.
-CONTROL_MS = 12.0
-CONTROL_BEFORE = 0.25
-RELEASE_MS = 3.0
+# What the live stack spends around each model call, as measured on it (2-core host, 2
+# executors, qwen2.5 task-decomposition at 60% load, warm, 2026-12-01; benchmarks/README.md,
+# "Simulator"): placement to model call p50 3.2 ms; answer to the next stage's placement p50
+# 5.7 ms; a call p50 8-10 ms longer than the model's time (through Triton and the pool's
+# handler, the lease held); the release ~3 ms.
+MEASURED = ControlPath(stage_s=0.009, before=0.35, release_s=0.003, call_s=0.008)
+WARM_S = 5.0  # of arrivals served and dropped before a policy's runs (warm_up)
+WARM_SEED = 1_000_003  # not a seed the runs use
 
 
 def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
-            offsets: Sequence[float], routing: Any = None, control_s: float = 0.0,
-            control_jitter: float = 0.5, control_before: float = 0.5, release_s: float = 0.0,
-            timeout_s: float = 120.0,
+            offsets: Sequence[float], routing: Any = None,
+            control: ControlPath | None = None, timeout_s: float = 120.0,
             root_certificates: bytes | None = None, scheduler_addr: str = "") -> dict[str, Any]:
     """Serve arrivals at `offsets` of `workflow`'s held-out requests live (through the router
     at `router_addr`, with the workflow registered) and simulated; both summaries and the
@@ -69,9 +70,7 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
         if sampler:
             sampler.stop()
     sim = Simulator(pool, [shipped.load(workflow, pool.names)], routing=routing,
-                    control_s=control_s, control_jitter=control_jitter,
-                    control_before=control_before, release_s=release_s,
-                    occupancy_timeline=False)
+                    control=control or ControlPath(), occupancy_timeline=False)
     simulated = sim.run([Arrival(float(t), workflow, it.input, it.answer, i % len(held))
                          for i, (t, it) in enumerate(zip(offsets, items, strict=True))],
                         policy).records
@@ -80,18 +79,36 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
     settings = report.Settings()
     out: dict[str, Any] = {"workflow": workflow, "policy": policy, "requests": len(offsets)}
     window_s = PoolSettings().max_queue_delay_us / 1e6
-    out["batch_window"], out["placement_to_call_ms"] = {}, {}
+    out["batch_window"], out["placement_to_call_ms"], out["stage_ms"] = {}, {}, {}
     for side, records in (("live", live), ("sim", simulated)):
         run = report.Run(pool.family, workflow, policy, "poisson", rate, duration, records)
         out[side] = report.summarize(run, settings)
         out["batch_window"][side] = within_batch_window(records, window_s)
         out["placement_to_call_ms"][side] = placement_to_call_ms(records)
+        out["stage_ms"][side] = stage_ms(records)
     out["difference"] = {k: _relative(out["sim"][k], out["live"][k]) for k in FIGURES}
     if sampler and sampler.cpu:
         busy = [v for _, v in sampler.cpu]
         out["live_cpu"] = {"p50": float(np.percentile(busy, 50)),
                            "p95": float(np.percentile(busy, 95))}
     return out
+
+
+def warm_up(router_addr: str, workflow: str, policy: str, rate: float, duration_s: float,
+            root_certificates: bytes | None = None) -> None:
+    """Serve `duration_s` of Poisson arrivals at `rate` and drop them: the first requests
+    after a start pay one-off costs the simulator does not model (connections, the router
+    loading a workflow's artifacts, each Triton slot's first call). Unwarmed, the first ten
+    requests of a qwen2.5 task-decomposition run took 0.77 s longer than simulated, against
+    0.03 s for the next ten, and their backlog delayed those after them."""
+    from aragog.emulation.generate import benchmark
+    from aragog.loadgen.runner import run_schedule
+
+    held = benchmark(workflow).split("test")
+    offsets = poisson(rate, duration_s, seed=WARM_SEED).tolist()
+    run_schedule(router_addr, offsets, [(workflow, held[-1 - i % len(held)].input, None)
+                                        for i in range(len(offsets))],
+                 policy=policy, root_certificates=root_certificates)
 
 
 def _timed_calls(records: Sequence[Any]) -> Iterator[Any]:
@@ -129,6 +146,19 @@ def placement_to_call_ms(records: Sequence[Any]) -> dict[str, float]:
     return dict(zip(("p5", "p50", "p95"), np.percentile(ms, [5, 50, 95]).tolist(), strict=True))
 
 
+def stage_ms(records: Sequence[Any]) -> dict[str, dict[str, float]]:
+    """Per stage, the means of its wait for a lease (asked to placed) and of its model call
+    (sent to answered), in ms: where on the critical path the two sides part. Means, since
+    they add up along a path where p50s do not."""
+    parts: dict[str, list[tuple[float, float]]] = {}
+    for st in _timed_calls(records):
+        parts.setdefault(st.stage, []).append(
+            (st.schedule_ms, (st.call_ended_at - st.call_started_at) * 1000.0))
+    return {stage: {"lease_wait": float(np.mean([w for w, _ in v])),
+                    "call": float(np.mean([c for _, c in v]))}
+            for stage, v in sorted(parts.items())}
+
+
 def _relative(sim: float | None, live: float | None) -> float | None:
     return None if sim is None or not live else sim / live - 1.0
 
@@ -155,6 +185,12 @@ def render(result: dict[str, Any]) -> str:
         lines.append("  placement to model call, ms p5/p50/p95: " + ", ".join(
             f"{side} " + "/".join(f"{v:.1f}" for v in to_call[side].values())
             for side in ("live", "sim") if to_call.get(side)))
+    per_stage = result.get("stage_ms", {})
+    if per_stage.get("live") and per_stage.get("sim"):
+        lines.append("  per stage, mean ms live / sim: " + "; ".join(
+            f"{st} lease wait {v['lease_wait']:.0f} / {per_stage['sim'][st]['lease_wait']:.0f},"
+            f" call {v['call']:.0f} / {per_stage['sim'][st]['call']:.0f}"
+            for st, v in per_stage["live"].items() if st in per_stage["sim"]))
     if "live_cpu" in result:
         cpu = result["live_cpu"]
         lines.append(f"  host CPU busy during the live run: p50 {cpu['p50']:.0%}, p95 "
@@ -200,21 +236,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=1,
                     help="arrival seeds --seed, --seed+1, ...: each served both ways; with 2 "
                     "or more, the sim/live ratios' geometric means with 95%% intervals")
-    ap.add_argument("--control-ms", type=float, default=CONTROL_MS,
-                    help="the simulator's control path per stage on a request's critical path "
-                    "(default: measured on the live stack, see CONTROL_MS)")
-    ap.add_argument("--control-jitter", type=float, default=0.5,
-                    help="the simulator's control path per call within +- this share of "
-                    "--control-ms")
-    ap.add_argument("--control-before", type=float, default=CONTROL_BEFORE,
-                    help="the simulator's share of --control-ms between placement and call")
-    ap.add_argument("--release-ms", type=float, default=RELEASE_MS,
-                    help="the simulator's time from an answer to its lease's release")
+    MEASURED.add_arguments(ap)
     a = ap.parse_args(argv)
     if not (a.rate > 0 and a.duration > 0 and a.seeds >= 1):
         ap.error("--rate, --duration and --seeds must be positive")
     try:  # before the live side runs, not after
-        check_control(a.control_ms, a.control_jitter, a.control_before, a.release_ms)
+        control = ControlPath.from_arguments(a)
     except ValueError as e:
         ap.error(str(e))
     from aragog.stack import Stack, shipped_workflow
@@ -236,14 +263,12 @@ def main(argv: list[str] | None = None) -> None:
         for wid in a.workflow or ["self-refine"]:
             stack.register(shipped_workflow(wid))
             for pol in a.policy or ["largest", "cheapest"]:
+                warm_up(stack.router_addr, wid, pol, a.rate, WARM_S)
                 runs = {}
                 for seed in range(a.seed, a.seed + a.seeds):
                     runs[seed] = compare(stack.router_addr, pool, wid, pol,
                                          poisson(a.rate, a.duration, seed).tolist(),
-                                         control_s=a.control_ms / 1000.0,
-                                         control_jitter=a.control_jitter,
-                                         control_before=a.control_before,
-                                         release_s=a.release_ms / 1000.0,
+                                         control=control,
                                          scheduler_addr=stack.scheduler_addr)
                     print(f"seed {seed}: " + render(runs[seed]), flush=True)
                 if len(runs) > 1:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from aragog.common.pool import load_pool
 from aragog.loadgen.arrivals import poisson
-from aragog.sim.validate import compare, render
+from aragog.sim.validate import compare, render, warm_up
 from aragog.stack import shipped_workflow
 
 pytestmark = pytest.mark.integration
@@ -15,10 +15,8 @@ pytestmark = pytest.mark.integration
 
 def test_the_simulator_serves_as_the_live_stack_does(stack):
     stack.register(shipped_workflow("self-refine"))
-    # the comparison is of a warm stack: the first requests after a start pay one-off costs
-    # (connections, the router loading the workflow's artifacts) the simulator has not
-    for i in range(2):
-        stack.submit("self-refine", f"warm up {i}", "largest")
+    warm_up(stack.router_addr, "self-refine", "largest", 1.5, 2.0,
+            root_certificates=stack.root_certificates)
     offsets = poisson(1.5, 8.0, seed=5).tolist()
     result = compare(stack.router_addr, load_pool(), "self-refine", "largest", offsets,
                      root_certificates=stack.root_certificates,

@@ -4,6 +4,7 @@ generator's format."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -17,7 +18,7 @@ from aragog.emulation.generate import benchmark
 from aragog.loadgen.arrivals import poisson
 from aragog.scheduler.placement import CompiledWorkflow, Round
 from aragog.sim import __main__ as cli
-from aragog.sim.core import Arrival, Simulator
+from aragog.sim.core import Arrival, ControlPath, Simulator
 
 POOL = load_pool("llama3")
 
@@ -74,16 +75,16 @@ def test_an_idle_request_takes_its_stages_latencies_one_after_another():
 
 
 def test_each_calls_control_path_is_drawn_around_the_mean_and_reproducible():
-    """Calls placed together must not reach the batcher together (core.py, control_jitter):
-    each stage's control path is drawn within +-jitter of control_s, the same every run."""
+    """Calls placed together must not reach the batcher together (core.py, ControlPath):
+    each stage's control path is drawn within +-jitter of stage_s, the same every run."""
     wf = shipped.load("self-refine", POOL.names)
     item = benchmark("self-refine").split("test")[0]
     arr = [Arrival(0.0, "self-refine", item.input, item.answer)]
     base = Simulator(POOL, [wf]).run(arr, "largest").records[0].latency_s
     c = 0.012
-    fixed = Simulator(POOL, [wf], control_s=c, control_jitter=0).run(arr, "largest")
+    fixed = Simulator(POOL, [wf], control=ControlPath(c, jitter=0)).run(arr, "largest")
     assert fixed.records[0].latency_s == pytest.approx(base + 3 * c)
-    drawn = [Simulator(POOL, [wf], control_s=c, control_jitter=0.5).run(arr, "largest")
+    drawn = [Simulator(POOL, [wf], control=ControlPath(c, jitter=0.5)).run(arr, "largest")
              .records[0].latency_s - base for _ in range(2)]
     assert drawn[0] == drawn[1] and 3 * c * 0.5 <= drawn[0] <= 3 * c * 1.5
     assert drawn[0] != pytest.approx(3 * c)
@@ -106,7 +107,7 @@ def test_a_request_ends_once_when_its_parallel_answers_each_move_it_on():
 
     wf = parse_workflow(TOOL_SINK, POOL.names)
     arr = [Arrival(0.01 * i, "fan-in", f"q{i}", None) for i in range(20)]
-    res = Simulator(POOL, [wf], control_s=0.012).run(arr, "largest")
+    res = Simulator(POOL, [wf], control=ControlPath(0.012)).run(arr, "largest")
     assert sorted(r.status for r in res.records) == ["ok"] * 20
     assert all(len(r.stages) == 3 for r in res.records)
 
@@ -263,11 +264,13 @@ def test_a_client_that_waits_past_its_timeout_is_recorded_as_one():
 def test_settings_that_would_stall_the_clock_are_refused():
     wf = shipped.load("voting", POOL.names)
     assert Simulator(POOL, [wf], time_scale=0).scale == POOL.time_scale  # 0: the pool's own
-    for bad in ({"time_scale": -1.0}, {"control_s": -0.001}, {"timeout_s": 0},
-                {"control_jitter": 1.5}, {"control_jitter": -0.1}, {"control_before": 1.2},
-                {"release_s": -0.001}):
+    for bad in ({"time_scale": -1.0}, {"timeout_s": 0}):
         with pytest.raises(ValueError):
             Simulator(POOL, [wf], **bad)
+    for bad in ({"stage_s": -0.001}, {"jitter": 1.5}, {"jitter": -0.1}, {"before": 1.2},
+                {"release_s": -0.001}, {"call_s": -0.001}):
+        with pytest.raises(ValueError):
+            ControlPath(**bad)
 
 
 def test_the_fewest_gpus_that_meet_the_slo():
@@ -412,21 +415,21 @@ def test_the_simulator_times_each_model_call_after_its_control_path():
     wf = shipped.load("self-refine", POOL.names)
     item = benchmark("self-refine").split("test")[0]
     arr = [Arrival(0.0, "self-refine", item.input, item.answer)]
-    rec = Simulator(POOL, [wf], control_s=0.012, control_jitter=0).run(arr, "largest").records[0]
+    rec = Simulator(POOL, [wf], control=ControlPath(0.012, jitter=0)).run(arr, "largest").records[0]
     for st in rec.stages:
         assert st.call_started_at == pytest.approx(st.started_at + 0.006)
         assert st.call_ended_at == pytest.approx(st.finished_at) and st.call_ended_at > st.call_started_at
 
 
 def test_a_lease_is_held_until_its_release_reaches_the_scheduler():
-    """release_s: the lease stays taken from the answer until the release arrives (live, the
+    """ControlPath.release_s: the lease stays taken from the answer until the release arrives (live, the
     executor's ReleaseStage), and the request moves on only then (the executor waits for it
     before it records the stage and asks for the next)."""
     wf = shipped.load("self-refine", POOL.names)
     item = benchmark("self-refine").split("test")[0]
     arr = [Arrival(0.0, "self-refine", item.input, item.answer)]
     at_once = Simulator(POOL, [wf]).run(arr, "largest")
-    held = Simulator(POOL, [wf], release_s=0.003, control_jitter=0).run(arr, "largest")
+    held = Simulator(POOL, [wf], control=ControlPath(release_s=0.003, jitter=0)).run(arr, "largest")
     assert held.records[0].latency_s == pytest.approx(at_once.records[0].latency_s + 3 * 0.003)
     largest = POOL.models[-1].name
     last_call = held.records[0].stages[-1].call_ended_at
@@ -434,3 +437,32 @@ def test_a_lease_is_held_until_its_release_reaches_the_scheduler():
     assert freed[-1] == pytest.approx(last_call + 0.003)
     assert [t for t, occ in at_once.occupancy if occ[largest] == 0 and t > 0][-1] \
         == pytest.approx(at_once.records[0].stages[-1].call_ended_at)
+
+
+def test_a_calls_way_to_the_model_and_back_holds_the_lease_and_times_the_call():
+    """ControlPath.call_s: the executor times the call from sending it to the answer, the
+    model's time plus its way there and back; the lease is held all along."""
+    wf = shipped.load("self-refine", POOL.names)
+    item = benchmark("self-refine").split("test")[0]
+    arr = [Arrival(0.0, "self-refine", item.input, item.answer)]
+    bare = Simulator(POOL, [wf]).run(arr, "largest")
+    way = Simulator(POOL, [wf], control=ControlPath(call_s=0.008, jitter=0)).run(arr, "largest")
+    assert way.records[0].latency_s == pytest.approx(bare.records[0].latency_s + 3 * 0.008)
+    for b, w in zip(bare.records[0].stages, way.records[0].stages, strict=True):
+        assert (w.call_ended_at - w.call_started_at) == pytest.approx(
+            b.call_ended_at - b.call_started_at + 0.008)
+    largest = POOL.models[-1].name
+    freed = [t for t, occ in way.occupancy if occ[largest] == 0 and t > 0]
+    assert freed[-1] == pytest.approx(way.records[0].stages[-1].call_ended_at)
+
+
+def test_the_control_paths_command_line_settings_round_trip():
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    default = ControlPath(0.009, before=0.35, release_s=0.003, call_s=0.008, jitter=0.2)
+    default.add_arguments(ap)
+    got = ControlPath.from_arguments(ap.parse_args([]))
+    assert dataclasses.astuple(got) == pytest.approx(dataclasses.astuple(default))
+    with pytest.raises(ValueError, match="before the call"):
+        ControlPath.from_arguments(ap.parse_args(["--control-before", "2"]))
