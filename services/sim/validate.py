@@ -45,12 +45,17 @@ WARM_SEED = 1_000_003  # not a seed the runs use
 def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
             offsets: Sequence[float], routing: Any = None,
             control: ControlPath | None = None, timeout_s: float = 120.0,
-            root_certificates: bytes | None = None, scheduler_addr: str = "") -> dict[str, Any]:
+            root_certificates: bytes | None = None, scheduler_addr: str = "",
+            repeats: int = 1) -> dict[str, Any]:
     """Serve arrivals at `offsets` of `workflow`'s held-out requests live (through the router
     at `router_addr`, with the workflow registered) and simulated; both summaries and the
     simulator's relative difference per figure. With `scheduler_addr` (a plaintext one), the
     host's CPU is sampled while the live side runs (`live_cpu`: busy share p50, p95): a live
-    stack that used the whole host was limited by it, which the simulator does not model."""
+    stack that used the whole host was limited by it, which the simulator does not model.
+
+    `repeats`: the live side serves the same arrivals that many times; its figures are then
+    their means, and `live_each` holds each run's: how far the live stack is from itself,
+    which bounds how close the simulator can be to it (the simulator is deterministic)."""
     from aragog import workflows as shipped
     from aragog.emulation.generate import benchmark
     from aragog.loadgen.evaluate import Sampler
@@ -62,10 +67,11 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
     if sampler:
         sampler.start()
     try:
-        live = run_schedule(router_addr, list(offsets), [(workflow, it.input, it.answer)
-                                                         for it in items],
-                            policy=policy, timeout_s=timeout_s,
-                            root_certificates=root_certificates)
+        live_runs = [run_schedule(router_addr, list(offsets), [(workflow, it.input, it.answer)
+                                                               for it in items],
+                                  policy=policy, timeout_s=timeout_s,
+                                  root_certificates=root_certificates)
+                     for _ in range(repeats)]
     finally:
         if sampler:
             sampler.stop()
@@ -80,9 +86,17 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
     out: dict[str, Any] = {"workflow": workflow, "policy": policy, "requests": len(offsets)}
     window_s = PoolSettings().max_queue_delay_us / 1e6
     out["batch_window"], out["placement_to_call_ms"], out["stage_ms"] = {}, {}, {}
+    each = [report.summarize(report.Run(pool.family, workflow, policy, "poisson", rate,
+                                        duration, records), settings) for records in live_runs]
+    out["live_each"] = {k: [e[k] for e in each] for k in FIGURES}
+    out["live_ok"] = [e["by_status"].get("ok", 0) for e in each]
+    live = [rec for records in live_runs for rec in records]  # runs in turn: times apart
     for side, records in (("live", live), ("sim", simulated)):
-        run = report.Run(pool.family, workflow, policy, "poisson", rate, duration, records)
-        out[side] = report.summarize(run, settings)
+        if side == "live":
+            out[side] = {**each[0], **{k: _mean(out["live_each"][k]) for k in FIGURES}}
+        else:
+            out[side] = report.summarize(report.Run(pool.family, workflow, policy, "poisson",
+                                                    rate, duration, records), settings)
         out["batch_window"][side] = within_batch_window(records, window_s)
         out["placement_to_call_ms"][side] = placement_to_call_ms(records)
         out["stage_ms"][side] = stage_ms(records)
@@ -159,17 +173,26 @@ def stage_ms(records: Sequence[Any]) -> dict[str, dict[str, float]]:
             for stage, v in sorted(parts.items())}
 
 
+def _mean(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
 def _relative(sim: float | None, live: float | None) -> float | None:
     return None if sim is None or not live else sim / live - 1.0
 
 
 def render(result: dict[str, Any]) -> str:
     live, sim = result["live"], result["sim"]
+    ok = result.get("live_ok") or [live["by_status"]["ok"]]
     lines = [f"{result['workflow']} / {result['policy']}: {result['requests']} requests; "
-             f"ok live {live['by_status']['ok']}, simulated {sim['by_status']['ok']}"]
+             f"ok live {'/'.join(map(str, ok))}, simulated {sim['by_status']['ok']}"]
+    each = result.get("live_each", {})
     for k in FIGURES:
         d = result["difference"][k]
-        lines.append(f"  {k:>14}: live {_f(live[k])}, simulated {_f(sim[k])}"
+        runs = each.get(k, [])
+        spread = ("" if len(runs) < 2 or None in runs else
+                  f" (mean of {len(runs)} runs: {min(runs):.3f} to {max(runs):.3f})")
+        lines.append(f"  {k:>14}: live {_f(live[k])}{spread}, simulated {_f(sim[k])}"
                      + ("" if d is None else f" ({d:+.1%})"))
     models = sorted(set(live["model_shares"]) | set(sim["model_shares"]))
     lines.append("  stages per model: " + ", ".join(
@@ -211,8 +234,16 @@ def render_seeds(runs: dict[int, dict[str, Any]]) -> str:
             continue
         ci = "" if r["ci"] is None else f" [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
         near = sum(abs(v - 1.0) <= 0.10 for v in r["by_seed"].values())
-        lines.append(f"  {k:>14}: {r['ratio']:.3f}{ci}, within 10% on {near} of {r['n']} seeds")
+        lines.append(f"  {k:>14}: {r['ratio']:.3f}{ci}, within 10% on {near} of {r['n']} seeds"
+                     + _live_spread([x.get("live_each", {}).get(k, []) for x in runs.values()]))
     return "\n".join(lines)
+
+
+def _live_spread(per_seed: list[list[float | None]]) -> str:
+    """The live stack against itself: per seed, its repeated runs' highest over lowest."""
+    ratios = [max(v) / min(v) for v in per_seed if len(v) > 1 and None not in v and min(v) > 0]
+    return "" if not ratios else ("; live's own runs apart by x" + ", x".join(
+        f"{r:.2f}" for r in ratios) + " (highest / lowest, per seed)")
 
 
 def _f(x: float | None) -> str:
@@ -233,13 +264,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=float, default=2.0)
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="serve each seed's arrivals this many times live: the live figures "
+                    "are their means, and the spread shows how far the live stack is from "
+                    "itself")
     ap.add_argument("--seeds", type=int, default=1,
                     help="arrival seeds --seed, --seed+1, ...: each served both ways; with 2 "
                     "or more, the sim/live ratios' geometric means with 95%% intervals")
     MEASURED.add_arguments(ap)
     a = ap.parse_args(argv)
-    if not (a.rate > 0 and a.duration > 0 and a.seeds >= 1):
-        ap.error("--rate, --duration and --seeds must be positive")
+    if not (a.rate > 0 and a.duration > 0 and a.seeds >= 1 and a.repeats >= 1):
+        ap.error("--rate, --duration, --seeds and --repeats must be positive")
     try:  # before the live side runs, not after
         control = ControlPath.from_arguments(a)
     except ValueError as e:
@@ -268,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
                 for seed in range(a.seed, a.seed + a.seeds):
                     runs[seed] = compare(stack.router_addr, pool, wid, pol,
                                          poisson(a.rate, a.duration, seed).tolist(),
-                                         control=control,
+                                         control=control, repeats=a.repeats,
                                          scheduler_addr=stack.scheduler_addr)
                     print(f"seed {seed}: " + render(runs[seed]), flush=True)
                 if len(runs) > 1:

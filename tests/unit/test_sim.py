@@ -466,3 +466,23 @@ def test_the_control_paths_command_line_settings_round_trip():
     assert dataclasses.astuple(got) == pytest.approx(dataclasses.astuple(default))
     with pytest.raises(ValueError, match="before the call"):
         ControlPath.from_arguments(ap.parse_args(["--control-before", "2"]))
+
+
+def test_the_validation_reports_how_far_the_live_stack_is_from_itself():
+    from aragog.sim.validate import render, render_seeds
+
+    def result(p50s: list[float], sim: float) -> dict:
+        summary = {"throughput": 1.0, "latency_p50_s": sum(p50s) / len(p50s),
+                   "latency_p95_s": 2.0, "by_status": {"ok": 10}, "model_shares": {"m": 1.0}}
+        return {"workflow": "w", "policy": "p", "requests": 10,
+                "live": summary, "sim": {**summary, "latency_p50_s": sim},
+                "live_each": {"throughput": [1.0] * len(p50s), "latency_p50_s": p50s,
+                              "latency_p95_s": [2.0] * len(p50s)},
+                "live_ok": [10] * len(p50s),
+                "difference": {"throughput": 0.0, "latency_p50_s": sim / (sum(p50s) / len(p50s)) - 1,
+                               "latency_p95_s": 0.0}}
+
+    one = render(result([0.8, 1.2], 1.0))
+    assert "live 1.000 (mean of 2 runs: 0.800 to 1.200), simulated 1.000 (+0.0%)" in one
+    both = render_seeds({0: result([0.8, 1.2], 1.0), 1: result([1.0, 1.1], 1.05)})
+    assert "live's own runs apart by x1.50, x1.10" in both
