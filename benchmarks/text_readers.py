@@ -71,7 +71,8 @@ def main() -> None:
         drawn = [texts.render(bench.spec.domain, rng, float(d)) for d in y]
         score, alpha = tfidf_r2(drawn, y)
         print(f"  labelled {n} (EMULATED texts), tf-idf ridge: {score:.3f} (alpha {alpha:g})")
-    extra = [texts.render(bench.spec.domain, rng, float(d)) for d in rng.choice(y_train, max(sizes))]
+    extra = [texts.render(bench.spec.domain, rng, float(d))
+             for d in rng.choice(y_train, max(sizes))]
     for n in [0, *sizes]:
         lex = lexical.Lexicon.fit([it.input for it in train] + extra[:n], dim=LSA_DIM)
         score, alpha = best_ridge(lex.embed([it.input for it in train]), y_train,

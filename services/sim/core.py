@@ -19,8 +19,8 @@ the release of the lease, and the call's own way through Triton. Each part is dr
 +-jitter of its mean, seeded: two calls placed close together reach Triton's batcher a few
 ms apart, not together, and whether they share a batch decides how long the shorter one
 holds its slot. Also left out: the router's placeholder F(r) while it routes (F(r) is ready
-at admission here), the admission queue bounds, failures and retries. A policy's admission costs simulated time
-zero, whatever it costs in real time.
+at admission here), the admission queue bounds, failures and retries. A policy's admission
+costs simulated time zero, whatever it costs in real time.
 """
 
 from __future__ import annotations

@@ -479,8 +479,8 @@ def test_the_validation_reports_how_far_the_live_stack_is_from_itself():
                 "live_each": {"throughput": [1.0] * len(p50s), "latency_p50_s": p50s,
                               "latency_p95_s": [2.0] * len(p50s)},
                 "live_ok": [10] * len(p50s),
-                "difference": {"throughput": 0.0, "latency_p50_s": sim / (sum(p50s) / len(p50s)) - 1,
-                               "latency_p95_s": 0.0}}
+                "difference": {"throughput": 0.0, "latency_p95_s": 0.0,
+                               "latency_p50_s": sim / (sum(p50s) / len(p50s)) - 1}}
 
     one = render(result([0.8, 1.2], 1.0))
     assert "live 1.000 (mean of 2 runs: 0.800 to 1.200), simulated 1.000 (+0.0%)" in one
