@@ -35,7 +35,7 @@ import threading
 import time
 import types
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import grpc
 from aragog import workflows
@@ -147,7 +147,8 @@ def wait_healthy(addr: str, timeout_s: float, proc: subprocess.Popen[bytes] | No
 
 
 def wait_triton(url: str, models: list[str], timeout_s: float,
-                proc: subprocess.Popen[bytes] | None = None, unloaded: list[str] = ()) -> None:
+                proc: subprocess.Popen[bytes] | None = None,
+                unloaded: Sequence[str] = ()) -> None:
     """Block until Triton at `url` serves every model of `models` (it loads them one by one)
     and none of `unloaded` (the embedded pool's reserve: Triton loads it with the rest before
     it reports ready, and the pool unloads it after, so not ready then means unloaded)."""

@@ -276,6 +276,13 @@ class Simulator:
     def _at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
         heapq.heappush(self._heap, (t, next(self._seq), fn, args))
 
+    def _after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        """`fn(*args)` `delay` from now; at once, not as a later event, when it is 0."""
+        if delay:
+            self._at(self._now + delay, fn, *args)
+        else:
+            fn(*args)
+
     def _draw(self) -> tuple[int, Arrival] | None:
         nxt = next(self._arrivals, None)
         if nxt is not None:
@@ -482,11 +489,7 @@ class Simulator:
     def _send(self, call: _Call) -> None:
         """The executor sends the model call; it reaches Triton half its way later."""
         call.sent_at = self._now
-        way = self._drawn(self.control.call_s / 2)
-        if way:
-            self._at(self._now + way, self._submit, call)
-        else:
-            self._submit(call)
+        self._after(self._drawn(self.control.call_s / 2), self._submit, call)
 
     def _submit(self, call: _Call) -> None:
         """The model call reaches Triton: queue it for the model's dynamic batcher."""
@@ -549,11 +552,7 @@ class Simulator:
             engine.load -= len(batch)
             m.free_slots += 1
             for call in batch:
-                way = self._drawn(self.control.call_s / 2)
-                if way:
-                    self._at(self._now + way, self._answered, call)
-                else:
-                    self._answered(call)
+                self._after(self._drawn(self.control.call_s / 2), self._answered, call)
         self._wake_engine(m, e)
         self._batch(m)
 
@@ -566,10 +565,7 @@ class Simulator:
         """The model answered: release the lease, record the stage, move the request on."""
         c = self.control
         release = self._drawn(c.release_s)
-        if release:
-            self._at(self._now + release, self._release, call.model)
-        else:
-            self._release(call.model)
+        self._after(release, self._release, call.model)
         req = call.request
         model = self.pool.models[call.model]
         req.outputs[call.stage.name] = answer(model.name, call.stage.name, call.prompt)
@@ -582,8 +578,4 @@ class Simulator:
         req.record.stages.append(rec)
         # the rest of the control path: the stages it unblocks ask later, and never before
         # the release has reached the scheduler (live, the executor waits for ReleaseStage)
-        after = max(self._drawn(c.stage_s * (1.0 - c.before)), release)
-        if after:
-            self._at(self._now + after, self._progress, req)
-        else:
-            self._progress(req)
+        self._after(max(self._drawn(c.stage_s * (1.0 - c.before)), release), self._progress, req)

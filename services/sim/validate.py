@@ -84,19 +84,20 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
     rate = len(offsets) / duration if duration else 0.0
     settings = report.Settings()
     out: dict[str, Any] = {"workflow": workflow, "policy": policy, "requests": len(offsets)}
-    window_s = PoolSettings().max_queue_delay_us / 1e6
-    out["batch_window"], out["placement_to_call_ms"], out["stage_ms"] = {}, {}, {}
-    each = [report.summarize(report.Run(pool.family, workflow, policy, "poisson", rate,
-                                        duration, records), settings) for records in live_runs]
+
+    def summary(records: list[Any]) -> dict[str, Any]:
+        return report.summarize(report.Run(pool.family, workflow, policy, "poisson", rate,
+                                           duration, records), settings)
+
+    each = [summary(records) for records in live_runs]
     out["live_each"] = {k: [e[k] for e in each] for k in FIGURES}
     out["live_ok"] = [e["by_status"].get("ok", 0) for e in each]
+    out["live"] = {**each[0], **{k: _mean(out["live_each"][k]) for k in FIGURES}}
+    out["sim"] = summary(simulated)
+    window_s = PoolSettings().max_queue_delay_us / 1e6
+    out["batch_window"], out["placement_to_call_ms"], out["stage_ms"] = {}, {}, {}
     live = [rec for records in live_runs for rec in records]  # runs in turn: times apart
     for side, records in (("live", live), ("sim", simulated)):
-        if side == "live":
-            out[side] = {**each[0], **{k: _mean(out["live_each"][k]) for k in FIGURES}}
-        else:
-            out[side] = report.summarize(report.Run(pool.family, workflow, policy, "poisson",
-                                                    rate, duration, records), settings)
         out["batch_window"][side] = within_batch_window(records, window_s)
         out["placement_to_call_ms"][side] = placement_to_call_ms(records)
         out["stage_ms"][side] = stage_ms(records)

@@ -18,9 +18,24 @@ from aragog.emulation.generate import benchmark
 from aragog.loadgen.arrivals import poisson
 from aragog.scheduler.placement import CompiledWorkflow, Round
 from aragog.sim import __main__ as cli
-from aragog.sim.core import Arrival, ControlPath, Simulator
+from aragog.sim.core import Arrival, ControlPath, Result, Simulator
 
 POOL = load_pool("llama3")
+
+
+def one_self_refine(control: ControlPath | None = None) -> Result:
+    """One self-refine request alone under `largest` (every stage on the 70B), played with
+    `control` around its calls (none by default)."""
+    item = benchmark("self-refine").split("test")[0]
+    sim = Simulator(POOL, [shipped.load("self-refine", POOL.names)],
+                    control=control or ControlPath())
+    return sim.run([Arrival(0.0, "self-refine", item.input, item.answer)], "largest")
+
+
+def last_freed(result: Result) -> float:
+    """When the largest model's last lease was given back (its occupancy back to 0)."""
+    largest = POOL.models[-1].name
+    return [t for t, occ in result.occupancy if occ[largest] == 0 and t > 0][-1]
 
 
 def arrivals(wid: str, rate: float, duration: float, seed: int = 0) -> list[Arrival]:
@@ -77,15 +92,12 @@ def test_an_idle_request_takes_its_stages_latencies_one_after_another():
 def test_each_calls_control_path_is_drawn_around_the_mean_and_reproducible():
     """Calls placed together must not reach the batcher together (core.py, ControlPath):
     each stage's control path is drawn within +-jitter of stage_s, the same every run."""
-    wf = shipped.load("self-refine", POOL.names)
-    item = benchmark("self-refine").split("test")[0]
-    arr = [Arrival(0.0, "self-refine", item.input, item.answer)]
-    base = Simulator(POOL, [wf]).run(arr, "largest").records[0].latency_s
+    base = one_self_refine().records[0].latency_s
     c = 0.012
-    fixed = Simulator(POOL, [wf], control=ControlPath(c, jitter=0)).run(arr, "largest")
+    fixed = one_self_refine(ControlPath(c, jitter=0))
     assert fixed.records[0].latency_s == pytest.approx(base + 3 * c)
-    drawn = [Simulator(POOL, [wf], control=ControlPath(c, jitter=0.5)).run(arr, "largest")
-             .records[0].latency_s - base for _ in range(2)]
+    drawn = [one_self_refine(ControlPath(c, jitter=0.5)).records[0].latency_s - base
+             for _ in range(2)]
     assert drawn[0] == drawn[1] and 3 * c * 0.5 <= drawn[0] <= 3 * c * 1.5
     assert drawn[0] != pytest.approx(3 * c)
 
@@ -412,48 +424,35 @@ def test_the_simulator_times_each_model_call_after_its_control_path():
     """A stage's record carries when its call reached the model and when it answered (as
     the executor's StageResult does live): after the placement by the first half of the
     control path, before the answer."""
-    wf = shipped.load("self-refine", POOL.names)
-    item = benchmark("self-refine").split("test")[0]
-    arr = [Arrival(0.0, "self-refine", item.input, item.answer)]
-    rec = Simulator(POOL, [wf], control=ControlPath(0.012, jitter=0)).run(arr, "largest").records[0]
+    rec = one_self_refine(ControlPath(0.012, jitter=0)).records[0]
     for st in rec.stages:
         assert st.call_started_at == pytest.approx(st.started_at + 0.006)
-        assert st.call_ended_at == pytest.approx(st.finished_at) and st.call_ended_at > st.call_started_at
+        assert st.call_ended_at == pytest.approx(st.finished_at)
+        assert st.call_ended_at > st.call_started_at
 
 
 def test_a_lease_is_held_until_its_release_reaches_the_scheduler():
-    """ControlPath.release_s: the lease stays taken from the answer until the release arrives (live, the
-    executor's ReleaseStage), and the request moves on only then (the executor waits for it
-    before it records the stage and asks for the next)."""
-    wf = shipped.load("self-refine", POOL.names)
-    item = benchmark("self-refine").split("test")[0]
-    arr = [Arrival(0.0, "self-refine", item.input, item.answer)]
-    at_once = Simulator(POOL, [wf]).run(arr, "largest")
-    held = Simulator(POOL, [wf], control=ControlPath(release_s=0.003, jitter=0)).run(arr, "largest")
+    """ControlPath.release_s: the lease stays taken from the answer until the release arrives
+    (live, the executor's ReleaseStage), and the request moves on only then (the executor
+    waits for it before it records the stage and asks for the next)."""
+    at_once = one_self_refine()
+    held = one_self_refine(ControlPath(release_s=0.003, jitter=0))
     assert held.records[0].latency_s == pytest.approx(at_once.records[0].latency_s + 3 * 0.003)
-    largest = POOL.models[-1].name
     last_call = held.records[0].stages[-1].call_ended_at
-    freed = [t for t, occ in held.occupancy if occ[largest] == 0 and t > 0]
-    assert freed[-1] == pytest.approx(last_call + 0.003)
-    assert [t for t, occ in at_once.occupancy if occ[largest] == 0 and t > 0][-1] \
-        == pytest.approx(at_once.records[0].stages[-1].call_ended_at)
+    assert last_freed(held) == pytest.approx(last_call + 0.003)
+    assert last_freed(at_once) == pytest.approx(at_once.records[0].stages[-1].call_ended_at)
 
 
 def test_a_calls_way_to_the_model_and_back_holds_the_lease_and_times_the_call():
     """ControlPath.call_s: the executor times the call from sending it to the answer, the
     model's time plus its way there and back; the lease is held all along."""
-    wf = shipped.load("self-refine", POOL.names)
-    item = benchmark("self-refine").split("test")[0]
-    arr = [Arrival(0.0, "self-refine", item.input, item.answer)]
-    bare = Simulator(POOL, [wf]).run(arr, "largest")
-    way = Simulator(POOL, [wf], control=ControlPath(call_s=0.008, jitter=0)).run(arr, "largest")
+    bare = one_self_refine()
+    way = one_self_refine(ControlPath(call_s=0.008, jitter=0))
     assert way.records[0].latency_s == pytest.approx(bare.records[0].latency_s + 3 * 0.008)
     for b, w in zip(bare.records[0].stages, way.records[0].stages, strict=True):
         assert (w.call_ended_at - w.call_started_at) == pytest.approx(
             b.call_ended_at - b.call_started_at + 0.008)
-    largest = POOL.models[-1].name
-    freed = [t for t, occ in way.occupancy if occ[largest] == 0 and t > 0]
-    assert freed[-1] == pytest.approx(way.records[0].stages[-1].call_ended_at)
+    assert last_freed(way) == pytest.approx(way.records[0].stages[-1].call_ended_at)
 
 
 def test_the_control_paths_command_line_settings_round_trip():
