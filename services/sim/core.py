@@ -102,6 +102,7 @@ class _Call:
     placed_at: float
     sent_at: float = 0.0  # when the executor sent it
     reached_at: float = 0.0  # when it reached Triton's queue
+    moment: float = 0.0  # the draw its round, then its batch, shares (ControlPath.together)
 
 
 class _Model:
@@ -145,7 +146,21 @@ class ControlPath:
       unblocked stages ask no sooner, as the executor waits for its ReleaseStage);
     - `call_s`: the model call's own way, executor to Triton to the pool's handler and back
       (lease held), half before the call reaches the batcher and half after the answer;
-    - `jitter`: each part is uniform in its mean x [1 - jitter, 1 + jitter].
+    - `jitter`: each part is uniform in its mean x [1 - jitter, 1 + jitter], but the call's
+      way, which `call_jitter` spreads;
+    - `together`: the correlation of a part's draws between calls that move together (placed
+      in one round: the way to the call; answered in one batch: the way back, the release,
+      the rest): they share the host's moment (the same wake-ups, one group commit, one
+      batch's answers), so live they stay close. 0: every call drawn on its own;
+    - `batch_late_s`: how much later than its queue delay the pool's dynamic batcher closes a
+      batch, as the calls' senders see it (live, a host's wake-ups are late): a call sent up
+      to `queue delay + batch_late_s` after another still meets it;
+    - `round_s`: the scheduler's round with its group commit (one Redis transaction): no
+      round starts sooner after the last one, and the stages that free or ask meanwhile are
+      placed together by the next;
+    - `round_wait_s`: a change (a lease freed, a stage asking) waits this long for the
+      scheduler's loop to run its round (live: the event loop's turn, the RPC's way in), so
+      changes closer together than that are placed by one round.
     """
 
     stage_s: float = 0.0
@@ -153,14 +168,24 @@ class ControlPath:
     release_s: float = 0.0
     call_s: float = 0.0
     jitter: float = 0.5
+    call_jitter: float = 0.5
+    together: float = 0.0
+    batch_late_s: float = 0.0
+    round_s: float = 0.0
+    round_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.stage_s, self.release_s, self.call_s) < 0:
-            raise ValueError(f"the control path, the release and the call's way take >= 0 s "
-                             f"(got {self.stage_s:g}, {self.release_s:g}, {self.call_s:g})")
-        if not (0 <= self.jitter <= 1 and 0 <= self.before <= 1):
-            raise ValueError(f"control jitter and the share before the call are within [0, 1] "
-                             f"(got {self.jitter:g}, {self.before:g})")
+        times = (self.stage_s, self.release_s, self.call_s, self.batch_late_s, self.round_s,
+                 self.round_wait_s)
+        if min(times) < 0:
+            raise ValueError("the control path, the release, the call's way, the batcher's "
+                             "lateness and the round take >= 0 s (got "
+                             + ", ".join(f"{t:g}" for t in times) + ")")
+        shares = (self.jitter, self.call_jitter, self.before, self.together)
+        if not all(0 <= v <= 1 for v in shares):
+            raise ValueError("the jitters, the share before the call and the correlation of "
+                             "calls together are within [0, 1] (got "
+                             + ", ".join(f"{v:g}" for v in shares) + ")")
 
     def add_arguments(self, ap: argparse.ArgumentParser) -> None:
         """The command-line settings of a ControlPath, with this one's values as defaults."""
@@ -178,13 +203,33 @@ class ControlPath:
                              "the model's time (the lease is held)")
         ap.add_argument("--control-jitter", type=float, default=self.jitter,
                         help="each part drawn within +- this share of its mean (0: all alike)")
+        ap.add_argument("--call-way-jitter", type=float, default=self.call_jitter,
+                        help="the call's way drawn within +- this share of its mean")
+        ap.add_argument("--control-together", type=float, default=self.together,
+                        help="correlation of the parts' draws between calls placed in one "
+                             "round or answered in one batch (0: each call on its own)")
+        ap.add_argument("--batch-late-ms", type=float, default=self.batch_late_s * 1000.0,
+                        help="how much later than its queue delay the batcher closes a batch, "
+                             "as the calls' senders see it")
+        ap.add_argument("--round-ms", type=float, default=self.round_s * 1000.0,
+                        help="the scheduler's round with its group commit: the least time "
+                             "between two rounds")
+        ap.add_argument("--round-wait-ms", type=float, default=self.round_wait_s * 1000.0,
+                        help="how long a change waits for the scheduler's round: changes "
+                             "closer together are placed by one round")
 
     @classmethod
     def from_arguments(cls, a: argparse.Namespace) -> ControlPath:
         """The ControlPath add_arguments' settings give; ValueError if they are out of range."""
         return cls(stage_s=a.control_ms / 1000.0, before=a.control_before,
                    release_s=a.release_ms / 1000.0, call_s=a.call_way_ms / 1000.0,
-                   jitter=a.control_jitter)
+                   jitter=a.control_jitter, call_jitter=a.call_way_jitter,
+                   together=a.control_together, batch_late_s=a.batch_late_ms / 1000.0,
+                   round_s=a.round_ms / 1000.0, round_wait_s=a.round_wait_ms / 1000.0)
+
+
+def _nothing() -> None:
+    """An event that only wakes the loop (the scheduler's round comes due)."""
 
 
 class Simulator:
@@ -192,7 +237,7 @@ class Simulator:
                  scheduler: SchedulerSettings | None = None,
                  pool_settings: PoolSettings | None = None, time_scale: float | None = None,
                  control: ControlPath = ControlPath(), timeout_s: float = 120.0,
-                 occupancy_timeline: bool = True):
+                 occupancy_timeline: bool = True, jitter_seed: int = 0):
         """`routing`: an aragog.routing.context.Routing for the policies that need artifacts;
         `scheduler`, `pool_settings`: the services' settings simulated (placement, beam
         width; Triton slots and batcher delay), their defaults unless given; `time_scale`:
@@ -224,6 +269,7 @@ class Simulator:
         self.control = control
         self.capacity = np.array([m.capacity for m in pool.models], dtype=np.int32)
         self.keep_timeline = occupancy_timeline
+        self.jitter_seed = jitter_seed
 
     # a run ---------------------------------------------------------------------------
     def run(self, arrivals: Iterable[Arrival], policy: str,
@@ -237,18 +283,22 @@ class Simulator:
         self._policy_name = policy
         self._heap: list[tuple[float, int, Callable[..., None], tuple]] = []
         self._seq = itertools.count()
-        self._jitter = np.random.default_rng(0)
+        self._jitter = np.random.default_rng(self.jitter_seed)
         self._now = 0.0
         self._queue: dict[str, Entry] = {}  # requests with a stage waiting, by id
         self._requests: dict[str, _Request] = {}
         self._occupancy = np.zeros(len(self.pool.models), dtype=np.int32)
+        closes = self.queue_delay_s + self.control.batch_late_s  # the batcher, as seen
         self._models = [_Model(i, m, self.scale, m.instances * self.batches_per_instance,
-                               self.queue_delay_s) for i, m in enumerate(self.pool.models)]
+                               closes) for i, m in enumerate(self.pool.models)]
         self._engine_version = [[0] * len(m.engines) for m in self._models]
         self._records: list[RequestRecord] = []
         self._on_record = on_record
         self._timeline: list[tuple[float, dict[str, int]]] = []
         self._dirty = False
+        self._changed_at: float | None = None  # the first change the next round places
+        self._committed_at = -math.inf  # when the last round's commit ends
+        self._woken_at: float | None = None
         rounds = events = 0
         self._arrivals = enumerate(arrivals)
         self._last_offset = -math.inf
@@ -266,12 +316,28 @@ class Simulator:
             fn(*args)
             events += 1
             if self._dirty and (not self._heap or self._heap[0][0] > t):
-                self._dirty = False
-                rounds += self._round()
+                rounds += self._round_when_due(t)
         if self._requests:  # nothing left to happen, yet requests wait: a simulator bug
             raise RuntimeError(f"{len(self._requests)} requests never ended, e.g. "
                                f"{next(iter(self._requests))}")
         return Result(self._records, self._timeline, rounds, events)
+
+    def _round_when_due(self, t: float) -> int:
+        """Run the scheduler's round once its loop gets to the changes (ControlPath.round_wait_s
+        after the first) and the last round's commit has ended (round_s after it); until
+        then, wake up at that time. Returns the rounds run (0 or 1)."""
+        c = self.control
+        if self._changed_at is None:
+            self._changed_at = t
+        due = max(self._committed_at, self._changed_at + c.round_wait_s)
+        if t < due:
+            if self._woken_at != due:
+                self._woken_at = due
+                self._at(due, _nothing)  # the loop looks again then
+            return 0
+        self._dirty, self._changed_at = False, None
+        self._committed_at = t + c.round_s
+        return self._round()
 
     def _at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
         heapq.heappush(self._heap, (t, next(self._seq), fn, args))
@@ -452,6 +518,7 @@ class Simulator:
             return 0
         if self._horizon:
             self._look_ahead()
+        moment = self._moment()
         for pl in self.round.run(entries, free, self._occupancy,
                                  self._reserve if self._horizon else None):
             entry = pl.entry
@@ -460,16 +527,33 @@ class Simulator:
                 del self._queue[entry.request_id]
             self._occupancy[pl.model] += 1
             call = _Call(req, st, pl.model, st.render(req.arrival.input, req.outputs),
-                         queued_at, self._now)
-            self._at(self._now + self._drawn(c.stage_s * c.before), self._send, call)
+                         queued_at, self._now, moment=moment)
+            self._at(self._now + self._drawn(c.stage_s * c.before, moment), self._send, call)
         self._note_occupancy()
         return 1
 
-    def _drawn(self, mean: float) -> float:
-        """A part of the control path whose mean is `mean`, drawn (ControlPath.jitter)."""
-        if not mean or not self.control.jitter:
+    def _moment(self) -> float:
+        """The draw the calls of one round, or of one batch, share (ControlPath.together)."""
+        c = self.control
+        return 2.0 * self._jitter.random() - 1.0 if c.together and c.jitter else 0.0
+
+    def _drawn(self, mean: float, moment: float = 0.0) -> float:
+        """A part of the control path whose mean is `mean`, drawn (ControlPath.jitter), its
+        draw correlated by `together` with the other calls' of its `moment`."""
+        c = self.control
+        if not mean or not c.jitter:
             return mean
-        return mean * (1.0 + self.control.jitter * (2.0 * self._jitter.random() - 1.0))
+        u = 2.0 * self._jitter.random() - 1.0
+        if c.together:
+            u = math.sqrt(c.together) * moment + math.sqrt(1.0 - c.together) * u
+        return max(0.0, mean * (1.0 + c.jitter * u))
+
+    def _way(self) -> float:
+        """Half the call's way (ControlPath.call_s), drawn on its own within +-call_jitter."""
+        c = self.control
+        if not c.call_s or not c.call_jitter:
+            return c.call_s / 2
+        return c.call_s / 2 * (1.0 + c.call_jitter * (2.0 * self._jitter.random() - 1.0))
 
     def _load(self) -> dict[str, common_pb2.ModelLoad]:
         """The load snapshot a load-aware policy reads (leases held; in the live stack it is
@@ -489,7 +573,7 @@ class Simulator:
     def _send(self, call: _Call) -> None:
         """The executor sends the model call; it reaches Triton half its way later."""
         call.sent_at = self._now
-        self._after(self._drawn(self.control.call_s / 2), self._submit, call)
+        self._after(self._way(), self._submit, call)
 
     def _submit(self, call: _Call) -> None:
         """The model call reaches Triton: queue it for the model's dynamic batcher."""
@@ -551,8 +635,10 @@ class Simulator:
             batch = m.running.pop(key)
             engine.load -= len(batch)
             m.free_slots += 1
+            moment = self._moment()
             for call in batch:
-                self._after(self._drawn(self.control.call_s / 2), self._answered, call)
+                call.moment = moment
+                self._after(self._way(), self._answered, call)
         self._wake_engine(m, e)
         self._batch(m)
 
@@ -564,7 +650,7 @@ class Simulator:
     def _answered(self, call: _Call) -> None:
         """The model answered: release the lease, record the stage, move the request on."""
         c = self.control
-        release = self._drawn(c.release_s)
+        release = self._drawn(c.release_s, call.moment)
         self._after(release, self._release, call.model)
         req = call.request
         model = self.pool.models[call.model]
@@ -578,4 +664,5 @@ class Simulator:
         req.record.stages.append(rec)
         # the rest of the control path: the stages it unblocks ask later, and never before
         # the release has reached the scheduler (live, the executor waits for ReleaseStage)
-        self._after(max(self._drawn(c.stage_s * (1.0 - c.before)), release), self._progress, req)
+        rest = self._drawn(c.stage_s * (1.0 - c.before), call.moment)
+        self._after(max(rest, release), self._progress, req)

@@ -18,6 +18,7 @@ MEASURED below; `--control-ms`, `--control-before`, `--release-ms`, `--call-way-
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,6 @@ from typing import Any
 
 import numpy as np
 from aragog.common.pool import PoolSpec, load_pool
-from aragog.common.settings import PoolSettings
 from aragog.loadgen import report
 from aragog.loadgen.arrivals import poisson
 from aragog.sim.core import Arrival, ControlPath, Simulator
@@ -33,11 +33,23 @@ from aragog.workflows import BENCHMARKED
 
 FIGURES = ("throughput", "latency_p50_s", "latency_p95_s")
 # What the live stack spends around each model call, as measured on it (2-core host, 2
-# executors, qwen2.5 task-decomposition at 60% load, warm, 2026-12-01; benchmarks/README.md,
-# "Simulator"): placement to model call p50 3.2 ms; answer to the next stage's placement p50
-# 5.7 ms; a call p50 8-10 ms longer than the model's time (through Triton and the pool's
-# handler, the lease held); the release ~3 ms.
-MEASURED = ControlPath(stage_s=0.009, before=0.35, release_s=0.003, call_s=0.008)
+# executors, warm; benchmarks/README.md, "Simulator"). Each part is read from the live
+# stack's own timings (StageResult), the ones how_calls_meet prints, never from the figures
+# the validation compares:
+# - qwen2.5 task-decomposition at 60% load (2026-12-01): placement to model call p50 3.2 ms;
+#   answer to the next stage's placement p50 5.7 ms; a call p50 8-10 ms longer than the
+#   model's time (through Triton and the pool's handler, the lease held);
+# - near saturation, llama3 and qwen2.5 voting (six runs, 2026-12-02): one batch's answers
+#   0.33-0.42 ms apart at their executors (p50; the call's way drawn within +-19%); sends
+#   placed by one round 0.46-0.80 ms apart (p50; their control paths correlated 0.5); two
+#   consecutive sends share a batch half the time when 2.8-4.0 ms apart, against Triton's
+#   2 ms delay (the batcher 1.2 ms late; 1.8 ms apart at 60% load, where it is not); rounds
+#   at least 0.8-1.1 ms apart (p1: a round and its commit); an answer to the next placement
+#   on its model 1.8-2.1 ms (p50: release and the round's wait); after a shared batch, the
+#   next two placements by one round 49-55% of the time (the round's wait, 0.6 ms).
+MEASURED = ControlPath(stage_s=0.009, before=0.35, release_s=0.0016, call_s=0.008,
+                       call_jitter=0.19, together=0.5, batch_late_s=0.0012, round_s=0.001,
+                       round_wait_s=0.0006)
 WARM_S = 5.0  # of arrivals served and dropped before a policy's runs (warm_up)
 WARM_SEED = 1_000_003  # not a seed the runs use
 
@@ -46,7 +58,7 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
             offsets: Sequence[float], routing: Any = None,
             control: ControlPath | None = None, timeout_s: float = 120.0,
             root_certificates: bytes | None = None, scheduler_addr: str = "",
-            repeats: int = 1) -> dict[str, Any]:
+            repeats: int = 1, sim_repeats: int = 1) -> dict[str, Any]:
     """Serve arrivals at `offsets` of `workflow`'s held-out requests live (through the router
     at `router_addr`, with the workflow registered) and simulated; both summaries and the
     simulator's relative difference per figure. With `scheduler_addr` (a plaintext one), the
@@ -55,7 +67,10 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
 
     `repeats`: the live side serves the same arrivals that many times; its figures are then
     their means, and `live_each` holds each run's: how far the live stack is from itself,
-    which bounds how close the simulator can be to it (the simulator is deterministic)."""
+    which bounds how close the simulator can be to it. `sim_repeats`: the simulator plays
+    them that many times, each with its own draws of the control path (jitter seeds 0, 1,
+    ...; `sim_each`): near saturation whether calls settle into sharing batches is a matter
+    of timing luck, live as simulated, so one run of either side is one draw."""
     from aragog import workflows as shipped
     from aragog.emulation.generate import benchmark
     from aragog.loadgen.evaluate import Sampler
@@ -75,11 +90,12 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
     finally:
         if sampler:
             sampler.stop()
-    sim = Simulator(pool, [shipped.load(workflow, pool.names)], routing=routing,
-                    control=control or ControlPath(), occupancy_timeline=False)
-    simulated = sim.run([Arrival(float(t), workflow, it.input, it.answer, i % len(held))
-                         for i, (t, it) in enumerate(zip(offsets, items, strict=True))],
-                        policy).records
+    wf = shipped.load(workflow, pool.names)
+    arrivals = [Arrival(float(t), workflow, it.input, it.answer, i % len(held))
+                for i, (t, it) in enumerate(zip(offsets, items, strict=True))]
+    sim_runs = [Simulator(pool, [wf], routing=routing, control=control or ControlPath(),
+                          occupancy_timeline=False, jitter_seed=j).run(arrivals, policy).records
+                for j in range(sim_repeats)]
     duration = max(offsets) if len(offsets) else 0.0
     rate = len(offsets) / duration if duration else 0.0
     settings = report.Settings()
@@ -89,18 +105,16 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
         return report.summarize(report.Run(pool.family, workflow, policy, "poisson", rate,
                                            duration, records), settings)
 
-    each = [summary(records) for records in live_runs]
-    out["live_each"] = {k: [e[k] for e in each] for k in FIGURES}
-    out["live_ok"] = [e["by_status"].get("ok", 0) for e in each]
-    out["live"] = {**each[0], **{k: _mean(out["live_each"][k]) for k in FIGURES}}
-    out["sim"] = summary(simulated)
-    window_s = PoolSettings().max_queue_delay_us / 1e6
-    out["batch_window"], out["placement_to_call_ms"], out["stage_ms"] = {}, {}, {}
-    live = [rec for records in live_runs for rec in records]  # runs in turn: times apart
-    for side, records in (("live", live), ("sim", simulated)):
-        out["batch_window"][side] = within_batch_window(records, window_s)
-        out["placement_to_call_ms"][side] = placement_to_call_ms(records)
-        out["stage_ms"][side] = stage_ms(records)
+    for side, runs in (("live", live_runs), ("sim", sim_runs)):
+        each = [summary(records) for records in runs]
+        out[f"{side}_each"] = {k: [e[k] for e in each] for k in FIGURES}
+        out[f"{side}_ok"] = [e["by_status"].get("ok", 0) for e in each]
+        out[side] = {**each[0], **{k: _mean(out[f"{side}_each"][k]) for k in FIGURES}}
+    for name, per_run in (("shared", shared_batches), ("meet", how_calls_meet),
+                          ("placement_to_call_ms", placement_to_call_ms),
+                          ("stage_ms", stage_ms)):
+        out[name] = {side: _mean_of(per_run(records) for records in runs)
+                     for side, runs in (("live", live_runs), ("sim", sim_runs))}
     out["difference"] = {k: _relative(out["sim"][k], out["live"][k]) for k in FIGURES}
     if sampler and sampler.cpu:
         busy = [v for _, v in sampler.cpu]
@@ -132,23 +146,119 @@ def _timed_calls(records: Sequence[Any]) -> Iterator[Any]:
     return (st for rec in records for st in rec.stages if st.model and st.call_ended_at)
 
 
-def within_batch_window(records: Sequence[Any], window_s: float) -> dict[str, float]:
-    """Per stage, the share of its model calls that reached their model within `window_s`
-    (the dynamic batcher's wait) of another call on that model: how often a call may share
-    a batch, which then runs to its longest call. Read from the calls' start times as the
-    executor (or the simulator) timed them; stages without them are left out."""
-    by_model: dict[str, list[tuple[float, str]]] = {}
+ANSWERED_TOGETHER_S = 0.0015  # one batch's answers reach their executors ~0.4 ms apart (p50)
+SENT_TOGETHER_S = 0.008  # a batch closes a few ms after its first call reaches the batcher
+MEET_BINS_MS = (0.0, 1.0, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)
+NEXT_PLACEMENT_S = 0.020  # an answer's lease placed again within this: a stage was waiting
+
+
+def batches(records: Sequence[Any]) -> list[list[Any]]:
+    """The model calls grouped by the batch they ran in, as read from the executors' timings
+    alone: calls on one model answered within ANSWERED_TOGETHER_S of each other and sent
+    within SENT_TOGETHER_S (calls that ran side by side in separate batches end together
+    only if they also started together, and then they would have shared one)."""
+    by_model: dict[str, list[Any]] = {}
     for st in _timed_calls(records):
-        by_model.setdefault(st.model, []).append((st.call_started_at, st.stage))
-    near: dict[str, list[bool]] = {}
+        by_model.setdefault(st.model, []).append(st)
+    out: list[list[Any]] = []
     for calls in by_model.values():
-        calls.sort()
-        times = [t for t, _ in calls]
-        for i, (t, stage) in enumerate(calls):
-            gap = min(t - times[i - 1] if i else math.inf,
-                      times[i + 1] - t if i + 1 < len(times) else math.inf)
-            near.setdefault(stage, []).append(gap <= window_s)
-    return {stage: sum(v) / len(v) for stage, v in sorted(near.items())}
+        calls.sort(key=lambda st: st.call_ended_at)
+        current = [calls[0]]
+        for st in calls[1:]:
+            if (st.call_ended_at - current[-1].call_ended_at <= ANSWERED_TOGETHER_S
+                    and abs(st.call_started_at - current[0].call_started_at) < SENT_TOGETHER_S):
+                current.append(st)
+            else:
+                out.append(current)
+                current = [st]
+        out.append(current)
+    return out
+
+
+def shared_batches(records: Sequence[Any]) -> dict[str, float]:
+    """Per stage, the share of its model calls that shared a batch with another call: such
+    a batch runs to its longest call, so a short call paired with a long one holds its
+    slot as long as the long one."""
+    shared: dict[str, list[bool]] = {}
+    for batch in batches(records):
+        for st in batch:
+            shared.setdefault(st.stage, []).append(len(batch) > 1)
+    return {stage: sum(v) / len(v) for stage, v in sorted(shared.items())}
+
+
+def how_calls_meet(records: Sequence[Any]) -> dict[str, float]:
+    """The timings that decide whether calls share a batch, each one number a run gives
+    (what ControlPath's parts are measured from; NaN where a run has none):
+
+    - `answers_apart_ms`: the answers of one batch, p50 of their spread at the executors
+      (the call's way back, call by call: `call_jitter`);
+    - `sent_apart_ms`: calls placed on one model in one round, p50 of the gaps between
+      their sends (how closely calls placed together go: `together`);
+    - `meet_ms`: the gap between two consecutive sends on a model at which they share a
+      batch half the time (the batcher's delay as the senders see it: `batch_late_s`);
+    - `rounds_apart_ms`: p1 of the gaps between two rounds that placed something (a round
+      and its group commit, `round_s`; where rounds are sparse, an upper bound);
+    - `placed_together`: after a shared batch, the share whose next two placements on its
+      model came from one round (changes that close together wait for one round:
+      `round_wait_s`);
+    - `freed_to_placed_ms`: from an answer to the next placement on its model, p50 of those
+      within NEXT_PLACEMENT_S (the lease's release and the round's wait: `release_s`,
+      `round_wait_s`)."""
+    found = batches(records)
+    batch_of = {id(st): i for i, b in enumerate(found) for st in b}
+    spread = [(max(st.call_ended_at for st in b) - min(st.call_ended_at for st in b)) * 1e3
+              for b in found if len(b) > 1]
+    rounds: dict[tuple[str, float], list[float]] = {}
+    by_model: dict[str, list[Any]] = {}
+    for st in _timed_calls(records):
+        rounds.setdefault((st.model, st.placed_at), []).append(st.call_started_at)
+        by_model.setdefault(st.model, []).append(st)
+    sent = [(b - a) * 1e3 for times in rounds.values()
+            for a, b in itertools.pairwise(sorted(times))]
+    edges = np.array(MEET_BINS_MS)
+    met, seen = np.zeros(len(edges) - 1), np.zeros(len(edges) - 1)
+    for calls in by_model.values():
+        calls.sort(key=lambda st: st.call_started_at)
+        for a, b in itertools.pairwise(calls):
+            k = int(np.searchsorted(edges, (b.call_started_at - a.call_started_at) * 1e3,
+                                    side="right")) - 1
+            if 0 <= k < len(seen):
+                seen[k] += 1
+                met[k] += batch_of[id(a)] == batch_of[id(b)]
+    placed = np.unique([st.placed_at for calls in by_model.values() for st in calls])
+    together, freed = [], []
+    for calls in by_model.values():
+        at = np.sort([st.placed_at for st in calls])
+        for st in calls:  # the answer's next placement on its model
+            j = int(np.searchsorted(at, st.call_ended_at))
+            if j < len(at) and at[j] - st.call_ended_at < NEXT_PLACEMENT_S:
+                freed.append((at[j] - st.call_ended_at) * 1e3)
+        for b in found:
+            if len(b) > 1 and b[0].model == calls[0].model:
+                j = int(np.searchsorted(at, min(st.call_ended_at for st in b)))
+                if j + 1 < len(at):
+                    together.append(at[j] == at[j + 1])
+    return {"answers_apart_ms": _p50(spread), "sent_apart_ms": _p50(sent),
+            "meet_ms": _half_point(edges, met, seen),
+            "rounds_apart_ms": (float(np.percentile(np.diff(placed) * 1e3, 1))
+                                if len(placed) > 2 else math.nan),
+            "placed_together": float(np.mean(together)) if together else math.nan,
+            "freed_to_placed_ms": _p50(freed)}
+
+
+def _p50(values: list[float]) -> float:
+    return float(np.median(values)) if values else math.nan
+
+
+def _half_point(edges: np.ndarray, met: np.ndarray, seen: np.ndarray) -> float:
+    """Where the share met/seen, read per bin (at the bins' middles), first falls to 1/2
+    (linear between two bins); NaN if it never does where seen."""
+    mids = (edges[:-1] + edges[1:]) / 2
+    share = [(m, met[k] / seen[k]) for k, m in enumerate(mids) if seen[k]]
+    for (m0, s0), (m1, s1) in itertools.pairwise(share):
+        if s0 >= 0.5 > s1:
+            return float(m0 + (s0 - 0.5) / (s0 - s1) * (m1 - m0))
+    return math.nan
 
 
 def placement_to_call_ms(records: Sequence[Any]) -> dict[str, float]:
@@ -174,6 +284,21 @@ def stage_ms(records: Sequence[Any]) -> dict[str, dict[str, float]]:
             for stage, v in sorted(parts.items())}
 
 
+def _mean_of(dicts: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    """Key by key, the mean of each run's figures (of nested dicts' too; NaN left out):
+    each run is read on its own, as two runs' times may overlap (simulated ones do)."""
+    runs = list(dicts)
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for d in runs for k in d):
+        values = [d[key] for d in runs if key in d]
+        if isinstance(values[0], dict):
+            out[key] = _mean_of(iter(values))
+        else:
+            kept = [v for v in values if not math.isnan(v)]
+            out[key] = float(np.mean(kept)) if kept else math.nan
+    return out
+
+
 def _mean(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else float(np.mean(values))
 
@@ -187,23 +312,32 @@ def render(result: dict[str, Any]) -> str:
     ok = result.get("live_ok") or [live["by_status"]["ok"]]
     lines = [f"{result['workflow']} / {result['policy']}: {result['requests']} requests; "
              f"ok live {'/'.join(map(str, ok))}, simulated {sim['by_status']['ok']}"]
-    each = result.get("live_each", {})
     for k in FIGURES:
         d = result["difference"][k]
-        runs = each.get(k, [])
-        spread = ("" if len(runs) < 2 or None in runs else
-                  f" (mean of {len(runs)} runs: {min(runs):.3f} to {max(runs):.3f})")
-        lines.append(f"  {k:>14}: live {_f(live[k])}{spread}, simulated {_f(sim[k])}"
+        lines.append(f"  {k:>14}: live {_f(live[k])}{_runs(result, 'live', k)}, simulated "
+                     f"{_f(sim[k])}{_runs(result, 'sim', k)}"
                      + ("" if d is None else f" ({d:+.1%})"))
     models = sorted(set(live["model_shares"]) | set(sim["model_shares"]))
     lines.append("  stages per model: " + ", ".join(
         f"{m} live {live['model_shares'].get(m, 0):.0%} / sim {sim['model_shares'].get(m, 0):.0%}"
         for m in models))
-    window = result.get("batch_window", {})
-    if window.get("live") or window.get("sim"):
-        lines.append("  calls within the batcher's wait of another on their model: " + ", ".join(
-            f"{st} live {window['live'].get(st, 0):.0%} / sim {window['sim'].get(st, 0):.0%}"
-            for st in sorted(set(window["live"]) | set(window["sim"]))))
+    shared = result.get("shared", {})
+    if shared.get("live") or shared.get("sim"):
+        lines.append("  calls that shared a batch: " + ", ".join(
+            f"{st} live {shared['live'].get(st, 0):.0%} / sim {shared['sim'].get(st, 0):.0%}"
+            for st in sorted(set(shared["live"]) | set(shared["sim"]))))
+    meet = result.get("meet", {})
+    if meet.get("live") and meet.get("sim"):
+        lines.append("  how calls meet, ms live / sim: " + "; ".join(
+            f"{label} {_ms(meet['live'][key])} / {_ms(meet['sim'][key])}"
+            for key, label in (("answers_apart_ms", "one batch's answers apart p50"),
+                               ("sent_apart_ms", "one round's sends apart p50"),
+                               ("meet_ms", "sent apart, share a batch half the time"),
+                               ("rounds_apart_ms", "rounds apart p1"),
+                               ("freed_to_placed_ms", "answer to next placement p50"))))
+        lines.append(f"  after a shared batch, next two placed by one round: live "
+                     f"{_share(meet['live']['placed_together'])} / sim "
+                     f"{_share(meet['sim']['placed_together'])}")
     to_call = result.get("placement_to_call_ms", {})
     if to_call.get("live"):
         lines.append("  placement to model call, ms p5/p50/p95: " + ", ".join(
@@ -240,6 +374,20 @@ def render_seeds(runs: dict[int, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _runs(result: dict[str, Any], side: str, k: str) -> str:
+    runs = result.get(f"{side}_each", {}).get(k, [])
+    return ("" if len(runs) < 2 or None in runs else
+            f" (mean of {len(runs)} runs: {min(runs):.3f} to {max(runs):.3f})")
+
+
+def _ms(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.2f}"
+
+
+def _share(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.0%}"
+
+
 def _live_spread(per_seed: list[list[float | None]]) -> str:
     """The live stack against itself: per seed, its repeated runs' highest over lowest."""
     ratios = [max(v) / min(v) for v in per_seed if len(v) > 1 and None not in v and min(v) > 0]
@@ -269,13 +417,17 @@ def main(argv: list[str] | None = None) -> None:
                     help="serve each seed's arrivals this many times live: the live figures "
                     "are their means, and the spread shows how far the live stack is from "
                     "itself")
+    ap.add_argument("--sim-repeats", type=int, default=4,
+                    help="play each seed's arrivals this many times in the simulator, each "
+                    "with its own draws of the control path: the simulated figures are their "
+                    "means")
     ap.add_argument("--seeds", type=int, default=1,
                     help="arrival seeds --seed, --seed+1, ...: each served both ways; with 2 "
                     "or more, the sim/live ratios' geometric means with 95%% intervals")
     MEASURED.add_arguments(ap)
     a = ap.parse_args(argv)
-    if not (a.rate > 0 and a.duration > 0 and a.seeds >= 1 and a.repeats >= 1):
-        ap.error("--rate, --duration, --seeds and --repeats must be positive")
+    if not (a.rate > 0 and a.duration > 0 and min(a.seeds, a.repeats, a.sim_repeats) >= 1):
+        ap.error("--rate, --duration, --seeds, --repeats and --sim-repeats must be positive")
     try:  # before the live side runs, not after
         control = ControlPath.from_arguments(a)
     except ValueError as e:
@@ -305,6 +457,7 @@ def main(argv: list[str] | None = None) -> None:
                     runs[seed] = compare(stack.router_addr, pool, wid, pol,
                                          poisson(a.rate, a.duration, seed).tolist(),
                                          control=control, repeats=a.repeats,
+                                         sim_repeats=a.sim_repeats,
                                          scheduler_addr=stack.scheduler_addr)
                     print(f"seed {seed}: " + render(runs[seed]), flush=True)
                 if len(runs) > 1:

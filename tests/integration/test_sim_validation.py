@@ -34,5 +34,8 @@ def test_the_simulator_serves_as_the_live_stack_does(stack):
     # executor timed them: placement before the call, within the control path's few ms
     to_call = result["placement_to_call_ms"]["live"]
     assert 0.0 < to_call["p5"] <= to_call["p50"] <= to_call["p95"] < 1000.0, to_call
-    assert set(result["batch_window"]["live"]) == set(result["batch_window"]["sim"]) \
+    assert set(result["shared"]["live"]) == set(result["shared"]["sim"]) \
         == {"generate", "critique", "refine"}
+    # how calls met at the batcher, read from both sides' timings (ControlPath's parts)
+    assert set(result["meet"]["live"]) == set(result["meet"]["sim"])
+    assert 0.0 < result["meet"]["sim"]["rounds_apart_ms"] < 1000.0

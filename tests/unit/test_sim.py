@@ -280,7 +280,9 @@ def test_settings_that_would_stall_the_clock_are_refused():
         with pytest.raises(ValueError):
             Simulator(POOL, [wf], **bad)
     for bad in ({"stage_s": -0.001}, {"jitter": 1.5}, {"jitter": -0.1}, {"before": 1.2},
-                {"release_s": -0.001}, {"call_s": -0.001}):
+                {"release_s": -0.001}, {"call_s": -0.001}, {"call_jitter": 2.0},
+                {"together": -0.5}, {"batch_late_s": -0.001}, {"round_s": -1.0},
+                {"round_wait_s": -1.0}):
         with pytest.raises(ValueError):
             ControlPath(**bad)
 
@@ -402,22 +404,112 @@ def test_square_waves_and_bursts_keep_their_mean_rate(pattern, monkeypatch):
         assert per_10s.max() > 2 * per_10s.min() and "bursts" in how
 
 
-def test_calls_near_enough_to_share_a_batch_are_counted_per_stage():
-    """validate.within_batch_window: a call counts when another call reached the same model
-    within the batcher's wait, whichever came first; other models' calls do not count."""
-    from aragog.loadgen.client import RequestRecord, StageRecord
-    from aragog.sim.validate import within_batch_window
+def stage(name: str, model: str, placed: float, sent: float, answered: float):
+    from aragog.loadgen.client import StageRecord
 
-    def rec(*stages: tuple[str, str, float]) -> RequestRecord:
-        return RequestRecord("r", "voting", "largest", 0.0, 0.0, 0.0, 0.0, "ok", stages=[
-            StageRecord(name, model, 0, 0, 0, "e", call_started_at=t, call_ended_at=t + 0.1)
-            for name, model, t in stages])
+    return StageRecord(name, model, 0, 0, 0, "e", placed_at=placed, call_started_at=sent,
+                       call_ended_at=answered)
 
-    records = [rec(("vote", "m", 10.000), ("aggregate", "m", 10.0015)),  # 1.5 ms apart
-               rec(("vote", "m", 11.000), ("aggregate", "other", 11.0001)),
-               rec(("vote", "m", 12.000), ("aggregate", "m", 12.003)),  # 3 ms: apart
-               rec(("tool", "", 0.0))]
-    assert within_batch_window(records, 0.002) == {"aggregate": 1 / 3, "vote": 1 / 3}
+
+def request(*stages) -> object:
+    from aragog.loadgen.client import RequestRecord
+
+    return RequestRecord("r", "voting", "largest", 0.0, 0.0, 0.0, 0.0, "ok", stages=list(stages))
+
+
+def test_calls_answered_together_and_sent_together_shared_a_batch():
+    """validate.shared_batches reads batches from the executors' timings alone: answered
+    within 1.5 ms and sent within 8 ms of each other, on one model."""
+    from aragog.sim.validate import shared_batches
+
+    records = [request(stage("vote", "m", 9.99, 10.000, 10.4),
+                       stage("aggregate", "m", 9.99, 10.001, 10.4004)),  # one batch
+               request(stage("vote", "m", 11.0, 11.000, 11.4),
+                       stage("aggregate", "other", 11.0, 11.000, 11.4)),  # other model
+               # answered together, but sent 0.3 s apart: ran side by side, not one batch
+               request(stage("vote", "m", 12.0, 12.000, 12.4),
+                       stage("aggregate", "m", 12.3, 12.300, 12.4005)),
+               request(stage("tool", "", 0, 0, 0))]
+    assert shared_batches(records) == {"aggregate": 1 / 3, "vote": 1 / 3}
+
+
+def test_how_calls_meet_reads_each_timing_from_the_records():
+    """validate.how_calls_meet: one batch's answers apart, one round's sends apart, where
+    consecutive sends stop sharing a batch, the rounds' least gap, whether a shared batch's
+    next two placements came from one round, and an answer's lease placed again."""
+    from aragog.sim.validate import how_calls_meet
+
+    calls = []
+    t = 0.0
+    for _ in range(20):  # pairs placed by one round, sent 0.5 ms apart, one batch each
+        calls += [stage("v", "m", t, t + 0.003, t + 0.4), stage("a", "m", t, t + 0.0035,
+                                                                t + 0.4002)]
+        t += 0.4 + 0.002  # the next pair placed 2 ms after the answers, by one round
+    for _ in range(20):  # pairs sent 5 ms apart: two batches
+        calls += [stage("v", "m", t, t + 0.003, t + 0.4), stage("a", "m", t + 0.005,
+                                                                t + 0.008, t + 0.3)]
+        t += 1.0
+    got = how_calls_meet([request(*calls)])
+    assert got["answers_apart_ms"] == pytest.approx(0.2)
+    assert got["sent_apart_ms"] == pytest.approx(0.5)
+    assert 1.0 < got["meet_ms"] < 5.0
+    assert got["rounds_apart_ms"] == pytest.approx(5.0, abs=0.01)
+    assert got["placed_together"] == pytest.approx(19 / 20)
+    assert got["freed_to_placed_ms"] == pytest.approx(1.9, abs=0.01)  # 2.0 and 1.8 ms
+    empty = how_calls_meet([request(stage("tool", "", 0, 0, 0))])
+    assert all(np.isnan(v) for v in empty.values())
+
+
+def one_call_each(control: ControlPath, *offsets: float, batch: int = 4):
+    """One single-stage request at each offset on a one-model pool (batches of `batch`)."""
+    from aragog.common.workflow import parse_workflow
+
+    pool = one_model_pool(batch)
+    sim = Simulator(pool, [parse_workflow(ONE_STAGE, pool.names)], control=control)
+    recs = sim.run([Arrival(t, "one", "a b c") for t in offsets], "largest").records
+    return sorted((r.stages[0] for r in recs), key=lambda st: st.placed_at)
+
+
+def test_a_batcher_that_closes_late_takes_a_call_that_came_later():
+    """ControlPath.batch_late_s: live, a call sent up to the batcher's delay plus its
+    lateness after another still shares its batch (and a lone call waits that long)."""
+    fixed = ControlPath(jitter=0, call_jitter=0)
+    apart = one_call_each(fixed, 0.0, 0.0025)
+    assert apart[0].call_ended_at != apart[1].call_ended_at
+    late = one_call_each(dataclasses.replace(fixed, batch_late_s=0.001), 0.0, 0.0025)
+    assert late[0].call_ended_at == late[1].call_ended_at
+    alone = one_call_each(dataclasses.replace(fixed, batch_late_s=0.001), 0.0)[0]
+    assert alone.call_ended_at - one_call_each(fixed, 0.0)[0].call_ended_at \
+        == pytest.approx(0.001)
+
+
+def test_changes_close_together_are_placed_by_one_round_and_rounds_keep_apart():
+    """ControlPath.round_wait_s: a change waits that long for its round, so changes closer
+    together are placed together; round_s: no round sooner than that after the last."""
+    fixed = ControlPath(jitter=0, call_jitter=0)
+    at_once = one_call_each(fixed, 0.0, 0.0003)
+    assert [st.placed_at for st in at_once] == pytest.approx([0.0, 0.0003])
+    waits = one_call_each(dataclasses.replace(fixed, round_wait_s=0.0006), 0.0, 0.0003)
+    assert [st.placed_at for st in waits] == pytest.approx([0.0006, 0.0006])
+    commits = one_call_each(dataclasses.replace(fixed, round_s=0.001), 0.0, 0.0003, 0.0004)
+    assert [st.placed_at for st in commits] == pytest.approx([0.0, 0.001, 0.001])
+
+
+def test_calls_placed_together_draw_their_control_paths_together():
+    """ControlPath.together: 1 gives calls placed by one round the same control path, so
+    they are sent at once; 0 draws each on its own; the call's way is drawn on its own
+    within +-call_jitter whatever `together` is."""
+    base = ControlPath(stage_s=0.009, before=0.35, call_s=0.008, jitter=0.5, call_jitter=0)
+    same = one_call_each(dataclasses.replace(base, together=1.0), 0.0, 0.0)
+    assert same[0].call_started_at == same[1].call_started_at
+    own = one_call_each(base, 0.0, 0.0)
+    assert own[0].call_started_at != own[1].call_started_at
+    spread = dataclasses.replace(base, together=1.0, call_jitter=0.2)
+    calls = one_call_each(spread, *[0.5 * k for k in range(10)], batch=1)
+    lone = one_call_each(dataclasses.replace(spread, call_jitter=0), 0.0, batch=1)[0]
+    model = lone.call_ended_at - lone.call_started_at - 0.008
+    ways = [st.call_ended_at - st.call_started_at - model for st in calls]
+    assert len(set(ways)) > 1 and all(0.008 * 0.8 <= w <= 0.008 * 1.2 for w in ways)
 
 
 def test_the_simulator_times_each_model_call_after_its_control_path():
@@ -447,7 +539,7 @@ def test_a_calls_way_to_the_model_and_back_holds_the_lease_and_times_the_call():
     """ControlPath.call_s: the executor times the call from sending it to the answer, the
     model's time plus its way there and back; the lease is held all along."""
     bare = one_self_refine()
-    way = one_self_refine(ControlPath(call_s=0.008, jitter=0))
+    way = one_self_refine(ControlPath(call_s=0.008, jitter=0, call_jitter=0))
     assert way.records[0].latency_s == pytest.approx(bare.records[0].latency_s + 3 * 0.008)
     for b, w in zip(bare.records[0].stages, way.records[0].stages, strict=True):
         assert (w.call_ended_at - w.call_started_at) == pytest.approx(
