@@ -15,10 +15,11 @@ Same code where it matters:
 What it leaves out, so where it may differ from the live stack: the time the live stack
 spends around each model call, which a ControlPath stands for (nothing by default): the
 control path per stage (an executor's AcquireStage, the group commit, recording the stage),
-the release of the lease, and the call's own way through Triton. Each part is drawn within
-+-jitter of its mean, seeded: two calls placed close together reach Triton's batcher a few
-ms apart, not together, and whether they share a batch decides how long the shorter one
-holds its slot. Also left out: the router's placeholder F(r) while it routes (F(r) is ready
+the release of the lease, the call's own way through Triton, and the scheduler's round loop
+(a round waits for its loop's turn, and its group commit keeps the next one apart). Each
+part is drawn around its mean, seeded, calls that move together (placed by one round,
+answered by one batch) drawn alike in part: whether two calls reach Triton's batcher close
+enough to share a batch decides how long the shorter one holds its slot. Also left out: the router's placeholder F(r) while it routes (F(r) is ready
 at admission here), the admission queue bounds, failures and retries. A policy's admission
 costs simulated time zero, whatever it costs in real time.
 """
@@ -149,9 +150,9 @@ class ControlPath:
     - `jitter`: each part is uniform in its mean x [1 - jitter, 1 + jitter], but the call's
       way, which `call_jitter` spreads;
     - `together`: the correlation of a part's draws between calls that move together (placed
-      in one round: the way to the call; answered in one batch: the way back, the release,
-      the rest): they share the host's moment (the same wake-ups, one group commit, one
-      batch's answers), so live they stay close. 0: every call drawn on its own;
+      by one round: the part before the call; answered by one batch: the release and the
+      rest): they share the host's moment (the same wake-ups, one group commit, one batch's
+      answers), so live they stay close. 0: every call drawn on its own;
     - `batch_late_s`: how much later than its queue delay the pool's dynamic batcher closes a
       batch, as the calls' senders see it (live, a host's wake-ups are late): a call sent up
       to `queue delay + batch_late_s` after another still meets it;
