@@ -551,7 +551,9 @@ def test_the_control_paths_command_line_settings_round_trip():
     import argparse
 
     ap = argparse.ArgumentParser()
-    default = ControlPath(0.009, before=0.35, release_s=0.003, call_s=0.008, jitter=0.2)
+    default = ControlPath(0.009, before=0.35, release_s=0.003, call_s=0.008, jitter=0.2,
+                          call_jitter=0.19, together=0.5, batch_late_s=0.0012, round_s=0.001,
+                          round_wait_s=0.0006)
     default.add_arguments(ap)
     got = ControlPath.from_arguments(ap.parse_args([]))
     assert dataclasses.astuple(got) == pytest.approx(dataclasses.astuple(default))
