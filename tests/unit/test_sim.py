@@ -495,6 +495,24 @@ def test_changes_close_together_are_placed_by_one_round_and_rounds_keep_apart():
     assert [st.placed_at for st in commits] == pytest.approx([0.0, 0.001, 0.001])
 
 
+def test_only_one_executors_calls_draw_their_control_paths_together():
+    """Simulator(executors=2): requests go to the executors in turn, and the calls of one
+    executor placed by one round share their draw; another executor's are drawn on their
+    own (live, one event loop takes its calls one after another; two run side by side)."""
+    from aragog.common.workflow import parse_workflow
+
+    pool = one_model_pool(4)
+    control = ControlPath(stage_s=0.009, before=0.35, jitter=0.5, together=1.0)
+    sim = Simulator(pool, [parse_workflow(ONE_STAGE, pool.names)], control=control, executors=2)
+    recs = sim.run([Arrival(0.0, "one", "a b c") for _ in range(4)], "largest").records
+    sent = {r.index: r.stages[0].call_started_at for r in recs}
+    assert [r.stages[0].executor_id for r in sorted(recs, key=lambda r: r.index)] \
+        == ["sim-0", "sim-1", "sim-0", "sim-1"]
+    assert sent[0] == sent[2] and sent[1] == sent[3] and sent[0] != sent[1]
+    with pytest.raises(ValueError, match="executors"):
+        Simulator(pool, [parse_workflow(ONE_STAGE, pool.names)], executors=0)
+
+
 def test_calls_placed_together_draw_their_control_paths_together():
     """ControlPath.together: 1 gives calls placed by one round the same control path, so
     they are sent at once; 0 draws each on its own; the call's way is drawn on its own
