@@ -17,7 +17,7 @@ spends around each model call, which a ControlPath stands for (nothing by defaul
 control path per stage (an executor's AcquireStage, the group commit, recording the stage),
 the release of the lease, the call's own way through Triton, and the scheduler's round loop
 (a round waits for its loop's turn, and its group commit keeps the next one apart). Each
-part is drawn around its mean, seeded, the calls of one executor that move together
+part is drawn around its mean, seeded, the calls of one request that move together
 (placed by one round, answered by one batch) drawn alike in part: whether two calls reach
 Triton's batcher close enough to share a batch decides how long the shorter one holds its
 slot. Also left out:
@@ -91,7 +91,6 @@ class _Request:
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
     started: set[str] = dataclasses.field(default_factory=set)
     timed_out: bool = False
-    executor: int = 0  # the executor process that runs it
 
 
 @dataclasses.dataclass
@@ -152,10 +151,10 @@ class ControlPath:
       (lease held), half before the call reaches the batcher and half after the answer;
     - `jitter`: each part is uniform in its mean x [1 - jitter, 1 + jitter], but the call's
       way, which `call_jitter` spreads;
-    - `together`: the correlation of a part's draws between calls of one executor that move
+    - `together`: the correlation of a part's draws between one request's calls that move
       together (placed by one round: the part before the call; answered by one batch: the
-      release and the rest): its event loop takes them one after another, so live they
-      stay close; another executor's calls are drawn on their own. 0: every call on its own;
+      release and the rest): its executor runs its parallel stages side by side, so live
+      they stay close; other requests' calls are drawn on their own. 0: each on its own;
     - `batch_late_s`: how much later than its queue delay the pool's dynamic batcher closes a
       batch, as the calls' senders see it (live, a host's wake-ups are late): a call sent up
       to `queue delay + batch_late_s` after another still meets it;
@@ -241,7 +240,7 @@ class Simulator:
                  scheduler: SchedulerSettings | None = None,
                  pool_settings: PoolSettings | None = None, time_scale: float | None = None,
                  control: ControlPath = ControlPath(), timeout_s: float = 120.0,
-                 occupancy_timeline: bool = True, jitter_seed: int = 0, executors: int = 1):
+                 occupancy_timeline: bool = True, jitter_seed: int = 0):
         """`routing`: an aragog.routing.context.Routing for the policies that need artifacts;
         `scheduler`, `pool_settings`: the services' settings simulated (placement, beam
         width; Triton slots and batcher delay), their defaults unless given; `time_scale`:
@@ -254,9 +253,7 @@ class Simulator:
         longest call; with one fixed delay every such pair meets, and voting's 16-token
         aggregator, paired with the next request's 128-token voter, holds its slot as long
         as a voter. How often calls meet there decides whether a run settles into that
-        paired pace, live as simulated. `executors`: the executor processes the requests
-        are spread over, in turn (as they take them from the work stream): the calls of one
-        executor share its moments (ControlPath.together), other executors' do not."""
+        paired pace, live as simulated."""
         scheduler = scheduler or SchedulerSettings()
         pool_settings = pool_settings or PoolSettings()
         self.pool = pool
@@ -276,9 +273,6 @@ class Simulator:
         self.capacity = np.array([m.capacity for m in pool.models], dtype=np.int32)
         self.keep_timeline = occupancy_timeline
         self.jitter_seed = jitter_seed
-        if executors < 1:
-            raise ValueError(f"executors must be >= 1 (got {executors})")
-        self.executors = executors
 
     # a run ---------------------------------------------------------------------------
     def run(self, arrivals: Iterable[Arrival], policy: str,
@@ -454,7 +448,7 @@ class Simulator:
         entry = self.round.entry(cw, rid, admitted, arrival=a.offset,
                                  policy=self._policy if self._policy.decides_stages else None,
                                  stage_state=state)
-        req = _Request(index, a, entry, rec, executor=index % self.executors)
+        req = _Request(index, a, entry, rec)
         self._requests[rid] = req
         # by id, not the request: a request that ended is freed now, not at its deadline
         self._at(a.offset + self.timeout_s, self._deadline, rid)
@@ -473,8 +467,7 @@ class Simulator:
                 req.started.add(st.name)
                 if st.kind == "tool":
                     req.outputs[st.name] = st.render(req.arrival.input, req.outputs)
-                    req.record.stages.append(StageRecord(st.name, "", 0.0, 0.0, 0.0,
-                                                         f"sim-{req.executor}"))
+                    req.record.stages.append(StageRecord(st.name, "", 0.0, 0.0, 0.0, "sim"))
                     moved = True
                 else:
                     self._wait(req, st)
@@ -528,7 +521,7 @@ class Simulator:
             return 0
         if self._horizon:
             self._look_ahead()
-        moments: dict[int, float] = {}  # per executor: its grants come to it together
+        moments: dict[int, float] = {}  # per request: its parallel stages go together
         for pl in self.round.run(entries, free, self._occupancy,
                                  self._reserve if self._horizon else None):
             entry = pl.entry
@@ -548,10 +541,10 @@ class Simulator:
         return 2.0 * self._jitter.random() - 1.0 if c.together and c.jitter else 0.0
 
     def _moment_of(self, moments: dict[int, float], req: _Request) -> float:
-        """The moment `req`'s executor shares with its other calls of one round or batch."""
-        if req.executor not in moments:
-            moments[req.executor] = self._moment()
-        return moments[req.executor]
+        """The moment `req` shares between its calls of one round or one batch."""
+        if req.index not in moments:
+            moments[req.index] = self._moment()
+        return moments[req.index]
 
     def _drawn(self, mean: float, moment: float = 0.0) -> float:
         """A part of the control path whose mean is `mean`, drawn (ControlPath.jitter), its
@@ -651,7 +644,7 @@ class Simulator:
             batch = m.running.pop(key)
             engine.load -= len(batch)
             m.free_slots += 1
-            moments: dict[int, float] = {}  # per executor: its answers come to it together
+            moments: dict[int, float] = {}  # per request: its answers go on together
             for call in batch:
                 call.moment = self._moment_of(moments, call.request)
                 self._after(self._way(), self._answered, call)
@@ -672,7 +665,7 @@ class Simulator:
         model = self.pool.models[call.model]
         req.outputs[call.stage.name] = answer(model.name, call.stage.name, call.prompt)
         rec = StageRecord(call.stage.name, model.name, (call.placed_at - call.queued_at) * 1000,
-                          (self._now - call.placed_at) * 1000, 0.0, f"sim-{req.executor}",
+                          (self._now - call.placed_at) * 1000, 0.0, "sim",
                           started_at=call.placed_at, finished_at=self._now,
                           gpu_seconds=model.gpu_seconds(PROMPT_TOKENS, call.stage.output_tokens),
                           call_started_at=call.sent_at, call_ended_at=self._now,

@@ -41,8 +41,9 @@ FIGURES = ("throughput", "latency_p50_s", "latency_p95_s")
 #   model's time (through Triton and the pool's handler, the lease held);
 # - near saturation, llama3 and qwen2.5 voting (six runs, 2026-12-02): one batch's answers
 #   0.33-0.42 ms apart at their executors (p50; the call's way drawn within +-19%); sends
-#   placed by one round 0.38-0.58 ms apart on one executor, 0.77-1.18 ms on two (p50; one
-#   executor's control paths correlated 0.75, two executors' drawn on their own); two
+#   placed by one round 0.36-0.53 ms apart when of one request, 0.77-1.18 ms when of two on
+#   two executors (p50; one request's control paths correlated 0.75, two requests' drawn on
+#   their own: two requests on one executor shared batches no more often than on two); two
 #   consecutive sends share a batch half the time when 2.8-4.0 ms apart, against Triton's
 #   2 ms delay (the batcher 1.2 ms late; 1.8 ms apart at 60% load, where it is not); rounds
 #   at least 0.8-1.1 ms apart (p1: a round and its commit); an answer to the next placement
@@ -51,7 +52,6 @@ FIGURES = ("throughput", "latency_p50_s", "latency_p95_s")
 MEASURED = ControlPath(stage_s=0.009, before=0.35, release_s=0.0016, call_s=0.008,
                        call_jitter=0.19, together=0.75, batch_late_s=0.0012, round_s=0.001,
                        round_wait_s=0.0006)
-EXECUTORS = 2  # the live stack's executor processes, as aragog-stack starts them
 WARM_S = 5.0  # of arrivals served and dropped before a policy's runs (warm_up)
 WARM_SEED = 1_000_003  # not a seed the runs use
 
@@ -60,7 +60,7 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
             offsets: Sequence[float], routing: Any = None,
             control: ControlPath | None = None, timeout_s: float = 120.0,
             root_certificates: bytes | None = None, scheduler_addr: str = "",
-            repeats: int = 1, sim_repeats: int = 1, executors: int = 1) -> dict[str, Any]:
+            repeats: int = 1, sim_repeats: int = 1) -> dict[str, Any]:
     """Serve arrivals at `offsets` of `workflow`'s held-out requests live (through the router
     at `router_addr`, with the workflow registered) and simulated; both summaries and the
     simulator's relative difference per figure. With `scheduler_addr` (a plaintext one), the
@@ -72,8 +72,7 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
     which bounds how close the simulator can be to it. `sim_repeats`: the simulator plays
     them that many times, each with its own draws of the control path (jitter seeds 0, 1,
     ...; `sim_each`): near saturation whether calls settle into sharing batches is a matter
-    of timing luck, live as simulated, so one run of either side is one draw. `executors`:
-    the live stack's executor processes (the simulator spreads requests over as many)."""
+    of timing luck, live as simulated, so one run of either side is one draw."""
     from aragog import workflows as shipped
     from aragog.emulation.generate import benchmark
     from aragog.loadgen.evaluate import Sampler
@@ -97,8 +96,7 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
     arrivals = [Arrival(float(t), workflow, it.input, it.answer, i % len(held))
                 for i, (t, it) in enumerate(zip(offsets, items, strict=True))]
     sim_runs = [Simulator(pool, [wf], routing=routing, control=control or ControlPath(),
-                          occupancy_timeline=False, jitter_seed=j,
-                          executors=executors).run(arrivals, policy).records
+                          occupancy_timeline=False, jitter_seed=j).run(arrivals, policy).records
                 for j in range(sim_repeats)]
     duration = max(offsets) if len(offsets) else 0.0
     rate = len(offsets) / duration if duration else 0.0
@@ -450,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     pool = load_pool(pool_file or None)
     if a.time_scale:
         pool = dataclasses.replace(pool, time_scale=a.time_scale)
-    with Stack(executors=EXECUTORS, time_scale=a.time_scale,
+    with Stack(executors=2, time_scale=a.time_scale,
                extra_env={"ARAGOG_POOL_FILE": pool_file} if pool_file else None) as stack:
         for wid in a.workflow or ["self-refine"]:
             stack.register(shipped_workflow(wid))
@@ -461,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
                     runs[seed] = compare(stack.router_addr, pool, wid, pol,
                                          poisson(a.rate, a.duration, seed).tolist(),
                                          control=control, repeats=a.repeats,
-                                         sim_repeats=a.sim_repeats, executors=EXECUTORS,
+                                         sim_repeats=a.sim_repeats,
                                          scheduler_addr=stack.scheduler_addr)
                     print(f"seed {seed}: " + render(runs[seed]), flush=True)
                 if len(runs) > 1:

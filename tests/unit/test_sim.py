@@ -495,33 +495,28 @@ def test_changes_close_together_are_placed_by_one_round_and_rounds_keep_apart():
     assert [st.placed_at for st in commits] == pytest.approx([0.0, 0.001, 0.001])
 
 
-def test_only_one_executors_calls_draw_their_control_paths_together():
-    """Simulator(executors=2): requests go to the executors in turn, and the calls of one
-    executor placed by one round share their draw; another executor's are drawn on their
-    own (live, one event loop takes its calls one after another; two run side by side)."""
+def test_only_one_requests_calls_draw_their_control_paths_together():
+    """ControlPath.together: the parallel stages of one request placed by one round share
+    their draw; another request's are drawn on their own (live, one request's executor
+    runs its parallel stages side by side; two requests' calls share batches no more often
+    on one executor than on two)."""
     from aragog.common.workflow import parse_workflow
 
-    pool = one_model_pool(4)
     control = ControlPath(stage_s=0.009, before=0.35, jitter=0.5, together=1.0)
-    sim = Simulator(pool, [parse_workflow(ONE_STAGE, pool.names)], control=control, executors=2)
-    recs = sim.run([Arrival(0.0, "one", "a b c") for _ in range(4)], "largest").records
-    sent = {r.index: r.stages[0].call_started_at for r in recs}
-    assert [r.stages[0].executor_id for r in sorted(recs, key=lambda r: r.index)] \
-        == ["sim-0", "sim-1", "sim-0", "sim-1"]
-    assert sent[0] == sent[2] and sent[1] == sent[3] and sent[0] != sent[1]
-    with pytest.raises(ValueError, match="executors"):
-        Simulator(pool, [parse_workflow(ONE_STAGE, pool.names)], executors=0)
+    wf = parse_workflow(TOOL_SINK, POOL.names)
+    recs = Simulator(POOL, [wf], control=control).run(
+        [Arrival(0.0, "fan-in", "q0", None), Arrival(0.0, "fan-in", "q1", None)],
+        "largest").records
+    sent = [{st.stage: st.call_started_at for st in r.stages if st.model} for r in recs]
+    assert sent[0]["a"] == sent[0]["b"] and sent[1]["a"] == sent[1]["b"]
+    assert sent[0]["a"] != sent[1]["a"]
 
 
-def test_calls_placed_together_draw_their_control_paths_together():
-    """ControlPath.together: 1 gives calls placed by one round the same control path, so
-    they are sent at once; 0 draws each on its own; the call's way is drawn on its own
-    within +-call_jitter whatever `together` is."""
+def test_the_calls_way_is_drawn_on_its_own_within_call_jitter():
+    """ControlPath.call_jitter: each half of the call's way is drawn within +-call_jitter of
+    its mean, on its own whatever `together` is (live, one batch's answers reach their
+    executors ~0.4 ms apart)."""
     base = ControlPath(stage_s=0.009, before=0.35, call_s=0.008, jitter=0.5, call_jitter=0)
-    same = one_call_each(dataclasses.replace(base, together=1.0), 0.0, 0.0)
-    assert same[0].call_started_at == same[1].call_started_at
-    own = one_call_each(base, 0.0, 0.0)
-    assert own[0].call_started_at != own[1].call_started_at
     spread = dataclasses.replace(base, together=1.0, call_jitter=0.2)
     calls = one_call_each(spread, *[0.5 * k for k in range(10)], batch=1)
     lone = one_call_each(dataclasses.replace(spread, call_jitter=0), 0.0, batch=1)[0]
