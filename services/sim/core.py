@@ -209,8 +209,8 @@ class ControlPath:
         ap.add_argument("--call-way-jitter", type=float, default=self.call_jitter,
                         help="the call's way drawn within +- this share of its mean")
         ap.add_argument("--control-together", type=float, default=self.together,
-                        help="correlation of the parts' draws between calls placed in one "
-                             "round or answered in one batch (0: each call on its own)")
+                        help="correlation of the parts' draws between one request's calls "
+                             "placed by one round or answered by one batch (0: each on its own)")
         ap.add_argument("--batch-late-ms", type=float, default=self.batch_late_s * 1000.0,
                         help="how much later than its queue delay the batcher closes a batch, "
                              "as the calls' senders see it")
