@@ -20,10 +20,9 @@ the release of the lease, the call's own way through Triton, and the scheduler's
 part is drawn around its mean, seeded, the calls of one request that move together
 (placed by one round, answered by one batch) drawn alike in part: whether two calls reach
 Triton's batcher close enough to share a batch decides how long the shorter one holds its
-slot. Also left out:
-the router's placeholder F(r) while it routes (F(r) is ready at admission here), the
-admission queue bounds, failures and retries. A policy's admission costs simulated time
-zero, whatever it costs in real time.
+slot. Also left out: the router's placeholder F(r) while it routes (F(r) is ready at
+admission here), the admission queue bounds, failures and retries. A policy's admission
+costs simulated time zero, whatever it costs in real time.
 """
 
 from __future__ import annotations
@@ -531,7 +530,8 @@ class Simulator:
             self._occupancy[pl.model] += 1
             call = _Call(req, st, pl.model, st.render(req.arrival.input, req.outputs),
                          queued_at, self._now, moment=self._moment_of(moments, req))
-            self._at(self._now + self._drawn(c.stage_s * c.before, call.moment), self._send, call)
+            before = self._drawn(c.stage_s * c.before, c.jitter, call.moment)
+            self._at(self._now + before, self._send, call)
         self._note_occupancy()
         return 1
 
@@ -546,23 +546,16 @@ class Simulator:
             moments[req.index] = self._moment()
         return moments[req.index]
 
-    def _drawn(self, mean: float, moment: float = 0.0) -> float:
-        """A part of the control path whose mean is `mean`, drawn (ControlPath.jitter), its
-        draw correlated by `together` with the other calls' of its `moment`."""
-        c = self.control
-        if not mean or not c.jitter:
+    def _drawn(self, mean: float, jitter: float, moment: float | None = None) -> float:
+        """A part of the control path whose mean is `mean`, drawn within +-`jitter`; with a
+        `moment`, correlated by ControlPath.together with the other calls' of that moment."""
+        if not mean or not jitter:
             return mean
         u = 2.0 * self._jitter.random() - 1.0
-        if c.together:
-            u = math.sqrt(c.together) * moment + math.sqrt(1.0 - c.together) * u
-        return max(0.0, mean * (1.0 + c.jitter * u))
-
-    def _way(self) -> float:
-        """Half the call's way (ControlPath.call_s), drawn on its own within +-call_jitter."""
         c = self.control
-        if not c.call_s or not c.call_jitter:
-            return c.call_s / 2
-        return c.call_s / 2 * (1.0 + c.call_jitter * (2.0 * self._jitter.random() - 1.0))
+        if moment is not None and c.together:
+            u = math.sqrt(c.together) * moment + math.sqrt(1.0 - c.together) * u
+        return max(0.0, mean * (1.0 + jitter * u))
 
     def _load(self) -> dict[str, common_pb2.ModelLoad]:
         """The load snapshot a load-aware policy reads (leases held; in the live stack it is
@@ -582,7 +575,8 @@ class Simulator:
     def _send(self, call: _Call) -> None:
         """The executor sends the model call; it reaches Triton half its way later."""
         call.sent_at = self._now
-        self._after(self._way(), self._submit, call)
+        c = self.control
+        self._after(self._drawn(c.call_s / 2, c.call_jitter), self._submit, call)
 
     def _submit(self, call: _Call) -> None:
         """The model call reaches Triton: queue it for the model's dynamic batcher."""
@@ -647,7 +641,8 @@ class Simulator:
             moments: dict[int, float] = {}  # per request: its answers go on together
             for call in batch:
                 call.moment = self._moment_of(moments, call.request)
-                self._after(self._way(), self._answered, call)
+                way = self._drawn(self.control.call_s / 2, self.control.call_jitter)
+                self._after(way, self._answered, call)
         self._wake_engine(m, e)
         self._batch(m)
 
@@ -659,7 +654,7 @@ class Simulator:
     def _answered(self, call: _Call) -> None:
         """The model answered: release the lease, record the stage, move the request on."""
         c = self.control
-        release = self._drawn(c.release_s, call.moment)
+        release = self._drawn(c.release_s, c.jitter, call.moment)
         self._after(release, self._release, call.model)
         req = call.request
         model = self.pool.models[call.model]
@@ -673,5 +668,5 @@ class Simulator:
         req.record.stages.append(rec)
         # the rest of the control path: the stages it unblocks ask later, and never before
         # the release has reached the scheduler (live, the executor waits for ReleaseStage)
-        rest = self._drawn(c.stage_s * (1.0 - c.before), call.moment)
+        rest = self._drawn(c.stage_s * (1.0 - c.before), c.jitter, call.moment)
         self._after(max(rest, release), self._progress, req)

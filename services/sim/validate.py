@@ -156,17 +156,22 @@ MEET_BINS_MS = (0.0, 1.0, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)
 NEXT_PLACEMENT_S = 0.020  # an answer's lease placed again within this: a stage was waiting
 
 
+def _by_model(records: Sequence[Any]) -> dict[str, list[Any]]:
+    """The timed model calls, per model."""
+    by_model: dict[str, list[Any]] = {}
+    for st in _timed_calls(records):
+        by_model.setdefault(st.model, []).append(st)
+    return by_model
+
+
 def batches(records: Sequence[Any]) -> list[list[Any]]:
     """The model calls grouped by the batch they ran in, as read from the executors' timings
     alone: calls on one model answered within ANSWERED_TOGETHER_S of each other and sent
     within SENT_TOGETHER_S (calls that ran side by side in separate batches end together
     only if they also started together, and then they would have shared one)."""
-    by_model: dict[str, list[Any]] = {}
-    for st in _timed_calls(records):
-        by_model.setdefault(st.model, []).append(st)
     out: list[list[Any]] = []
-    for calls in by_model.values():
-        calls.sort(key=lambda st: st.call_ended_at)
+    for calls in _by_model(records).values():
+        calls = sorted(calls, key=lambda st: st.call_ended_at)
         current = [calls[0]]
         for st in calls[1:]:
             if (st.call_ended_at - current[-1].call_ended_at <= ANSWERED_TOGETHER_S
@@ -212,11 +217,11 @@ def how_calls_meet(records: Sequence[Any]) -> dict[str, float]:
     batch_of = {id(st): i for i, b in enumerate(found) for st in b}
     spread = [(max(st.call_ended_at for st in b) - min(st.call_ended_at for st in b)) * 1e3
               for b in found if len(b) > 1]
+    by_model = _by_model(records)
     rounds: dict[tuple[str, float], list[float]] = {}
-    by_model: dict[str, list[Any]] = {}
-    for st in _timed_calls(records):
-        rounds.setdefault((st.model, st.placed_at), []).append(st.call_started_at)
-        by_model.setdefault(st.model, []).append(st)
+    for calls in by_model.values():
+        for st in calls:
+            rounds.setdefault((st.model, st.placed_at), []).append(st.call_started_at)
     sent = [(b - a) * 1e3 for times in rounds.values()
             for a, b in itertools.pairwise(sorted(times))]
     edges = np.array(MEET_BINS_MS)
@@ -230,18 +235,21 @@ def how_calls_meet(records: Sequence[Any]) -> dict[str, float]:
                 seen[k] += 1
                 met[k] += batch_of[id(a)] == batch_of[id(b)]
     placed = np.unique([st.placed_at for calls in by_model.values() for st in calls])
-    together, freed = [], []
-    for calls in by_model.values():
-        at = np.sort([st.placed_at for st in calls])
+    placed_on = {m: np.sort([st.placed_at for st in calls]) for m, calls in by_model.items()}
+    freed = []
+    for model, calls in by_model.items():
+        at = placed_on[model]
         for st in calls:  # the answer's next placement on its model
             j = int(np.searchsorted(at, st.call_ended_at))
             if j < len(at) and at[j] - st.call_ended_at < NEXT_PLACEMENT_S:
                 freed.append((at[j] - st.call_ended_at) * 1e3)
-        for b in found:
-            if len(b) > 1 and b[0].model == calls[0].model:
-                j = int(np.searchsorted(at, min(st.call_ended_at for st in b)))
-                if j + 1 < len(at):
-                    together.append(at[j] == at[j + 1])
+    together = []
+    for b in found:  # a shared batch's next two placements on its model
+        if len(b) > 1:
+            at = placed_on[b[0].model]
+            j = int(np.searchsorted(at, min(st.call_ended_at for st in b)))
+            if j + 1 < len(at):
+                together.append(at[j] == at[j + 1])
     return {"answers_apart_ms": _p50(spread), "sent_apart_ms": _p50(sent),
             "meet_ms": _half_point(edges, met, seen),
             "rounds_apart_ms": (float(np.percentile(np.diff(placed) * 1e3, 1))
