@@ -107,6 +107,31 @@ class _Call:
     moment: float = 0.0  # the draw its round, then its batch, shares (ControlPath.together)
 
 
+@dataclasses.dataclass
+class BatcherStats:
+    """One model's calls as Triton's statistics API counts them (its inference and batch
+    statistics), so that a simulated pool and a live one are read alike: how long calls
+    waited at the batcher, and how many batches of each size ran and for how long."""
+
+    calls: int = 0
+    queue_s: float = 0.0  # summed over calls: reaching the queue to their batch's start
+    batches: dict[int, int] = dataclasses.field(default_factory=dict)  # by batch size
+    compute_s: dict[int, float] = dataclasses.field(default_factory=dict)  # summed, by size
+
+    def add_batch(self, size: int, compute_s: float) -> None:
+        self.batches[size] = self.batches.get(size, 0) + 1
+        self.compute_s[size] = self.compute_s.get(size, 0.0) + compute_s
+
+    def plus(self, other: BatcherStats, sign: int = 1) -> BatcherStats:
+        """This and `other` counted together (`sign` -1: this less `other`, e.g. what a
+        Triton counted between two readings)."""
+        sizes = sorted(set(self.batches) | set(other.batches))
+        return BatcherStats(
+            self.calls + sign * other.calls, self.queue_s + sign * other.queue_s,
+            {k: self.batches.get(k, 0) + sign * other.batches.get(k, 0) for k in sizes},
+            {k: self.compute_s.get(k, 0.0) + sign * other.compute_s.get(k, 0.0) for k in sizes})
+
+
 class _Model:
     """One pool model as the emulated pool serves it: Triton slots and the dynamic batcher in
     front of `instances` engines."""
@@ -119,8 +144,10 @@ class _Model:
         self.delay_s = delay_s
         self.queue: deque[_Call] = deque()
         self.batch_due: float | None = None  # when the batcher's next close is scheduled
-        self.running: dict[int, list[_Call]] = {}  # batch id -> its calls (decoding)
+        self.running: dict[int, tuple[list[_Call], float]] = {}  # batch id -> (its calls,
+        # when it left the batcher), decoding
         self.ids = itertools.count()
+        self.stats = BatcherStats()
 
 
 @dataclasses.dataclass
@@ -132,6 +159,7 @@ class Result:
     occupancy: list[tuple[float, dict[str, int]]]
     rounds: int
     events: int
+    batchers: dict[str, BatcherStats] = dataclasses.field(default_factory=dict)  # by model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +174,12 @@ class ControlPath:
       for a model (the executor records the stage, then asks);
     - `release_s`: from the answer to the lease's release at the scheduler (lease held; the
       unblocked stages ask no sooner, as the executor waits for its ReleaseStage);
-    - `call_s`: the model call's own way, executor to Triton to the pool's handler and back
-      (lease held), half before the call reaches the batcher and half after the answer;
+    - `call_s`: the model call's way between the executor and Triton's queue, there and
+      back (lease held), `call_before` of it before the call reaches the batcher;
+    - `hop_s`: Triton's own way around the pool's handler (live: the Python backend's stub
+      and pytriton's proxy), the batch holding its Triton slot all along: `hop_before` of
+      it between the batch leaving the batcher and the engine's start, the rest between
+      the engine's end and the answers leaving Triton;
     - `jitter`: each part is uniform in its mean x [1 - jitter, 1 + jitter], but the call's
       way, which `call_jitter` spreads;
     - `together`: the correlation of a part's draws between one request's calls that move
@@ -169,6 +201,9 @@ class ControlPath:
     before: float = 0.5
     release_s: float = 0.0
     call_s: float = 0.0
+    call_before: float = 0.5
+    hop_s: float = 0.0
+    hop_before: float = 0.5
     jitter: float = 0.5
     call_jitter: float = 0.5
     together: float = 0.0
@@ -177,17 +212,18 @@ class ControlPath:
     round_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
-        times = (self.stage_s, self.release_s, self.call_s, self.batch_late_s, self.round_s,
-                 self.round_wait_s)
+        times = (self.stage_s, self.release_s, self.call_s, self.hop_s, self.batch_late_s,
+                 self.round_s, self.round_wait_s)
         if min(times) < 0:
-            raise ValueError("the control path, the release, the call's way, the batcher's "
-                             "lateness and the round take >= 0 s (got "
+            raise ValueError("the control path, the release, the call's way, Triton's hop, "
+                             "the batcher's lateness and the round take >= 0 s (got "
                              + ", ".join(f"{t:g}" for t in times) + ")")
-        shares = (self.jitter, self.call_jitter, self.before, self.together)
+        shares = (self.jitter, self.call_jitter, self.before, self.call_before,
+                  self.hop_before, self.together)
         if not all(0 <= v <= 1 for v in shares):
-            raise ValueError("the jitters, the share before the call and the correlation of "
-                             "calls together are within [0, 1] (got "
-                             + ", ".join(f"{v:g}" for v in shares) + ")")
+            raise ValueError("the jitters, the shares before the call, the batcher and the "
+                             "engine, and the correlation of calls together are within "
+                             "[0, 1] (got " + ", ".join(f"{v:g}" for v in shares) + ")")
 
     def add_arguments(self, ap: argparse.ArgumentParser) -> None:
         """The command-line settings of a ControlPath, with this one's values as defaults."""
@@ -201,8 +237,16 @@ class ControlPath:
         ap.add_argument("--release-ms", type=float, default=self.release_s * 1000.0,
                         help="from a model's answer to its lease's release at the scheduler")
         ap.add_argument("--call-way-ms", type=float, default=self.call_s * 1000.0,
-                        help="a model call's own way, executor to the model and back, beyond "
-                             "the model's time (the lease is held)")
+                        help="a model call's way between the executor and Triton's queue, "
+                             "there and back (the lease is held)")
+        ap.add_argument("--call-way-before", type=float, default=self.call_before,
+                        help="the share of --call-way-ms before the call reaches the batcher")
+        ap.add_argument("--hop-ms", type=float, default=self.hop_s * 1000.0,
+                        help="Triton's own way around the pool's handler, per batch (its "
+                             "Triton slot held): --hop-before of it before the engine starts, "
+                             "the rest after it ends")
+        ap.add_argument("--hop-before", type=float, default=self.hop_before,
+                        help="the share of --hop-ms before the engine starts")
         ap.add_argument("--control-jitter", type=float, default=self.jitter,
                         help="each part drawn within +- this share of its mean (0: all alike)")
         ap.add_argument("--call-way-jitter", type=float, default=self.call_jitter,
@@ -225,7 +269,9 @@ class ControlPath:
         """The ControlPath add_arguments' settings give; ValueError if they are out of range."""
         return cls(stage_s=a.control_ms / 1000.0, before=a.control_before,
                    release_s=a.release_ms / 1000.0, call_s=a.call_way_ms / 1000.0,
-                   jitter=a.control_jitter, call_jitter=a.call_way_jitter,
+                   call_before=a.call_way_before, hop_s=a.hop_ms / 1000.0,
+                   hop_before=a.hop_before, jitter=a.control_jitter,
+                   call_jitter=a.call_way_jitter,
                    together=a.control_together, batch_late_s=a.batch_late_ms / 1000.0,
                    round_s=a.round_ms / 1000.0, round_wait_s=a.round_wait_ms / 1000.0)
 
@@ -322,7 +368,8 @@ class Simulator:
         if self._requests:  # nothing left to happen, yet requests wait: a simulator bug
             raise RuntimeError(f"{len(self._requests)} requests never ended, e.g. "
                                f"{next(iter(self._requests))}")
-        return Result(self._records, self._timeline, rounds, events)
+        return Result(self._records, self._timeline, rounds, events,
+                      {m.profile.name: m.stats for m in self._models})
 
     def _round_when_due(self, t: float) -> int:
         """Run the scheduler's round once its loop gets to the changes (ControlPath.round_wait_s
@@ -573,10 +620,10 @@ class Simulator:
 
     # the pool --------------------------------------------------------------------------
     def _send(self, call: _Call) -> None:
-        """The executor sends the model call; it reaches Triton half its way later."""
+        """The executor sends the model call; it reaches Triton's queue its way there later."""
         call.sent_at = self._now
         c = self.control
-        self._after(self._drawn(c.call_s / 2, c.call_jitter), self._submit, call)
+        self._after(self._drawn(c.call_s * c.call_before, c.call_jitter), self._submit, call)
 
     def _submit(self, call: _Call) -> None:
         """The model call reaches Triton: queue it for the model's dynamic batcher."""
@@ -605,19 +652,24 @@ class Simulator:
         self._batch(m)
 
     def _dispatch(self, m: _Model, batch: list[_Call]) -> None:
-        """A slot runs the batch on the model's least loaded engine: prefill, then decode."""
+        """A slot takes the batch: after Triton's hop to the handler, it runs on the model's
+        least loaded engine, prefill then decode."""
         m.free_slots -= 1
+        m.stats.calls += len(batch)
+        m.stats.queue_s += sum(self._now - call.reached_at for call in batch)
+        hop = self._drawn(self.control.hop_s * self.control.hop_before, self.control.jitter)
         e = min(range(len(m.engines)), key=lambda k: m.engines[k].load)
         engine = m.engines[e]
         engine.load += len(batch)
-        tokens = max(prompt_tokens(c.prompt) for c in batch)
-        out = max(c.stage.output_tokens for c in batch)
-        self._at(self._now + engine.prefill_s(len(batch), tokens), self._decode, m, e, batch, out)
+        tokens = max(prompt_tokens(call.prompt) for call in batch)
+        out = max(call.stage.output_tokens for call in batch)
+        self._at(self._now + hop + engine.prefill_s(len(batch), tokens), self._decode, m, e,
+                 batch, out, self._now)
 
-    def _decode(self, m: _Model, e: int, batch: list[_Call], out: int) -> None:
+    def _decode(self, m: _Model, e: int, batch: list[_Call], out: int, taken: float) -> None:
         """Prefill done: the batch joins its engine's running batch."""
         key = next(m.ids)
-        m.running[key] = batch
+        m.running[key] = (batch, taken)
         m.engines[e].join(key, len(batch), out, self._now)
         self._wake_engine(m, e)
 
@@ -633,18 +685,30 @@ class Simulator:
             return  # the engine's pace changed since: a later event stands
         engine = m.engines[e]
         engine.advance(self._now)
+        c = self.control
         for key in engine.finished():
             engine.leave(key, self._now)
-            batch = m.running.pop(key)
+            batch, taken = m.running.pop(key)
             engine.load -= len(batch)
-            m.free_slots += 1
+            hop = self._drawn(c.hop_s * (1.0 - c.hop_before), c.jitter)
+            if hop:  # Triton's hop back holds the slot; the answers leave at its end
+                self._after(hop, self._slot_freed, m, len(batch), taken)
+            else:
+                self._slot_freed(m, len(batch), taken, look=False)
             moments: dict[int, float] = {}  # per request: its answers go on together
             for call in batch:
                 call.moment = self._moment_of(moments, call.request)
-                way = self._drawn(self.control.call_s / 2, self.control.call_jitter)
-                self._after(way, self._answered, call)
+                way = self._drawn(c.call_s * (1.0 - c.call_before), c.call_jitter)
+                self._after(hop + way, self._answered, call)
         self._wake_engine(m, e)
         self._batch(m)
+
+    def _slot_freed(self, m: _Model, size: int, taken: float, look: bool = True) -> None:
+        """A batch's Triton slot is free again; `look`: the batcher looks at its queue now."""
+        m.free_slots += 1
+        m.stats.add_batch(size, self._now - taken)
+        if look:
+            self._batch(m)
 
     def _release(self, model: int) -> None:
         self._occupancy[model] -= 1

@@ -28,7 +28,7 @@ import numpy as np
 from aragog.common.pool import PoolSpec, load_pool
 from aragog.loadgen import report
 from aragog.loadgen.arrivals import poisson
-from aragog.sim.core import Arrival, ControlPath, Simulator
+from aragog.sim.core import Arrival, BatcherStats, ControlPath, Simulator
 from aragog.workflows import BENCHMARKED
 
 FIGURES = ("throughput", "latency_p50_s", "latency_p95_s")
@@ -40,20 +40,26 @@ FIGURES = ("throughput", "latency_p50_s", "latency_p95_s")
 #   answer to the next stage's placement p50 5.7 ms; a call p50 8-10 ms longer than the
 #   model's time (through Triton and the pool's handler, the lease held);
 # - near saturation, llama3 and qwen2.5 voting (six runs, 2026-12-02): one batch's answers
-#   0.33-0.42 ms apart at their executors (p50; the call's way drawn within +-19%); sends
-#   placed by one round 0.36-0.53 ms apart when of one request, 0.77-1.18 ms when of two on
-#   two executors (p50; one request's control paths correlated 0.75, two requests' drawn on
-#   their own: two requests on one executor shared batches no more often than on two); two
-#   consecutive sends share a batch half the time when 2.8-4.0 ms apart, against Triton's
-#   2 ms delay, but 1.8 ms at 60% load: the batcher taken as on time (batch_late_s 0; at
-#   1.2 ms, as read near saturation, the sequential workflows' calls shared batches 3-10x
-#   as often as live and their p50s came out 10-29% high, benchmarks/README.md); rounds
-#   at least 0.8-1.1 ms apart (p1: a round and its commit); an answer to the next placement
-#   on its model 1.8-2.1 ms (p50: release and the round's wait); after a shared batch, the
-#   next two placements by one round 49-55% of the time (the round's wait, 0.6 ms).
-MEASURED = ControlPath(stage_s=0.009, before=0.35, release_s=0.0016, call_s=0.008,
-                       call_jitter=0.19, together=0.75, batch_late_s=0.0, round_s=0.001,
-                       round_wait_s=0.0006)
+#   0.33-0.42 ms apart at their executors (p50); sends placed by one round 0.36-0.53 ms
+#   apart when of one request, 0.77-1.18 ms when of two on two executors (p50; one
+#   request's control paths correlated 0.75, two requests' drawn on their own: two requests
+#   on one executor shared batches no more often than on two); rounds at least 0.8-1.1 ms
+#   apart (p1: a round and its commit); an answer to the next placement on its model
+#   1.8-2.1 ms (p50: release and the round's wait); after a shared batch, the next two
+#   placements by one round 49-55% of the time (the round's wait, 0.6 ms);
+# - the call's way, from Triton's own per-request trace (llama3 voting near saturation, two
+#   runs, 2026-12-02; benchmarks/README.md, "Where a call waits in Triton"): executor to
+#   Triton's queue p50 1.26-1.40 ms, Triton's response to the executor 0.68-0.72 ms
+#   (call_s 2 ms, 0.65 of it before; drawn within +-90%, which puts one batch's answers
+#   0.39-0.44 ms apart as live); Triton's own hop, the batch holding its slot: its start to
+#   the pool's handler 2.35 ms, the handler's end to the response 3.24 ms (p50; hop_s 5.6
+#   ms, 0.42 of it before). Its batcher is on time (batch_late_s 0): two calls reaching the
+#   queue under 2 ms apart shared a batch 70 times of 70, 2-2.5 ms apart 2 of 5, 2.5-10 ms
+#   apart 0 of 25 (Triton's delay is 2 ms; the senders see a later batcher, 2.8-4.0 ms,
+#   because their way to the queue varies).
+MEASURED = ControlPath(stage_s=0.009, before=0.35, release_s=0.0016, call_s=0.002,
+                       call_before=0.65, hop_s=0.0056, hop_before=0.42, call_jitter=0.9,
+                       together=0.75, batch_late_s=0.0, round_s=0.001, round_wait_s=0.0006)
 WARM_S = 5.0  # of arrivals served and dropped before a policy's runs (warm_up)
 WARM_SEED = 1_000_003  # not a seed the runs use
 
@@ -62,7 +68,7 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
             offsets: Sequence[float], routing: Any = None,
             control: ControlPath | None = None, timeout_s: float = 120.0,
             root_certificates: bytes | None = None, scheduler_addr: str = "",
-            repeats: int = 1, sim_repeats: int = 1) -> dict[str, Any]:
+            repeats: int = 1, sim_repeats: int = 1, triton_url: str = "") -> dict[str, Any]:
     """Serve arrivals at `offsets` of `workflow`'s held-out requests live (through the router
     at `router_addr`, with the workflow registered) and simulated; both summaries and the
     simulator's relative difference per figure. With `scheduler_addr` (a plaintext one), the
@@ -74,7 +80,12 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
     which bounds how close the simulator can be to it. `sim_repeats`: the simulator plays
     them that many times, each with its own draws of the control path (jitter seeds 0, 1,
     ...; `sim_each`): near saturation whether calls settle into sharing batches is a matter
-    of timing luck, live as simulated, so one run of either side is one draw."""
+    of timing luck, live as simulated, so one run of either side is one draw.
+
+    With `triton_url` (the live pool's Triton, plaintext), its statistics are read before
+    and after each live run (`batchers`: per model, Triton's own count of batches by size,
+    the calls' wait at its batcher and the batches' compute time, against the same figures
+    of the simulated pool): which of the two sides batches differently, and where."""
     from aragog import workflows as shipped
     from aragog.emulation.generate import benchmark
     from aragog.loadgen.evaluate import Sampler
@@ -85,21 +96,26 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
     sampler = Sampler(scheduler_addr) if scheduler_addr else None
     if sampler:
         sampler.start()
+    live_runs, live_batchers = [], []
     try:
-        live_runs = [run_schedule(router_addr, list(offsets), [(workflow, it.input, it.answer)
-                                                               for it in items],
-                                  policy=policy, timeout_s=timeout_s,
-                                  root_certificates=root_certificates)
-                     for _ in range(repeats)]
+        for _ in range(repeats):
+            before = triton_batchers(triton_url) if triton_url else {}
+            live_runs.append(run_schedule(router_addr, list(offsets),
+                                          [(workflow, it.input, it.answer) for it in items],
+                                          policy=policy, timeout_s=timeout_s,
+                                          root_certificates=root_certificates))
+            if triton_url:
+                live_batchers.append(since(triton_batchers(triton_url), before))
     finally:
         if sampler:
             sampler.stop()
     wf = shipped.load(workflow, pool.names)
     arrivals = [Arrival(float(t), workflow, it.input, it.answer, i % len(held))
                 for i, (t, it) in enumerate(zip(offsets, items, strict=True))]
-    sim_runs = [Simulator(pool, [wf], routing=routing, control=control or ControlPath(),
-                          occupancy_timeline=False, jitter_seed=j).run(arrivals, policy).records
-                for j in range(sim_repeats)]
+    simulated = [Simulator(pool, [wf], routing=routing, control=control or ControlPath(),
+                           occupancy_timeline=False, jitter_seed=j).run(arrivals, policy)
+                 for j in range(sim_repeats)]
+    sim_runs = [result.records for result in simulated]
     duration = max(offsets) if len(offsets) else 0.0
     rate = len(offsets) / duration if duration else 0.0
     settings = report.Settings()
@@ -119,6 +135,9 @@ def compare(router_addr: str, pool: PoolSpec, workflow: str, policy: str,
                           ("stage_ms", stage_ms)):
         out[name] = {side: _mean_of(per_run(records) for records in runs)
                      for side, runs in (("live", live_runs), ("sim", sim_runs))}
+    if live_batchers:
+        out["batchers"] = {"live": batcher_figures(live_batchers),
+                           "sim": batcher_figures([r.batchers for r in simulated])}
     out["difference"] = {k: _relative(out["sim"][k], out["live"][k]) for k in FIGURES}
     if sampler and sampler.cpu:
         busy = [v for _, v in sampler.cpu]
@@ -142,6 +161,56 @@ def warm_up(router_addr: str, workflow: str, policy: str, rate: float, duration_
     run_schedule(router_addr, offsets, [(workflow, held[-1 - i % len(held)].input, None)
                                         for i in range(len(offsets))],
                  policy=policy, root_certificates=root_certificates)
+
+
+def triton_batchers(url: str) -> dict[str, BatcherStats]:
+    """Per model, what a Triton's statistics API has counted since it started (every version
+    summed; no access token needed): calls, their time at the batcher, batches by size and
+    their compute time. Two readings apart give a run's (`since`)."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(url) as client:
+        return batchers_of(client.get_inference_statistics(as_json=True))
+
+
+def batchers_of(stats: dict[str, Any]) -> dict[str, BatcherStats]:
+    """triton_batchers' figures from a statistics response (ModelStatisticsResponse as JSON)."""
+    out: dict[str, BatcherStats] = {}
+    for m in stats.get("model_stats", []):
+        inference = m.get("inference_stats", {})
+        b = out.setdefault(m["name"], BatcherStats())
+        b.calls += int(inference.get("success", {}).get("count", 0))
+        b.queue_s += int(inference.get("queue", {}).get("ns", 0)) / 1e9
+        for by_size in m.get("batch_stats", []):
+            ns = sum(int(by_size.get(part, {}).get("ns", 0))
+                     for part in ("compute_input", "compute_infer", "compute_output"))
+            size = int(by_size["batch_size"])
+            b.batches[size] = b.batches.get(size, 0) + int(by_size["compute_infer"]["count"])
+            b.compute_s[size] = b.compute_s.get(size, 0.0) + ns / 1e9
+    return out
+
+
+def since(after: dict[str, BatcherStats], before: dict[str, BatcherStats]
+          ) -> dict[str, BatcherStats]:
+    """What Triton counted between two readings, per model that served a call meanwhile."""
+    out = {name: a.plus(before.get(name, BatcherStats()), -1) for name, a in after.items()}
+    return {name: d for name, d in out.items() if d.calls > 0}
+
+
+def batcher_figures(runs: Sequence[dict[str, BatcherStats]]) -> dict[str, dict[str, Any]]:
+    """Per model, over runs: calls per run, the share of calls that ran in a batch of two or
+    more, the mean wait of a call at the batcher, and the mean compute time of a batch by
+    its size (ms; Triton's own figures live, the same read off the simulated pool)."""
+    total: dict[str, BatcherStats] = {}
+    for run in runs:
+        for name, b in run.items():
+            total[name] = total.get(name, BatcherStats()).plus(b)
+    return {name: {"calls": t.calls / len(runs),
+                   "shared": sum(k * n for k, n in t.batches.items() if k > 1) / t.calls,
+                   "queue_ms": t.queue_s / t.calls * 1e3,
+                   "compute_ms": {k: t.compute_s[k] / n * 1e3
+                                  for k, n in t.batches.items() if n > 0}}
+            for name, t in sorted(total.items()) if t.calls > 0}
 
 
 def _timed_calls(records: Sequence[Any]) -> Iterator[Any]:
@@ -350,6 +419,19 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"  after a shared batch, next two placed by one round: live "
                      f"{_share(meet['live']['placed_together'])} / sim "
                      f"{_share(meet['sim']['placed_together'])}")
+    batchers = result.get("batchers", {})
+    for model, live_b in batchers.get("live", {}).items():
+        sim_b = batchers["sim"].get(model)
+        if sim_b is None:
+            continue
+        sizes = sorted(set(live_b["compute_ms"]) | set(sim_b["compute_ms"]))
+        lines.append(f"  Triton's statistics, {model}, live / sim: calls {live_b['calls']:.0f}"
+                     f" / {sim_b['calls']:.0f}, in shared batches {live_b['shared']:.0%} / "
+                     f"{sim_b['shared']:.0%}; wait at the batcher "
+                     f"{live_b['queue_ms']:.2f} / {sim_b['queue_ms']:.2f} ms; a batch's "
+                     "compute, ms: " + ", ".join(
+                         f"of {k} {_ms(live_b['compute_ms'].get(k, math.nan))} / "
+                         f"{_ms(sim_b['compute_ms'].get(k, math.nan))}" for k in sizes))
     to_call = result.get("placement_to_call_ms", {})
     if to_call.get("live"):
         lines.append("  placement to model call, ms p5/p50/p95: " + ", ".join(
@@ -470,7 +552,8 @@ def main(argv: list[str] | None = None) -> None:
                                          poisson(a.rate, a.duration, seed).tolist(),
                                          control=control, repeats=a.repeats,
                                          sim_repeats=a.sim_repeats,
-                                         scheduler_addr=stack.scheduler_addr)
+                                         scheduler_addr=stack.scheduler_addr,
+                                         triton_url=stack.triton_url)
                     print(f"seed {seed}: " + render(runs[seed]), flush=True)
                 if len(runs) > 1:
                     print(render_seeds(runs), flush=True)

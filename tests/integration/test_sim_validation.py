@@ -20,7 +20,7 @@ def test_the_simulator_serves_as_the_live_stack_does(stack):
     offsets = poisson(1.5, 8.0, seed=5).tolist()
     result = compare(stack.router_addr, load_pool(), "self-refine", "largest", offsets,
                      root_certificates=stack.root_certificates,
-                     scheduler_addr=stack.scheduler_addr)
+                     scheduler_addr=stack.scheduler_addr, triton_url=stack.triton_url)
     print(render(result))
     live, sim = result["live"], result["sim"]
     assert live["by_status"]["ok"] == sim["by_status"]["ok"] == len(offsets)
@@ -39,3 +39,13 @@ def test_the_simulator_serves_as_the_live_stack_does(stack):
     # how calls met at the batcher, read from both sides' timings (ControlPath's parts)
     assert set(result["meet"]["live"]) == set(result["meet"]["sim"])
     assert 0.0 < result["meet"]["sim"]["rounds_apart_ms"] < 1000.0
+    # Triton's own statistics of the live run, against the simulated pool's: it counted
+    # each of the run's model calls once (three stages a request; the warm-up was before)
+    live_b, sim_b = result["batchers"]["live"], result["batchers"]["sim"]
+    assert set(live_b) == set(sim_b) == {"llama3-70b"}
+    for side in (live_b, sim_b):
+        got = side["llama3-70b"]
+        assert got["calls"] == 3 * len(offsets), got
+        assert 0.0 <= got["shared"] <= 1.0 and 0.0 < got["queue_ms"] < 1000.0, got
+        assert min(got["compute_ms"].values()) > 0.0, got
+    assert "Triton's statistics, llama3-70b, live / sim" in render(result)

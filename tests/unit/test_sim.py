@@ -281,6 +281,7 @@ def test_settings_that_would_stall_the_clock_are_refused():
             Simulator(POOL, [wf], **bad)
     for bad in ({"stage_s": -0.001}, {"jitter": 1.5}, {"jitter": -0.1}, {"before": 1.2},
                 {"release_s": -0.001}, {"call_s": -0.001}, {"call_jitter": 2.0},
+                {"call_before": 1.5}, {"hop_s": -0.001}, {"hop_before": -0.1},
                 {"together": -0.5}, {"batch_late_s": -0.001}, {"round_s": -1.0},
                 {"round_wait_s": -1.0}):
         with pytest.raises(ValueError):
@@ -560,12 +561,104 @@ def test_a_calls_way_to_the_model_and_back_holds_the_lease_and_times_the_call():
     assert last_freed(way) == pytest.approx(way.records[0].stages[-1].call_ended_at)
 
 
+def test_the_calls_way_is_split_around_the_batcher():
+    """ControlPath.call_before: the share of the call's way before it reaches Triton's
+    queue. Two calls sent 1 ms apart reach it 1 ms apart whatever the way; only the way's
+    share after the batcher comes after the answer."""
+    fixed = ControlPath(jitter=0, call_jitter=0)
+    bare = one_call_each(fixed, 0.0)[0]
+    model = bare.call_ended_at - bare.call_started_at
+    for before in (0.0, 0.65, 1.0):
+        st = one_call_each(dataclasses.replace(fixed, call_s=0.004, call_before=before), 0.0)[0]
+        assert st.call_ended_at - st.call_started_at == pytest.approx(model + 0.004)
+
+
+def test_tritons_hop_holds_the_slot_and_moves_the_engine():
+    """ControlPath.hop_s: the batch holds its Triton slot from leaving the batcher, through
+    the hop to the handler, the engine and the hop back; with one slot, the next batch
+    starts only when the last one's hop back has ended."""
+    from aragog.common.settings import PoolSettings
+    from aragog.common.workflow import parse_workflow
+
+    pool = one_model_pool(2)  # two leases, one slot: the second call waits at the batcher
+    one_slot = PoolSettings(batches_per_instance=1)
+    fixed = ControlPath(jitter=0, call_jitter=0)
+
+    def run(control: ControlPath):
+        sim = Simulator(pool, [parse_workflow(ONE_STAGE, pool.names)], control=control,
+                        pool_settings=one_slot)
+        result = sim.run([Arrival(0.0, "one", "a b c"), Arrival(0.003, "one", "a b c")],
+                         "largest")
+        return sorted(r.latency_s for r in result.records), result.batchers[pool.names[0]]
+
+    (first, second), stats = run(fixed)
+    (hop_first, hop_second), hop_stats = run(dataclasses.replace(fixed, hop_s=0.005,
+                                                                 hop_before=0.4))
+    assert hop_first == pytest.approx(first + 0.005)
+    assert hop_second == pytest.approx(second + 2 * 0.005)  # waited for the first's slot
+    # as Triton's statistics count it: two batches of one, each computing hop and model
+    assert hop_stats.calls == 2 and hop_stats.batches == {1: 2}
+    assert hop_stats.compute_s[1] == pytest.approx(stats.compute_s[1] + 2 * 0.005)
+    assert hop_stats.queue_s == pytest.approx(stats.queue_s + 0.005)
+
+
+def test_the_simulated_pool_counts_batches_as_tritons_statistics_do():
+    """Result.batchers: per model, calls, their wait at the batcher, batches by size and
+    their compute time, as Triton's statistics API gives them for the live pool."""
+    fixed = ControlPath(jitter=0, call_jitter=0)
+    from aragog.common.workflow import parse_workflow
+
+    pool = one_model_pool(3)
+    sim = Simulator(pool, [parse_workflow(ONE_STAGE, pool.names)], control=fixed)
+    result = sim.run([Arrival(0.0, "one", "a b c"), Arrival(0.0005, "one", "a b c"),
+                      Arrival(1.0, "one", "a b c")], "largest")
+    stats = result.batchers[pool.names[0]]
+    m = pool.models[0]
+    assert stats.calls == 3 and stats.batches == {1: 1, 2: 1}
+    # the pair left when the first had waited the queue delay; the lone one likewise
+    assert stats.queue_s == pytest.approx(3 * sim.queue_delay_s - 0.0005)
+    assert stats.compute_s[2] == pytest.approx(m.batch_latency_s(2, 3, 64) * pool.time_scale)
+    assert stats.compute_s[1] == pytest.approx(m.batch_latency_s(1, 3, 64) * pool.time_scale)
+
+
+def test_tritons_statistics_are_read_per_model_and_between_two_readings():
+    """validate.batchers_of reads Triton's statistics response (as JSON); since() gives
+    what was counted between two readings; batcher_figures the shares and means."""
+    from aragog.sim.validate import batcher_figures, batchers_of, since
+
+    def reading(calls: int, queue_ns: int, ones: tuple[int, int], twos: tuple[int, int]):
+        def part(count: int, ns: int) -> dict:
+            return {"count": str(count), "ns": str(ns)} if count else {}
+
+        by_size = [{"batch_size": str(k), "compute_input": part(n, 0),
+                    "compute_infer": part(n, ns), "compute_output": part(n, 0)}
+                   for k, (n, ns) in ((1, ones), (2, twos)) if n]
+        return {"model_stats": [
+            {"name": "m", "version": "1", "inference_stats": {
+                "success": part(calls, 1), "queue": part(calls, queue_ns)},
+             "batch_stats": by_size},
+            {"name": "idle", "version": "1", "inference_stats": {"success": {}}}]}
+
+    before = batchers_of(reading(3, 6_000_000, (1, 300_000_000), (1, 400_000_000)))
+    after = batchers_of(reading(9, 18_000_000, (3, 900_000_000), (3, 1_200_000_000)))
+    assert before["idle"].calls == 0 and before["m"].batches == {1: 1, 2: 1}
+    run = since(after, before)
+    assert set(run) == {"m"}  # a model with no call in between is left out
+    assert run["m"].calls == 6 and run["m"].batches == {1: 2, 2: 2}
+    got = batcher_figures([run, run])["m"]
+    assert got["calls"] == 6  # per run
+    assert got["shared"] == pytest.approx(4 / 6)
+    assert got["queue_ms"] == pytest.approx(2.0)
+    assert got["compute_ms"] == pytest.approx({1: 300.0, 2: 400.0})
+
+
 def test_the_control_paths_command_line_settings_round_trip():
     import argparse
 
     ap = argparse.ArgumentParser()
-    default = ControlPath(0.009, before=0.35, release_s=0.003, call_s=0.008, jitter=0.2,
-                          call_jitter=0.19, together=0.5, batch_late_s=0.0012, round_s=0.001,
+    default = ControlPath(0.009, before=0.35, release_s=0.003, call_s=0.008, call_before=0.6,
+                          hop_s=0.005, hop_before=0.4, jitter=0.2, call_jitter=0.19,
+                          together=0.5, batch_late_s=0.0012, round_s=0.001,
                           round_wait_s=0.0006)
     default.add_arguments(ap)
     got = ControlPath.from_arguments(ap.parse_args([]))
