@@ -15,7 +15,8 @@ Same code where it matters:
 What it leaves out, so where it may differ from the live stack: the time the live stack
 spends around each model call, which a ControlPath stands for (nothing by default): the
 control path per stage (an executor's AcquireStage, the group commit, recording the stage),
-the release of the lease, the call's own way through Triton, and the scheduler's round loop
+the release of the lease, the call's way to Triton and back, Triton's own hop to the
+pool's handler and back (the batch holding its slot), and the scheduler's round loop
 (a round waits for its loop's turn, and its group commit keeps the next one apart). Each
 part is drawn around its mean, seeded, the calls of one request that move together
 (placed by one round, answered by one batch) drawn alike in part: whether two calls reach
@@ -122,9 +123,15 @@ class BatcherStats:
         self.batches[size] = self.batches.get(size, 0) + 1
         self.compute_s[size] = self.compute_s.get(size, 0.0) + compute_s
 
-    def plus(self, other: BatcherStats, sign: int = 1) -> BatcherStats:
-        """This and `other` counted together (`sign` -1: this less `other`, e.g. what a
-        Triton counted between two readings)."""
+    def plus(self, other: BatcherStats) -> BatcherStats:
+        """This and `other` counted together."""
+        return self._combined(other, 1)
+
+    def minus(self, earlier: BatcherStats) -> BatcherStats:
+        """What was counted since `earlier` (a reading of the same counters)."""
+        return self._combined(earlier, -1)
+
+    def _combined(self, other: BatcherStats, sign: int) -> BatcherStats:
         sizes = sorted(set(self.batches) | set(other.batches))
         return BatcherStats(
             self.calls + sign * other.calls, self.queue_s + sign * other.queue_s,
@@ -144,8 +151,8 @@ class _Model:
         self.delay_s = delay_s
         self.queue: deque[_Call] = deque()
         self.batch_due: float | None = None  # when the batcher's next close is scheduled
-        self.running: dict[int, tuple[list[_Call], float]] = {}  # batch id -> (its calls,
-        # when it left the batcher), decoding
+        # decoding: batch id -> (its calls, when it left the batcher and took its slot)
+        self.running: dict[int, tuple[list[_Call], float]] = {}
         self.ids = itertools.count()
         self.stats = BatcherStats()
 
@@ -174,8 +181,9 @@ class ControlPath:
       for a model (the executor records the stage, then asks);
     - `release_s`: from the answer to the lease's release at the scheduler (lease held; the
       unblocked stages ask no sooner, as the executor waits for its ReleaseStage);
-    - `call_s`: the model call's way between the executor and Triton's queue, there and
-      back (lease held), `call_before` of it before the call reaches the batcher;
+    - `call_s`: the model call's way outside Triton's model (lease held): `call_before` of
+      it from the executor to Triton's queue, the rest from the answers leaving Triton to
+      the executor;
     - `hop_s`: Triton's own way around the pool's handler (live: the Python backend's stub
       and pytriton's proxy), the batch holding its Triton slot all along: `hop_before` of
       it between the batch leaving the batcher and the engine's start, the rest between

@@ -163,14 +163,27 @@ def warm_up(router_addr: str, workflow: str, policy: str, rate: float, duration_
                  policy=policy, root_certificates=root_certificates)
 
 
-def triton_batchers(url: str) -> dict[str, BatcherStats]:
-    """Per model, what a Triton's statistics API has counted since it started (every version
-    summed; no access token needed): calls, their time at the batcher, batches by size and
-    their compute time. Two readings apart give a run's (`since`)."""
+def triton_batchers(url: str, settle_s: float = 0.2, tries: int = 10
+                    ) -> dict[str, BatcherStats]:
+    """Per model, what a Triton's statistics API has counted since the model was loaded
+    (every version summed; the emulated pool asks no access token for it): calls, their
+    time at the batcher, batches by size and their compute time. Two readings apart give a
+    run's (`since`). Read again `settle_s` later until two readings agree: Triton's Python
+    backend counts a batch after its answers have left, so a reading just after the last
+    answer may miss it."""
+    import time
+
     import tritonclient.grpc as grpcclient
 
     with grpcclient.InferenceServerClient(url) as client:
-        return batchers_of(client.get_inference_statistics(as_json=True))
+        last = batchers_of(client.get_inference_statistics(as_json=True))
+        for _ in range(tries):
+            time.sleep(settle_s)
+            now = batchers_of(client.get_inference_statistics(as_json=True))
+            if now == last:
+                break
+            last = now
+        return last
 
 
 def batchers_of(stats: dict[str, Any]) -> dict[str, BatcherStats]:
@@ -185,16 +198,23 @@ def batchers_of(stats: dict[str, Any]) -> dict[str, BatcherStats]:
             ns = sum(int(by_size.get(part, {}).get("ns", 0))
                      for part in ("compute_input", "compute_infer", "compute_output"))
             size = int(by_size["batch_size"])
-            b.batches[size] = b.batches.get(size, 0) + int(by_size["compute_infer"]["count"])
+            count = int(by_size.get("compute_infer", {}).get("count", 0))
+            b.batches[size] = b.batches.get(size, 0) + count
             b.compute_s[size] = b.compute_s.get(size, 0.0) + ns / 1e9
     return out
 
 
 def since(after: dict[str, BatcherStats], before: dict[str, BatcherStats]
           ) -> dict[str, BatcherStats]:
-    """What Triton counted between two readings, per model that served a call meanwhile."""
-    out = {name: a.plus(before.get(name, BatcherStats()), -1) for name, a in after.items()}
-    return {name: d for name, d in out.items() if d.calls > 0}
+    """What Triton counted between two readings, per model that served a call meanwhile. A
+    model loaded again in between counts from 0 again: then its later reading alone."""
+    out = {}
+    for name, a in after.items():
+        b = before.get(name, BatcherStats())
+        d = a if a.calls < b.calls else a.minus(b)
+        if d.calls > 0:
+            out[name] = d
+    return out
 
 
 def batcher_figures(runs: Sequence[dict[str, BatcherStats]]) -> dict[str, dict[str, Any]]:
@@ -420,15 +440,15 @@ def render(result: dict[str, Any]) -> str:
                      f"{_share(meet['live']['placed_together'])} / sim "
                      f"{_share(meet['sim']['placed_together'])}")
     batchers = result.get("batchers", {})
-    for model, live_b in batchers.get("live", {}).items():
-        sim_b = batchers["sim"].get(model)
-        if sim_b is None:
-            continue
+    none = {"calls": 0.0, "shared": math.nan, "queue_ms": math.nan, "compute_ms": {}}
+    for model in sorted(set(batchers.get("live", {})) | set(batchers.get("sim", {}))):
+        live_b = batchers["live"].get(model, none)
+        sim_b = batchers["sim"].get(model, none)
         sizes = sorted(set(live_b["compute_ms"]) | set(sim_b["compute_ms"]))
         lines.append(f"  Triton's statistics, {model}, live / sim: calls {live_b['calls']:.0f}"
-                     f" / {sim_b['calls']:.0f}, in shared batches {live_b['shared']:.0%} / "
-                     f"{sim_b['shared']:.0%}; wait at the batcher "
-                     f"{live_b['queue_ms']:.2f} / {sim_b['queue_ms']:.2f} ms; a batch's "
+                     f" / {sim_b['calls']:.0f}, in shared batches {_share(live_b['shared'])} / "
+                     f"{_share(sim_b['shared'])}; wait at the batcher "
+                     f"{_ms(live_b['queue_ms'])} / {_ms(sim_b['queue_ms'])} ms; a batch's "
                      "compute, ms: " + ", ".join(
                          f"of {k} {_ms(live_b['compute_ms'].get(k, math.nan))} / "
                          f"{_ms(sim_b['compute_ms'].get(k, math.nan))}" for k in sizes))

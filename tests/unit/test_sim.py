@@ -561,22 +561,45 @@ def test_a_calls_way_to_the_model_and_back_holds_the_lease_and_times_the_call():
     assert last_freed(way) == pytest.approx(way.records[0].stages[-1].call_ended_at)
 
 
+class Timed(Simulator):
+    """The simulator, noting when each call reached Triton's queue (after its send) and
+    when each batch reached its engine (after it took its slot)."""
+
+    def run(self, *args, **kw):
+        self.reached, self.engine_after = [], []
+        return super().run(*args, **kw)
+
+    def _submit(self, call):
+        self.reached.append(self._now - call.sent_at)
+        super()._submit(call)
+
+    def _decode(self, m, e, batch, out, taken):
+        self.engine_after.append(self._now - taken)
+        super()._decode(m, e, batch, out, taken)
+
+
 def test_the_calls_way_is_split_around_the_batcher():
     """ControlPath.call_before: the share of the call's way before it reaches Triton's
-    queue. Two calls sent 1 ms apart reach it 1 ms apart whatever the way; only the way's
-    share after the batcher comes after the answer."""
+    queue; the rest comes after the answers leave, and the executor times the whole."""
+    from aragog.common.workflow import parse_workflow
+
+    pool = one_model_pool(4)
     fixed = ControlPath(jitter=0, call_jitter=0)
     bare = one_call_each(fixed, 0.0)[0]
     model = bare.call_ended_at - bare.call_started_at
     for before in (0.0, 0.65, 1.0):
-        st = one_call_each(dataclasses.replace(fixed, call_s=0.004, call_before=before), 0.0)[0]
+        sim = Timed(pool, [parse_workflow(ONE_STAGE, pool.names)],
+                    control=dataclasses.replace(fixed, call_s=0.004, call_before=before))
+        st = sim.run([Arrival(0.0, "one", "a b c")], "largest").records[0].stages[0]
+        assert sim.reached == pytest.approx([0.004 * before])
         assert st.call_ended_at - st.call_started_at == pytest.approx(model + 0.004)
 
 
 def test_tritons_hop_holds_the_slot_and_moves_the_engine():
     """ControlPath.hop_s: the batch holds its Triton slot from leaving the batcher, through
-    the hop to the handler, the engine and the hop back; with one slot, the next batch
-    starts only when the last one's hop back has ended."""
+    the hop to the handler (`hop_before` of it: the engine starts that much later), the
+    engine and the hop back; with one slot, the next batch starts only when the last one's
+    hop back has ended."""
     from aragog.common.settings import PoolSettings
     from aragog.common.workflow import parse_workflow
 
@@ -585,15 +608,17 @@ def test_tritons_hop_holds_the_slot_and_moves_the_engine():
     fixed = ControlPath(jitter=0, call_jitter=0)
 
     def run(control: ControlPath):
-        sim = Simulator(pool, [parse_workflow(ONE_STAGE, pool.names)], control=control,
-                        pool_settings=one_slot)
+        sim = Timed(pool, [parse_workflow(ONE_STAGE, pool.names)], control=control,
+                    pool_settings=one_slot)
         result = sim.run([Arrival(0.0, "one", "a b c"), Arrival(0.003, "one", "a b c")],
                          "largest")
-        return sorted(r.latency_s for r in result.records), result.batchers[pool.names[0]]
+        return (sorted(r.latency_s for r in result.records), result.batchers[pool.names[0]],
+                sim.engine_after)
 
-    (first, second), stats = run(fixed)
-    (hop_first, hop_second), hop_stats = run(dataclasses.replace(fixed, hop_s=0.005,
-                                                                 hop_before=0.4))
+    (first, second), stats, prefill = run(fixed)
+    (hop_first, hop_second), hop_stats, engine_after = run(
+        dataclasses.replace(fixed, hop_s=0.005, hop_before=0.4))
+    assert engine_after == pytest.approx([p + 0.002 for p in prefill])
     assert hop_first == pytest.approx(first + 0.005)
     assert hop_second == pytest.approx(second + 2 * 0.005)  # waited for the first's slot
     # as Triton's statistics count it: two batches of one, each computing hop and model
@@ -622,26 +647,28 @@ def test_the_simulated_pool_counts_batches_as_tritons_statistics_do():
 
 
 def test_tritons_statistics_are_read_per_model_and_between_two_readings():
-    """validate.batchers_of reads Triton's statistics response (as JSON); since() gives
-    what was counted between two readings; batcher_figures the shares and means."""
+    """validate.batchers_of reads Triton's statistics response (as JSON: counts and ns as
+    strings; a batch's compute is its input, infer and output parts); since() gives what was
+    counted between two readings; batcher_figures the shares and means."""
     from aragog.sim.validate import batcher_figures, batchers_of, since
 
-    def reading(calls: int, queue_ns: int, ones: tuple[int, int], twos: tuple[int, int]):
+    def reading(calls: int, queue_ns: int, **by_size: tuple[int, int]):
         def part(count: int, ns: int) -> dict:
             return {"count": str(count), "ns": str(ns)} if count else {}
 
-        by_size = [{"batch_size": str(k), "compute_input": part(n, 0),
-                    "compute_infer": part(n, ns), "compute_output": part(n, 0)}
-                   for k, (n, ns) in ((1, ones), (2, twos)) if n]
+        sizes = [{"batch_size": name[-1], "compute_input": part(n, ns // 10),
+                  "compute_infer": part(n, ns - ns // 5), "compute_output": part(n, ns // 10)}
+                 for name, (n, ns) in by_size.items()]
         return {"model_stats": [
             {"name": "m", "version": "1", "inference_stats": {
                 "success": part(calls, 1), "queue": part(calls, queue_ns)},
-             "batch_stats": by_size},
+             "batch_stats": sizes},
             {"name": "idle", "version": "1", "inference_stats": {"success": {}}}]}
 
-    before = batchers_of(reading(3, 6_000_000, (1, 300_000_000), (1, 400_000_000)))
-    after = batchers_of(reading(9, 18_000_000, (3, 900_000_000), (3, 1_200_000_000)))
-    assert before["idle"].calls == 0 and before["m"].batches == {1: 1, 2: 1}
+    before = batchers_of(reading(1, 2_000_000, of1=(1, 300_000_000)))
+    after = batchers_of(reading(7, 14_000_000, of1=(3, 900_000_000), of2=(2, 800_000_000)))
+    assert before["idle"].calls == 0 and before["m"].batches == {1: 1}
+    assert after["m"].compute_s == pytest.approx({1: 0.9, 2: 0.8})
     run = since(after, before)
     assert set(run) == {"m"}  # a model with no call in between is left out
     assert run["m"].calls == 6 and run["m"].batches == {1: 2, 2: 2}
@@ -650,6 +677,9 @@ def test_tritons_statistics_are_read_per_model_and_between_two_readings():
     assert got["shared"] == pytest.approx(4 / 6)
     assert got["queue_ms"] == pytest.approx(2.0)
     assert got["compute_ms"] == pytest.approx({1: 300.0, 2: 400.0})
+    # a model loaded again between the readings counts from 0: its later reading alone
+    reloaded = since(before, after)
+    assert reloaded["m"].calls == 1 and reloaded["m"].batches == {1: 1}
 
 
 def test_the_control_paths_command_line_settings_round_trip():
