@@ -51,13 +51,34 @@ def recorded_events(client: redis.Redis, ns: str, rid: str) -> list:
             for _, f in client.xrange(f"{ns}:req:{rid}:events")]
 
 
-def under_load(s: Stack, wid: str, prefix: str, disrupt) -> tuple[dict, float, float]:
+def under_load(s: Stack, wid: str, prefix: str, disrupt, resubmit: bool = False
+               ) -> tuple[dict, float, float]:
     """CLIENTS clients submit chain3 requests one after another; after 4 s `disrupt()` stops
     Redis and starts it again, returning when it stopped; the load goes on for 8 s more.
     Returns {request id: (sent, done, events or RpcError)}, when Redis stopped and when it
-    was back."""
+    was back. `resubmit`: a client refused UNAVAILABLE before its first event submits again
+    with the same request_id, as the refusal tells it to (its request may have been admitted
+    when Redis went away; submitting again re-attaches to it); a stream that fails after an
+    event stays a failure."""
     stop = threading.Event()
     results: dict[str, tuple[float, float, object]] = {}
+
+    def follow(rid: str, text: str) -> list:
+        events: list = []
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with s.router() as r:
+                    for e in r.SubmitRequest(router_pb2.SubmitRequestRequest(
+                            workflow_id=wid, input=text, request_id=rid),
+                            timeout=max(1.0, deadline - time.monotonic())):
+                        events.append(e)
+                return events
+            except grpc.RpcError as e:
+                if not (resubmit and not events and e.code() == grpc.StatusCode.UNAVAILABLE
+                        and time.monotonic() < deadline):
+                    raise
+                time.sleep(1.0)
 
     def client(i: int) -> None:
         n = 0
@@ -65,8 +86,7 @@ def under_load(s: Stack, wid: str, prefix: str, disrupt) -> tuple[dict, float, f
             rid, n = f"{prefix}-{i}-{n}", n + 1
             t0 = time.monotonic()
             try:
-                outcome: object = s.submit(wid, f"{prefix} {i} {n}", request_id=rid,
-                                           timeout_s=120)[0]
+                outcome: object = follow(rid, f"{prefix} {i} {n}")
             except grpc.RpcError as e:
                 outcome = e
             results[rid] = (t0, time.monotonic(), outcome)
@@ -141,7 +161,9 @@ def test_a_redis_restart_loses_and_repeats_nothing(durable_stack):
 
 def test_a_restart_slower_than_the_client_retries_fails_nothing(durable_stack):
     """Redis down longer than redis-py's retries (~15 s): calls fail meanwhile (as
-    UNAVAILABLE), yet no request fails. Followers keep waiting; executors hand their
+    UNAVAILABLE), yet no request fails. A submission refused before its first event is
+    submitted again with the same request_id, as the refusal says (it may have raced the
+    stop: admitted, then refused); followers keep waiting; executors hand their
     requests back and resume them once Redis is back, so a stage that finished meanwhile
     (its record failed) may run again, but every request is admitted once and ends once,
     successfully."""
@@ -160,7 +182,7 @@ def test_a_restart_slower_than_the_client_retries_fails_nothing(durable_stack):
         s.start_redis()
         return t_stop
 
-    results, t_stop, t_up = under_load(s, wid, "slow", restart)
+    results, t_stop, t_up = under_load(s, wid, "slow", restart, resubmit=True)
     assert refused[0].code() == grpc.StatusCode.UNAVAILABLE, refused[0].details()
     assert "Redis, which holds the cluster state, is unreachable" in refused[0].details()
     failed = {rid: r[2] for rid, r in results.items() if isinstance(r[2], grpc.RpcError)}
