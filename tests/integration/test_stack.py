@@ -55,6 +55,20 @@ def snapshot(stack) -> dict:
     return out
 
 
+def settled_snapshot(stack, wait_s: float = 0.2, tries: int = 50) -> dict:
+    """snapshot() once the stack has stopped changing it: two readings `wait_s` apart alike.
+    An earlier test's request may still be settling (its client has its answer before the
+    executor drops its claim), which is not what a test that changes nothing measures."""
+    last = snapshot(stack)
+    for _ in range(tries):
+        time.sleep(wait_s)
+        now = snapshot(stack)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def final(events):
     assert events[-1].WhichOneof("event") == "completed"
     return events[-1].completed
@@ -153,7 +167,7 @@ def test_list_workflows(stack, chain):
          "long-description", "malformed-yaml", "unknown-model"],
 )
 def test_bad_input_is_rejected_and_changes_nothing(stack, chain, call, message):
-    before = snapshot(stack)
+    before = settled_snapshot(stack)
     with pytest.raises(grpc.RpcError) as err:
         call(stack, chain)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -167,7 +181,7 @@ def test_ids_naming_other_keys_are_refused_everywhere(stack, chain):
     ids (INVALID_ARGUMENT) instead of reading them as requests; unknown requests and leases
     are NOT_FOUND at once. None of it changes Redis."""
     rid = final(stack.submit(chain, "key probe")[0]).request_id
-    before = snapshot(stack)
+    before = settled_snapshot(stack)
     rpcs = []
     with stack.router() as r:
         for bad in (f"{rid}:stages", f"{rid}:chosen", f"{rid}\n", ""):
@@ -215,7 +229,7 @@ def test_undecodable_request_bytes_are_invalid_argument(stack, chain, service, m
     addr = {"router": stack.router_addr, "scheduler": stack.scheduler_addr,
             "executor": live_executor(stack).addr}[service]
     garbage = b"\xff\xff\xff"  # a field tag that never ends: no protobuf message
-    before = snapshot(stack)
+    before = settled_snapshot(stack)
     with stack.channel(addr) as ch, pytest.raises(grpc.RpcError) as err:
         if streaming == (True, True):
             list(ch.stream_stream(method)(iter([garbage]), timeout=5))
@@ -450,7 +464,7 @@ def test_scheduler_and_load_monitor_agree_under_load(stack, chain):
 def test_a_workflow_id_cannot_be_redefined(stack, chain):
     same = stack.register(shipped_workflow("chain3"))  # identical: idempotent
     assert same.workflow.id == chain
-    before = snapshot(stack)
+    before = settled_snapshot(stack)
     changed = shipped_workflow("chain3").replace("output_tokens: ", "output_tokens: 1", 1)
     assert changed != shipped_workflow("chain3")
     with pytest.raises(grpc.RpcError) as err:
