@@ -245,8 +245,8 @@ class ControlPath:
         ap.add_argument("--release-ms", type=float, default=self.release_s * 1000.0,
                         help="from a model's answer to its lease's release at the scheduler")
         ap.add_argument("--call-way-ms", type=float, default=self.call_s * 1000.0,
-                        help="a model call's way between the executor and Triton's queue, "
-                             "there and back (the lease is held)")
+                        help="a model call's way outside Triton: executor to Triton's "
+                             "queue, and the answers from Triton back (the lease is held)")
         ap.add_argument("--call-way-before", type=float, default=self.call_before,
                         help="the share of --call-way-ms before the call reaches the batcher")
         ap.add_argument("--hop-ms", type=float, default=self.hop_s * 1000.0,
